@@ -1,0 +1,218 @@
+//! Configuration, read from the environment once per cold start, validated,
+//! and passed down explicitly. A missing or malformed variable fails the start
+//! with an error that names it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where configuration values come from: the process environment in
+/// production, a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name} is not set: {why}")]
+    Missing { name: &'static str, why: &'static str },
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+/// Settings every function and the local runner share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How long sessions and their messages live after their last activity.
+    pub session_ttl: Duration,
+    /// How long a verified API key may be trusted without a store lookup.
+    pub auth_cache: Duration,
+    /// Browser origins allowed by CORS; empty means no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// Time limit of each dependency check of `GET /health`.
+    pub health_check_timeout: Duration,
+    /// Logs as JSON lines (Lambda, CloudWatch) or human-readable text.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session_ttl: Duration::from_secs(30 * 86_400),
+            auth_cache: Duration::from_secs(5),
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            health_check_timeout: Duration::from_millis(2_000),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        Ok(Config {
+            session_ttl: Duration::from_secs(
+                86_400
+                    * number(env, "LAMBENT_SESSION_TTL_DAYS", 1..=3650)?
+                        .unwrap_or(defaults.session_ttl.as_secs() / 86_400),
+            ),
+            auth_cache: number(env, "LAMBENT_AUTH_CACHE_SECS", 0..=300)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.auth_cache),
+            cors_origins: match env.var("LAMBENT_CORS_ORIGINS") {
+                None => Vec::new(),
+                Some(list) => cors_origins(&list)?,
+            },
+            max_body_bytes: number(env, "LAMBENT_MAX_BODY_BYTES", 1024..=(64 * 1024 * 1024))?
+                .map(|n| n as usize)
+                .unwrap_or(defaults.max_body_bytes),
+            health_check_timeout: number(env, "LAMBENT_HEALTH_TIMEOUT_MS", 50..=30_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.health_check_timeout),
+            log_format: match env.var("LAMBENT_LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LAMBENT_LOG_FORMAT",
+                        why: format!("{other:?} is not json or text"),
+                    })
+                }
+            },
+        })
+    }
+}
+
+/// An optional whole number within `range`.
+pub fn number(
+    env: &dyn Env,
+    name: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(raw) = env.var(name) else {
+        return Ok(None);
+    };
+    let n: u64 = raw.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        why: format!("{raw:?} is not a whole number"),
+    })?;
+    if !range.contains(&n) {
+        return Err(ConfigError::Invalid {
+            name,
+            why: format!("{n} is outside {}..={}", range.start(), range.end()),
+        });
+    }
+    Ok(Some(n))
+}
+
+/// A required, non-empty variable.
+pub fn required(
+    env: &dyn Env,
+    name: &'static str,
+    why: &'static str,
+) -> Result<String, ConfigError> {
+    env.var(name).ok_or(ConfigError::Missing { name, why })
+}
+
+fn cors_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin != "*"
+                && origin.parse::<http::HeaderValue>().is_ok();
+            if ok {
+                Ok(origin.to_owned())
+            } else {
+                Err(ConfigError::Invalid {
+                    name: "LAMBENT_CORS_ORIGINS",
+                    why: format!("{origin:?} is not an origin such as https://app.example.com"),
+                })
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        assert_eq!(Config::from_env(&env(&[])), Ok(Config::default()));
+    }
+
+    #[test]
+    fn values_are_read_and_validated() {
+        let cfg = Config::from_env(&env(&[
+            ("LAMBENT_SESSION_TTL_DAYS", "7"),
+            ("LAMBENT_CORS_ORIGINS", "https://a.example, http://localhost:5173"),
+            ("LAMBENT_LOG_FORMAT", "json"),
+        ]))
+        .map_err(|e| e.to_string());
+        let cfg = cfg.as_ref().map(|c| {
+            (
+                c.session_ttl.as_secs(),
+                c.cors_origins.clone(),
+                c.log_format,
+            )
+        });
+        assert_eq!(
+            cfg,
+            Ok((
+                7 * 86_400,
+                vec![
+                    "https://a.example".to_string(),
+                    "http://localhost:5173".to_string()
+                ],
+                LogFormat::Json
+            ))
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Config::from_env(&env(&[("LAMBENT_SESSION_TTL_DAYS", "soon")]));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { name: "LAMBENT_SESSION_TTL_DAYS", .. })),
+            "{err:?}"
+        );
+        let err = Config::from_env(&env(&[("LAMBENT_CORS_ORIGINS", "*")]));
+        assert!(
+            matches!(&err, Err(ConfigError::Invalid { name: "LAMBENT_CORS_ORIGINS", .. })),
+            "{err:?}"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The one error type of the HTTP API: one exhaustive status mapping, one
+//! JSON envelope. Clients get a generic message and the request ID; the
+//! details go to the logs only.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::ports::{CipherError, QueueError, SecretsError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Invalid input; the message says which field and why.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid API key")]
+    Unauthenticated,
+    #[error("this route needs the {0} role")]
+    Forbidden(&'static str),
+    /// Unknown, or not the caller's: both answer the same.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// The route exists in the contract but is not built yet.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+    /// The model provider failed; the detail is logged, not returned.
+    #[error("the model provider failed")]
+    ProviderFailed(String),
+    #[error("the model provider timed out")]
+    ProviderTimeout,
+    /// A dependency (store, cipher, queue, secrets) is down; detail logged.
+    #[error("a dependency is unavailable")]
+    Unavailable(String),
+    /// A bug or an unexpected state; detail logged.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } | ApiError::BudgetExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::ProviderFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::ProviderTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid_request",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BudgetExceeded(_) => "budget_exceeded",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::ProviderFailed(_) => "provider_error",
+            ApiError::ProviderTimeout => "provider_timeout",
+            ApiError::Unavailable(_) => "dependency_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client may read. Internal details never appear here.
+    pub fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    fn internal_detail(&self) -> Option<&str> {
+        match self {
+            ApiError::ProviderFailed(d) | ApiError::Unavailable(d) | ApiError::Internal(d) => {
+                Some(d)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(detail) = self.internal_detail() {
+            tracing::error!(code = self.code(), detail, "request failed");
+        }
+        let mut response =
+            crate::http::error_response(self.status(), self.code(), &self.public_message());
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            if let Ok(v) = http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Conflict => ApiError::Conflict("a concurrent request changed this".into()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<CipherError> for ApiError {
+    fn from(e: CipherError) -> Self {
+        match e {
+            CipherError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(e: SecretsError) -> Self {
+        match e {
+            SecretsError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_message() {
+        let e = ApiError::Unavailable("table lambent-prod: AccessDenied".into());
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.public_message().contains("lambent-prod"));
+        let e = ApiError::Internal("stack trace".into());
+        assert!(!e.public_message().contains("stack"));
+    }
+}

@@ -1,0 +1,15 @@
+//! `lambent`: the domain, services, ports and adapters shared by every Lambent
+//! function and by the local runner. Nothing here knows whether it runs in
+//! Lambda or on a laptop, and nothing here depends on the Lambda runtime.
+
+pub mod adapters;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod ports;
+pub mod secret;
+pub mod state;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,49 @@
+//! The state every handler receives: configuration and the ports. Built once
+//! per cold start (or once per `lambent serve`) and passed down explicitly;
+//! there is no global registry.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::ports::{ItemStore, KeyCipher, Queue, Secrets};
+
+#[derive(Clone)]
+pub struct State {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn ItemStore>,
+    pub cipher: Arc<dyn KeyCipher>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn Secrets>,
+}
+
+/// Which optional ports a function uses. A function gets IAM permissions
+/// only for what it needs, so it must not build (or warm) anything else.
+/// The store and the secrets are always needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub cipher: bool,
+    pub queue: bool,
+}
+
+impl Needs {
+    pub const STORE_ONLY: Needs = Needs {
+        cipher: false,
+        queue: false,
+    };
+    pub const ALL: Needs = Needs {
+        cipher: true,
+        queue: true,
+    };
+}
+
+/// Why a function or `lambent serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A dependency is missing or unreachable at start-up.
+    #[error("dependency {name} is not usable: {detail}")]
+    Dependency { name: &'static str, detail: String },
+    #[error("data directory: {0}")]
+    DataDir(String),
+}
