@@ -29,7 +29,10 @@ impl Env for BTreeMap<String, String> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{name} is not set: {why}")]
-    Missing { name: &'static str, why: &'static str },
+    Missing {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error("{name} is invalid: {why}")]
     Invalid { name: &'static str, why: String },
 }
@@ -178,7 +181,10 @@ mod tests {
     fn values_are_read_and_validated() {
         let cfg = Config::from_env(&env(&[
             ("LAMBENT_SESSION_TTL_DAYS", "7"),
-            ("LAMBENT_CORS_ORIGINS", "https://a.example, http://localhost:5173"),
+            (
+                "LAMBENT_CORS_ORIGINS",
+                "https://a.example, http://localhost:5173",
+            ),
             ("LAMBENT_LOG_FORMAT", "json"),
         ]))
         .map_err(|e| e.to_string());
@@ -206,12 +212,24 @@ mod tests {
     fn a_bad_value_names_its_variable() {
         let err = Config::from_env(&env(&[("LAMBENT_SESSION_TTL_DAYS", "soon")]));
         assert!(
-            matches!(&err, Err(ConfigError::Invalid { name: "LAMBENT_SESSION_TTL_DAYS", .. })),
+            matches!(
+                &err,
+                Err(ConfigError::Invalid {
+                    name: "LAMBENT_SESSION_TTL_DAYS",
+                    ..
+                })
+            ),
             "{err:?}"
         );
         let err = Config::from_env(&env(&[("LAMBENT_CORS_ORIGINS", "*")]));
         assert!(
-            matches!(&err, Err(ConfigError::Invalid { name: "LAMBENT_CORS_ORIGINS", .. })),
+            matches!(
+                &err,
+                Err(ConfigError::Invalid {
+                    name: "LAMBENT_CORS_ORIGINS",
+                    ..
+                })
+            ),
             "{err:?}"
         );
     }

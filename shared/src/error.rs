@@ -29,7 +29,7 @@ pub enum ApiError {
     BudgetExceeded(String),
     /// The route exists in the contract but is not built yet.
     #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
+    NotImplemented(String),
     /// The model provider failed; the detail is logged, not returned.
     #[error("the model provider failed")]
     ProviderFailed(String),

@@ -131,9 +131,11 @@ async fn envelope(response: Response) -> Response {
         Err(_) => String::new(),
     };
     let (status, code, message) = match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
-            (StatusCode::BAD_REQUEST, "invalid_request", rejection_message(&text, "invalid request"))
-        }
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            rejection_message(&text, "invalid request"),
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -150,7 +152,11 @@ async fn envelope(response: Response) -> Response {
             "payload_too_large",
             "request body too large".to_owned(),
         ),
-        s if s.is_client_error() => (s, "invalid_request", rejection_message(&text, "invalid request")),
+        s if s.is_client_error() => (
+            s,
+            "invalid_request",
+            rejection_message(&text, "invalid request"),
+        ),
         s => {
             tracing::error!(status = s.as_u16(), "unhandled error response");
             (s, "internal", "internal error".to_owned())
@@ -165,4 +171,11 @@ fn rejection_message(text: &str, fallback: &str) -> String {
         return fallback.to_owned();
     }
     text.chars().take(MAX_REJECTION_MESSAGE).collect()
+}
+
+/// The answer of a route whose issue has not landed yet: a 501 envelope
+/// naming the route.
+pub async fn not_implemented(method: http::Method, route: Option<MatchedPath>) -> Response {
+    let route = route.map_or_else(|| "this route".to_owned(), |p| p.as_str().to_owned());
+    crate::error::ApiError::NotImplemented(format!("{method} {route}")).into_response()
 }

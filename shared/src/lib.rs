@@ -3,6 +3,9 @@
 //! Lambda or on a laptop, and nothing here depends on the Lambda runtime.
 
 pub mod adapters;
+pub mod backend;
+pub mod batch;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -1,1 +1,94 @@
-fn main() {}
+//! `lambent`: run Lambent on a laptop, or set up its AWS resources.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lambent_local::provision::Names;
+use lambent_local::serve::{self, Backend, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "lambent",
+    version,
+    about = "Lambent: a serverless backend for LLM agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route and run the queue consumers in one process.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:3000", env = "LAMBENT_ADDR")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "./.lambent", env = "LAMBENT_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "embedded", env = "LAMBENT_BACKEND")]
+        backend: Backend,
+        /// Name prefix of the AWS resources (as given to `lambent bootstrap`).
+        #[arg(long, default_value = "lambent", env = "LAMBENT_PREFIX")]
+        prefix: String,
+    },
+    /// Create the table, queues, dead-letter queues, KMS key and secret on the
+    /// configured AWS endpoint (idempotent).
+    Bootstrap {
+        #[arg(long, default_value = "lambent", env = "LAMBENT_PREFIX")]
+        prefix: String,
+        /// Receives before a message moves to its dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lambent::telemetry::init(lambent::telemetry::format_from_env());
+    match Cli::parse().command {
+        Command::Serve {
+            addr,
+            data_dir,
+            backend,
+            prefix,
+        } => {
+            let options = Options {
+                addr,
+                data_dir,
+                backend,
+                prefix,
+            };
+            serve::run(options, shutdown_signal(), |bound| {
+                println!("lambent listening on http://{bound}");
+            })
+            .await
+        }
+        Command::Bootstrap {
+            prefix,
+            max_receives,
+        } => {
+            let mut names = Names::with_prefix(&prefix);
+            names.max_receives = max_receives;
+            lambent_local::provision::run(&names).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -27,8 +27,11 @@ pub trait KeyCipher: Send + Sync + 'static {
     async fn encrypt(&self, plaintext: &[u8], context: &EncryptionContext)
         -> CipherResult<Vec<u8>>;
 
-    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext)
-        -> CipherResult<Vec<u8>>;
+    async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+    ) -> CipherResult<Vec<u8>>;
 
     /// A cheap round trip proving the key is usable (health checks).
     async fn ping(&self) -> CipherResult<()>;
@@ -37,7 +40,9 @@ pub trait KeyCipher: Send + Sync + 'static {
 /// Refuses an empty context: every Lambent ciphertext is bound to an owner.
 pub fn require_context(context: &EncryptionContext) -> CipherResult<()> {
     if context.is_empty() {
-        return Err(CipherError::Invalid("an encryption context is required".into()));
+        return Err(CipherError::Invalid(
+            "an encryption context is required".into(),
+        ));
     }
     Ok(())
 }

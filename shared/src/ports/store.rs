@@ -430,9 +430,9 @@ pub mod validate {
     pub fn condition(condition: &Condition) -> StoreResult<()> {
         match condition {
             Condition::NotExists | Condition::Exists => Ok(()),
-            Condition::AttrNotExists(n) | Condition::AttrExists(n) | Condition::Compare(n, _, _) => {
-                attr_name(n)
-            }
+            Condition::AttrNotExists(n)
+            | Condition::AttrExists(n)
+            | Condition::Compare(n, _, _) => attr_name(n),
             Condition::And(cs) | Condition::Or(cs) => {
                 if cs.is_empty() {
                     return Err(StoreError::Invalid("empty And/Or condition".into()));

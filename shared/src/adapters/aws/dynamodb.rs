@@ -17,7 +17,6 @@
 //!   write is never lost) and the update is retried. Transactions do the same.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -38,6 +37,7 @@ use crate::ports::store::{
     validate, Cmp, Condition, Item, ItemStore, Key, Order, Page, Query, StoreCursor, StoreError,
     StoreResult, TxOp, Update, Value, TTL_ATTRIBUTE,
 };
+use crate::time::now_epoch_secs as now_epoch;
 
 /// Partition key attribute (String).
 pub const PK: &str = "pk";
@@ -101,19 +101,12 @@ impl DynamoStore {
     }
 }
 
-/// Epoch seconds now.
-fn now_epoch() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Errors
 
-/// Maps an SDK error: a failed condition, a transaction conflict, or
-/// `Unavailable` with the full error chain (logs only).
+/// Maps an SDK error: a failed condition, a transaction conflict, a request
+/// DynamoDB refused as malformed (`Invalid`, e.g. ADD on a string or an item
+/// over 400 KB), or `Unavailable`. The text is the full error chain (logs only).
 fn store_error<E, R>(err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -124,6 +117,7 @@ where
         Some("TransactionConflictException") | Some("TransactionInProgressException") => {
             StoreError::Conflict
         }
+        Some("ValidationException") => StoreError::Invalid(error_text(err)),
         _ => StoreError::Unavailable(error_text(err)),
     }
 }
@@ -182,7 +176,9 @@ pub fn from_attribute(value: AttributeValue) -> StoreResult<Value> {
                 .map(|n| parse_number(n).map(Value::N))
                 .collect::<StoreResult<_>>()?,
         ),
-        AttributeValue::Bs(bs) => Value::L(bs.into_iter().map(|b| Value::B(b.into_inner())).collect()),
+        AttributeValue::Bs(bs) => {
+            Value::L(bs.into_iter().map(|b| Value::B(b.into_inner())).collect())
+        }
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unsupported attribute type: {other:?}"
@@ -239,7 +235,9 @@ fn expiry_of(value: &AttributeValue) -> StoreResult<i64> {
             .floor()
             .to_i64()
             .ok_or_else(|| StoreError::Corrupt(format!("{TTL_ATTRIBUTE} {n} is out of range"))),
-        _ => Err(StoreError::Corrupt(format!("{TTL_ATTRIBUTE} is not a number"))),
+        _ => Err(StoreError::Corrupt(format!(
+            "{TTL_ATTRIBUTE} is not a number"
+        ))),
     }
 }
 
@@ -327,7 +325,8 @@ impl Expr {
         format!("{t} <= {now}")
     }
 
-    /// Always true / always false (an empty `And` / `Or`).
+    /// Always true / always false (an empty `And` / `Or`, an order comparison
+    /// with a value that has no order).
     fn constant(&mut self, truth: bool) -> String {
         let pk = self.name(PK);
         if truth {
@@ -362,7 +361,6 @@ impl Expr {
                 format!("(attribute_exists({a}) AND {live})")
             }
             Condition::Compare(attr, op, value) => {
-                let ordered = matches!(value, Value::S(_) | Value::N(_) | Value::B(_));
                 let operator = match op {
                     Cmp::Eq => "=",
                     Cmp::Ne => "<>",
@@ -371,19 +369,27 @@ impl Expr {
                     Cmp::Gt => ">",
                     Cmp::Ge => ">=",
                 };
-                if !ordered && !matches!(op, Cmp::Eq | Cmp::Ne) {
-                    return Err(StoreError::Invalid(format!(
-                        "{operator} compares strings, numbers or binaries, not {}",
-                        type_code(value)
-                    )));
+                let ordered = matches!(value, Value::S(_) | Value::N(_) | Value::B(_));
+                match op {
+                    // Any two values are equal or not; values of different
+                    // types are "not equal". An absent attribute fails both.
+                    Cmp::Eq | Cmp::Ne => {
+                        let a = self.name(attr);
+                        let v = self.value(to_attribute(value));
+                        let live = self.live();
+                        format!("(attribute_exists({a}) AND {a} {operator} {v} AND {live})")
+                    }
+                    // Only strings, numbers and binaries are ordered, and
+                    // only against the same type: anything else is false.
+                    _ if !ordered => self.constant(false),
+                    _ => {
+                        let a = self.name(attr);
+                        let t = self.value(AttributeValue::S(type_code(value).to_owned()));
+                        let v = self.value(to_attribute(value));
+                        let live = self.live();
+                        format!("(attribute_type({a}, {t}) AND {a} {operator} {v} AND {live})")
+                    }
                 }
-                let a = self.name(attr);
-                let t = self.value(AttributeValue::S(type_code(value).to_owned()));
-                let v = self.value(to_attribute(value));
-                let live = self.live();
-                // The type guard makes a comparison false when the attribute
-                // is absent or of another type (`<>` included).
-                format!("(attribute_type({a}, {t}) AND {a} {operator} {v} AND {live})")
             }
             Condition::And(conditions) => self.join(conditions, "AND", true)?,
             Condition::Or(conditions) => self.join(conditions, "OR", false)?,
@@ -405,16 +411,9 @@ impl Expr {
         Ok(format!("({})", parts.join(&format!(" {op} "))))
     }
 
-    /// The UpdateExpression of an update, `None` when it changes nothing.
+    /// The UpdateExpression of an update (validated: each attribute at most
+    /// once), `None` when it changes nothing.
     fn update(&mut self, update: &Update) -> StoreResult<Option<String>> {
-        let mut seen = std::collections::BTreeSet::new();
-        for name in update.attribute_names() {
-            if !seen.insert(name) {
-                return Err(StoreError::Invalid(format!(
-                    "attribute {name:?} appears twice in one update"
-                )));
-            }
-        }
         let mut set = Vec::new();
         let mut remove = Vec::new();
         let mut add = Vec::new();
@@ -583,6 +582,7 @@ impl ItemStore for DynamoStore {
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
         validate::item(&item)?;
+        validate::maybe_condition(condition.as_ref())?;
         let mut x = Expr::new(now_epoch());
         let condition = condition.as_ref().map(|c| x.condition(c)).transpose()?;
         self.client
@@ -606,6 +606,7 @@ impl ItemStore for DynamoStore {
     ) -> StoreResult<Item> {
         validate::key(key)?;
         validate::update(&update)?;
+        validate::maybe_condition(condition.as_ref())?;
         for _ in 0..EXPIRED_RETRIES {
             let now = now_epoch();
             let mut x = Expr::new(now);
@@ -621,7 +622,9 @@ impl ItemStore for DynamoStore {
                 .set_expression_attribute_names(x.names())
                 .set_expression_attribute_values(x.values())
                 .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
             let err = match result {
@@ -654,6 +657,7 @@ impl ItemStore for DynamoStore {
 
     async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
         validate::key(key)?;
+        validate::maybe_condition(condition.as_ref())?;
         let now = now_epoch();
         let mut x = Expr::new(now);
         let condition = condition.as_ref().map(|c| x.condition(c)).transpose()?;
@@ -825,46 +829,55 @@ impl ItemStore for DynamoStore {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn numbers_round_trip_exactly() {
+    fn numbers_round_trip_exactly() -> TestResult {
         for s in ["0", "-1.5", "12345678901234567890.12345678", "0.000000001"] {
-            let d = parse_number(s).unwrap();
-            assert_eq!(parse_number(&d.to_string()).unwrap(), d);
+            let d = parse_number(s)?;
+            assert_eq!(parse_number(&d.to_string())?, d);
         }
-        assert_eq!(parse_number("1.5E+3").unwrap(), Decimal::from(1500));
-        assert_eq!(parse_number("25e-1").unwrap(), Decimal::new(25, 1));
+        assert_eq!(parse_number("1.5E+3")?, Decimal::from(1500));
+        assert_eq!(parse_number("25e-1")?, Decimal::new(25, 1));
         assert!(parse_number("abc").is_err());
+        Ok(())
     }
 
     #[test]
-    fn items_round_trip() {
-        let item = Item::new(Key::new("p", "s"))
+    fn items_round_trip() -> TestResult {
+        let mut item = Item::new(Key::new("p", "s"))
             .with("n", Decimal::new(-1234, 2))
             .with("b", true)
             .with("s", "x")
             .expiring_at(42);
-        let mut item = item;
         item.attrs.insert("bin".into(), Value::B(vec![0, 1, 255]));
         item.attrs.insert("null".into(), Value::Null);
         item.attrs.insert(
             "m".into(),
-            Value::M(BTreeMap::from([("l".into(), Value::L(vec![Value::Null, 1.into()]))])),
+            Value::M(BTreeMap::from([(
+                "l".into(),
+                Value::L(vec![Value::Null, 1.into()]),
+            )])),
         );
-        let back = item_from_attributes(item_to_attributes(&item)).unwrap();
+        let back = item_from_attributes(item_to_attributes(&item))?;
         assert_eq!(back, item);
+        Ok(())
     }
 
     #[test]
-    fn conditions_use_placeholders_only() {
+    fn conditions_use_placeholders_only() -> TestResult {
         let mut x = Expr::new(100);
         let c = Condition::And(vec![
             Condition::NotExists,
             Condition::Not(Box::new(Condition::eq("status", "done"))),
-            Condition::Or(vec![]),
         ]);
-        let s = x.condition(&c).unwrap();
+        let s = x.condition(&c)?;
         assert!(!s.contains("status"), "{s}");
-        assert!(x.names().unwrap().values().any(|n| n == "status"));
-        assert!(x.condition(&Condition::cmp("a", Cmp::Lt, true)).is_err());
+        assert!(x
+            .names()
+            .is_some_and(|names| names.values().any(|n| n == "status")));
+        let never = x.condition(&Condition::cmp("a", Cmp::Lt, true))?;
+        assert!(never.contains("attribute_not_exists"), "{never}");
+        Ok(())
     }
 }

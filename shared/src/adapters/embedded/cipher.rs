@@ -123,7 +123,9 @@ impl KeyCipher for LocalCipher {
         let sealed = self.encrypt(b"ping", &context).await?;
         match self.decrypt(&sealed, &context).await?.as_slice() {
             b"ping" => Ok(()),
-            _ => Err(CipherError::Unavailable("master key round trip failed".into())),
+            _ => Err(CipherError::Unavailable(
+                "master key round trip failed".into(),
+            )),
         }
     }
 }

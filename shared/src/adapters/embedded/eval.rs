@@ -56,9 +56,9 @@ pub fn apply(existing: Option<Item>, key: &Key, update: &Update) -> StoreResult<
     for (name, by) in &update.add {
         let sum = match item.attrs.get(name) {
             None => *by,
-            Some(Value::N(current)) => current.checked_add(*by).ok_or_else(|| {
-                StoreError::Invalid(format!("ADD on {name:?} overflows"))
-            })?,
+            Some(Value::N(current)) => current
+                .checked_add(*by)
+                .ok_or_else(|| StoreError::Invalid(format!("ADD on {name:?} overflows")))?,
             Some(_) => {
                 return Err(StoreError::Invalid(format!(
                     "ADD on {name:?}, which is not a number"
@@ -87,11 +87,20 @@ mod tests {
     #[test]
     fn comparisons_follow_dynamodb() {
         let i = item();
-        assert!(holds(&Condition::cmp("n", Cmp::Ge, Decimal::new(15, 1)), Some(&i)));
-        assert!(!holds(&Condition::cmp("n", Cmp::Lt, Decimal::ONE), Some(&i)));
+        assert!(holds(
+            &Condition::cmp("n", Cmp::Ge, Decimal::new(15, 1)),
+            Some(&i)
+        ));
+        assert!(!holds(
+            &Condition::cmp("n", Cmp::Lt, Decimal::ONE),
+            Some(&i)
+        ));
         assert!(holds(&Condition::cmp("s", Cmp::Gt, "a"), Some(&i)));
         // Different types: never ordered, always "not equal".
-        assert!(!holds(&Condition::cmp("s", Cmp::Gt, Decimal::ONE), Some(&i)));
+        assert!(!holds(
+            &Condition::cmp("s", Cmp::Gt, Decimal::ONE),
+            Some(&i)
+        ));
         assert!(holds(&Condition::cmp("s", Cmp::Ne, Decimal::ONE), Some(&i)));
         // An absent attribute fails every comparison, even "not equal".
         assert!(!holds(&Condition::cmp("x", Cmp::Ne, "a"), Some(&i)));
@@ -102,9 +111,15 @@ mod tests {
     #[test]
     fn updates_add_exactly_and_refuse_non_numbers() {
         let key = Key::new("p", "s");
-        let u = Update::new().add("n", Decimal::new(1, 1)).add("fresh", Decimal::TWO);
-        let out = apply(Some(item()), &key, &u).map(|i| (i.get_decimal("n"), i.get_decimal("fresh")));
-        assert_eq!(out.ok(), Some((Some(Decimal::new(16, 1)), Some(Decimal::TWO))));
+        let u = Update::new()
+            .add("n", Decimal::new(1, 1))
+            .add("fresh", Decimal::TWO);
+        let out =
+            apply(Some(item()), &key, &u).map(|i| (i.get_decimal("n"), i.get_decimal("fresh")));
+        assert_eq!(
+            out.ok(),
+            Some((Some(Decimal::new(16, 1)), Some(Decimal::TWO)))
+        );
         let bad = apply(Some(item()), &key, &Update::new().add("s", Decimal::ONE));
         assert!(matches!(bad, Err(StoreError::Invalid(_))));
     }

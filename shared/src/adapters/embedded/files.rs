@@ -8,7 +8,10 @@ use std::path::Path;
 
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     if !dir.is_dir() {
         return Err(io::Error::new(io::ErrorKind::Other, "not a directory"));

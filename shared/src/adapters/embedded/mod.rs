@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use cipher::LocalCipher;
 pub use db::Db;
-pub use files::{read_secret_file, write_secret_file};
+pub use files::{ensure_private_dir as ensure_data_dir, read_secret_file, write_secret_file};
 pub use queue::EmbeddedQueue;
 pub use secrets::FileSecrets;
 pub use store::EmbeddedStore;
@@ -33,20 +33,18 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// Opens (creating on first use) every embedded adapter in `data_dir`.
 pub fn open(data_dir: &Path, config: Config) -> Result<State, StartError> {
-    files::ensure_private_dir(data_dir).map_err(|e| {
-        StartError::DataDir(format!("{}: {e}", data_dir.display()))
-    })?;
+    files::ensure_private_dir(data_dir)
+        .map_err(|e| StartError::DataDir(format!("{}: {e}", data_dir.display())))?;
     let db = Db::open(&data_dir.join(DATABASE_FILE)).map_err(|e| StartError::Dependency {
         name: "store",
         detail: e.to_string(),
     })?;
-    let cipher =
-        LocalCipher::open_or_create(&data_dir.join(MASTER_KEY_FILE)).map_err(|e| {
-            StartError::Dependency {
-                name: "cipher",
-                detail: e.to_string(),
-            }
-        })?;
+    let cipher = LocalCipher::open_or_create(&data_dir.join(MASTER_KEY_FILE)).map_err(|e| {
+        StartError::Dependency {
+            name: "cipher",
+            detail: e.to_string(),
+        }
+    })?;
     Ok(State {
         config: Arc::new(config),
         store: Arc::new(EmbeddedStore::new(db.clone())),

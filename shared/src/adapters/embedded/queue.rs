@@ -227,9 +227,11 @@ impl Queue for EmbeddedQueue {
     async fn ping(&self) -> QueueResult<()> {
         self.db
             .with(|conn| {
-                conn.query_row("SELECT count(*) FROM queue_messages WHERE queue = ''", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                conn.query_row(
+                    "SELECT count(*) FROM queue_messages WHERE queue = ''",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map_err(sql)
                 .map(|_| ())
             })

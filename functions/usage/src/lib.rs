@@ -1,0 +1,26 @@
+//! Costs and tokens, aggregated.
+//!
+//! | method | route |
+//! |---|---|
+//! | GET | `/v1/usage` |
+//!
+//! The routes answer 501 until their issue lands; the crate, its template
+//! resource and its wiring into `lambent serve` already exist.
+
+use axum::routing::get;
+use axum::Router;
+use lambent::http::not_implemented;
+use lambent::state::State;
+
+/// The bare routes, for merging into the local runner's single app.
+pub fn routes(state: State) -> Router {
+    Router::new()
+        .route("/v1/usage", get(not_implemented))
+        .with_state(state)
+}
+
+/// The routes with the shared layers, as this function's Lambda serves them.
+pub fn router(state: State) -> Router {
+    let config = state.config.clone();
+    lambent::http::service(routes(state), &config)
+}

@@ -1,0 +1,110 @@
+//! `lambent serve`: the whole API and the queue consumers in one process, on
+//! the embedded backend (default) or on AWS services.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use lambent::backend::{self, AwsResources};
+use lambent::config::{Config, ProcessEnv};
+use lambent::secret::ExposeSecret;
+use lambent::state::State;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin_key::{self, AdminKey};
+use crate::provision::Names;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// One SQLite file and key files in the data directory: no AWS, no setup.
+    Embedded,
+    /// DynamoDB, KMS, SQS and Secrets Manager, as `lambent bootstrap` created
+    /// them (`AWS_ENDPOINT_URL` points at LocalStack or another emulator).
+    Aws,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub backend: Backend,
+    /// Names of the AWS resources (the `--prefix` of `lambent bootstrap`).
+    pub prefix: String,
+}
+
+/// Builds the state for the chosen backend.
+pub async fn open_state(options: &Options) -> anyhow::Result<State> {
+    let config = Config::from_env(&ProcessEnv)?;
+    lambent::adapters::embedded::ensure_data_dir(&options.data_dir)
+        .with_context(|| format!("data directory {}", options.data_dir.display()))?;
+    match options.backend {
+        Backend::Embedded => {
+            admin_key::ensure_embedded_signing_key(&options.data_dir)?;
+            Ok(backend::embedded(&options.data_dir, config)?)
+        }
+        Backend::Aws => {
+            let sdk = lambent::adapters::aws::load_sdk_config().await;
+            let names = Names::with_prefix(&options.prefix);
+            let found = lambent::adapters::aws::provision::resolve(&sdk, &names)
+                .await
+                .context("AWS resources not found: run `lambent bootstrap` first")?;
+            let resources = AwsResources {
+                table: found.table,
+                secret_id: found.secret_id,
+                kms_key_id: Some(found.kms_key_id),
+                queue_urls: found.queue_urls,
+            };
+            Ok(backend::aws(&sdk, config, resources).await?)
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves. `on_ready` gets the bound address (the
+/// port may have been 0).
+pub async fn run(
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let state = open_state(&options).await?;
+    match admin_key::ensure(&state, &options.data_dir).await? {
+        AdminKey::Created { path, key } => {
+            // Printed once, on the first start; afterwards it is only in the file.
+            println!(
+                "Bootstrap admin API key (shown once, saved to {}):\n{}",
+                path.display(),
+                key.expose_secret()
+            );
+        }
+        AdminKey::Existing { path } => {
+            tracing::info!(path = %path.display(), "bootstrap admin key already saved")
+        }
+    }
+
+    let listener = TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("binding {}", options.addr))?;
+    let bound = listener.local_addr()?;
+    // Without TCP_NODELAY the last small SSE chunks of a stream wait ~40 ms (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumers = crate::consumers::spawn_all(&state, &stop_rx);
+    tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");
+    on_ready(bound);
+
+    let served = axum::serve(listener, crate::app::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
+    served.context("server failed")
+}

@@ -1,0 +1,34 @@
+//! Queue batches, as the SQS-triggered functions and the local runner's
+//! worker loop receive them: each message handled on its own, failures
+//! reported one by one, so one bad message never fails its batch.
+
+use std::fmt::Display;
+use std::future::Future;
+
+use futures::future::join_all;
+
+/// Runs `handle` on every `(message_id, body)` concurrently and returns the
+/// IDs of the messages that failed (to be retried, then dead-lettered).
+pub async fn failed_messages<F, Fut, E>(
+    messages: impl IntoIterator<Item = (String, String)>,
+    handle: F,
+) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let runs = messages.into_iter().map(|(id, body)| {
+        let outcome = handle(body);
+        async move {
+            match outcome.await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(message_id = %id, error = %e, "message failed");
+                    Some(id)
+                }
+            }
+        }
+    });
+    join_all(runs).await.into_iter().flatten().collect()
+}
