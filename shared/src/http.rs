@@ -99,9 +99,8 @@ async fn request_context(request: Request, next: Next) -> Response {
     let response = REQUEST_ID
         .scope(request_id.clone(), async move {
             let response = next.run(request).await;
-            if response.extensions().get::<Enveloped>().is_none()
-                && (response.status().is_client_error() || response.status().is_server_error())
-            {
+            let failed = response.status().is_client_error() || response.status().is_server_error();
+            if failed && response.extensions().get::<Enveloped>().is_none() && !is_json(&response) {
                 envelope(response).await
             } else {
                 response
@@ -122,6 +121,15 @@ async fn request_context(request: Request, next: Next) -> Response {
         )
     });
     response
+}
+
+/// A handler's own JSON answer (such as the health report's 503) is kept.
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 async fn envelope(response: Response) -> Response {

@@ -1,5 +1,5 @@
 //! Logging setup: JSON lines in Lambda (CloudWatch), readable text on a laptop.
-//! Filtered by `RUST_LOG` (default `info`).
+//! Filtered by `RUST_LOG` (default `info`), written to stderr.
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,7 +20,10 @@ pub fn format_from_env() -> LogFormat {
 /// Installs the global subscriber once; later calls are no-ops.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr; stdout is left to what a command prints for people.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
             .json()

@@ -1,1 +1,5 @@
+//! Tests of the AWS adapters and of `lambent` on AWS services, against the
+//! emulator that `scripts/test` starts (`LAMBENT_TEST_AWS_ENDPOINT`).
 
+mod contracts;
+mod startup;

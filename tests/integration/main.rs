@@ -1,1 +1,8 @@
+//! Integration tests on the embedded backend: the port contracts, the HTTP
+//! API of `lambent serve` (in process and as the real binary), and a function
+//! driven through the real Lambda HTTP adapter.
 
+mod contracts;
+mod lambda_glue;
+mod serve_binary;
+mod serve_http;

@@ -476,6 +476,20 @@ fn update_condition(x: &mut Expr, condition: Option<&Condition>) -> StoreResult<
     })
 }
 
+/// An attribute no one writes: removing it is how an empty update is
+/// spelled (TransactWriteItems requires an UpdateExpression, and emulators
+/// mishandle UpdateItem without one). The item is created if absent, else
+/// left unchanged.
+const NO_OP_ATTRIBUTE: &str = "lambent:noop";
+
+/// The UpdateExpression of an update, never empty.
+fn update_expression(x: &mut Expr, update: &Update) -> StoreResult<String> {
+    Ok(match x.update(update)? {
+        Some(expression) => expression,
+        None => format!("REMOVE {}", x.name(NO_OP_ATTRIBUTE)),
+    })
+}
+
 fn build_error(err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Invalid(format!("malformed transaction item: {err}"))
 }
@@ -502,12 +516,7 @@ fn transact_item(table: &str, op: &TxOp, now: i64) -> StoreResult<TransactWriteI
             update,
             condition,
         } => {
-            let expression = match x.update(update)? {
-                Some(e) => e,
-                // TransactWriteItems requires an UpdateExpression: removing
-                // an attribute nobody writes creates the item unchanged.
-                None => format!("REMOVE {}", x.name("lambent:noop")),
-            };
+            let expression = update_expression(&mut x, update)?;
             let condition = update_condition(&mut x, condition.as_ref())?;
             TransactWriteItem::builder().update(
                 DynamoUpdate::builder()
@@ -610,14 +619,14 @@ impl ItemStore for DynamoStore {
         for _ in 0..EXPIRED_RETRIES {
             let now = now_epoch();
             let mut x = Expr::new(now);
-            let expression = x.update(&update)?;
+            let expression = update_expression(&mut x, &update)?;
             let guard = update_condition(&mut x, condition.as_ref())?;
             let result = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key_attributes(key)))
-                .set_update_expression(expression)
+                .update_expression(expression)
                 .condition_expression(guard)
                 .set_expression_attribute_names(x.names())
                 .set_expression_attribute_values(x.values())

@@ -51,6 +51,3 @@ impl AwsAdapters {
         }
     }
 }
-
-#[cfg(test)]
-mod moto_check;

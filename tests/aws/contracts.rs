@@ -1,0 +1,39 @@
+//! Every port contract on the AWS adapters, against the emulator.
+
+mod store {
+    lambent_tests::contract_tests!(lambent_tests::contract::store, lambent_tests::emulator::store();
+        round_trip_keeps_every_value_exactly,
+        conditional_put_refuses_and_keeps_the_original,
+        concurrent_adds_are_exact,
+        conditional_update_and_delete,
+        pages_by_prefix_in_both_orders_without_gaps,
+        expired_items_read_as_absent,
+        transactions_roll_back_whole,
+        bad_requests_are_refused,
+    );
+}
+
+mod cipher {
+    lambent_tests::contract_tests!(lambent_tests::contract::cipher, lambent_tests::emulator::cipher();
+        round_trip_with_its_context,
+        another_context_is_refused,
+        tampered_or_foreign_ciphertext_is_refused,
+        an_empty_context_is_refused,
+    );
+}
+
+mod queue {
+    lambent_tests::contract_tests!(lambent_tests::contract::queue, lambent_tests::emulator::queue();
+        delivers_and_deletes,
+        hides_a_received_message_until_its_visibility_ends,
+        delays_a_message,
+        redrives_to_the_dead_letter_queue_after_max_receives,
+        refuses_an_unknown_receipt,
+    );
+}
+
+mod secrets {
+    lambent_tests::contract_tests!(lambent_tests::contract::secrets, lambent_tests::emulator::secrets();
+        reads_a_set_secret_and_none_for_an_unset_one,
+    );
+}

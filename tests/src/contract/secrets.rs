@@ -1,0 +1,20 @@
+//! The secrets contract (see `lambent::ports::secrets`). The adapter under
+//! test holds `signing_key` = [`SIGNING_KEY_VALUE`].
+
+use lambent::ports::secrets::Secrets;
+use lambent::secret::ExposeSecret;
+
+pub const SIGNING_KEY_VALUE: &str = "contract-test-signing-key-0123456789";
+
+pub async fn reads_a_set_secret_and_none_for_an_unset_one(secrets: &dyn Secrets) {
+    let got = secrets.get("signing_key").await.unwrap();
+    assert_eq!(
+        got.as_ref().map(|s| s.expose_secret()),
+        Some(SIGNING_KEY_VALUE)
+    );
+    assert!(secrets.get("never_set").await.unwrap().is_none());
+    secrets.ping().await.unwrap();
+    // Secrets never show in Debug output.
+    let debug = format!("{got:?}");
+    assert!(!debug.contains(SIGNING_KEY_VALUE), "{debug}");
+}
