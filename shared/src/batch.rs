@@ -32,3 +32,23 @@ where
     });
     join_all(runs).await.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_failed_messages_are_reported() {
+        let messages = [("m1", "ok"), ("m2", "bad"), ("m3", "ok"), ("m4", "bad")]
+            .map(|(id, body)| (id.to_owned(), body.to_owned()));
+        let failed = failed_messages(messages, |body| async move {
+            if body == "ok" {
+                Ok(())
+            } else {
+                Err("refused")
+            }
+        })
+        .await;
+        assert_eq!(failed, vec!["m2".to_owned(), "m4".to_owned()]);
+    }
+}

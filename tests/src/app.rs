@@ -124,9 +124,11 @@ impl LambentProcess {
         });
         let mut banner = Vec::new();
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("lambent did not start; it printed {banner:?}"));
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lambent did not start; it printed {banner:?}");
+            };
             if let Some(addr) = line.strip_prefix("lambent listening on http://") {
                 let addr = addr.trim().parse().unwrap();
                 banner.push(line);

@@ -87,13 +87,10 @@ impl Secrets for SecretsManagerSecrets {
         Ok(fields.get(name).cloned())
     }
 
+    /// Fetches (and caches) the secret: GetSecretValue is the only action a
+    /// function's role is granted, and the value is needed anyway.
     async fn ping(&self) -> SecretsResult<()> {
-        self.client
-            .describe_secret()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-            .map_err(|e| SecretsError::Unavailable(error_text(&e)))?;
+        self.fields.get_or_try_init(|| self.fetch()).await?;
         Ok(())
     }
 }

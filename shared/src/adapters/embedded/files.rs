@@ -14,7 +14,7 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
             .create(dir)?;
     }
     if !dir.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::Other, "not a directory"));
+        return Err(io::Error::other("not a directory"));
     }
     Ok(())
 }
