@@ -140,13 +140,15 @@ pub async fn aws(
     };
     tokio::try_join!(warm_store, warm_secrets, warm_cipher, warm_queue)?;
 
-    Ok(State {
-        config: Arc::new(config),
-        store,
-        cipher,
-        queue,
-        secrets,
-    })
+    let state = State::new(config, store, cipher, queue, secrets);
+    // The root secret was just read by the warm-up; deriving the keys now
+    // means the first request pays nothing, and a missing one fails the start.
+    state
+        .identity
+        .keys()
+        .await
+        .map_err(|e| dependency("secrets (LAMBENT_SECRET_ID)")(e.to_string()))?;
+    Ok(state)
 }
 
 /// Stands in for a port a function does not need (and has no IAM

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::repos::rate_limits::Limit;
+
 /// Where configuration values come from: the process environment in
 /// production, a map in tests.
 pub trait Env {
@@ -52,6 +54,13 @@ pub struct Config {
     pub health_check_timeout: Duration,
     /// Logs as JSON lines (Lambda, CloudWatch) or human-readable text.
     pub log_format: LogFormat,
+    /// Requests per key per window, counted in the store.
+    pub rate_limit: Limit,
+    /// How long audit entries are kept.
+    pub audit_ttl_days: u64,
+    /// Lets provider base URLs use http and loopback or private addresses
+    /// (never link-local or metadata): local development and tests only.
+    pub allow_private_provider_urls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +78,12 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             health_check_timeout: Duration::from_millis(2_000),
             log_format: LogFormat::Text,
+            rate_limit: Limit {
+                requests: 600,
+                window_secs: 60,
+            },
+            audit_ttl_days: 90,
+            allow_private_provider_urls: false,
         }
     }
 }
@@ -102,6 +117,27 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         name: "LAMBENT_LOG_FORMAT",
                         why: format!("{other:?} is not json or text"),
+                    })
+                }
+            },
+            rate_limit: Limit {
+                requests: number(env, "LAMBENT_RATE_LIMIT_REQUESTS", 0..=1_000_000)?
+                    .unwrap_or(defaults.rate_limit.requests),
+                window_secs: number(env, "LAMBENT_RATE_LIMIT_WINDOW_SECS", 1..=3600)?
+                    .unwrap_or(defaults.rate_limit.window_secs),
+            },
+            audit_ttl_days: number(env, "LAMBENT_AUDIT_TTL_DAYS", 1..=3650)?
+                .unwrap_or(defaults.audit_ttl_days),
+            allow_private_provider_urls: match env
+                .var("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS")
+                .as_deref()
+            {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS",
+                        why: format!("{other:?} is not 1 or 0"),
                     })
                 }
             },

@@ -21,8 +21,11 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
+    /// The body is over the limit (`LAMBENT_MAX_BODY_BYTES`, when known).
+    #[error("request body is too large")]
+    PayloadTooLarge(Option<usize>),
+    #[error("expected a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } | ApiError::BudgetExceeded(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BudgetExceeded(_) => "budget_exceeded",
             ApiError::NotImplemented(_) => "not_implemented",
@@ -103,10 +108,19 @@ impl IntoResponse for ApiError {
         }
         let mut response =
             crate::http::error_response(self.status(), self.code(), &self.public_message());
-        if let ApiError::RateLimited { retry_after_secs } = self {
-            if let Ok(v) = http::HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(http::header::RETRY_AFTER, v);
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                if let Ok(v) = http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(http::header::RETRY_AFTER, v);
+                }
             }
+            ApiError::Unauthenticated => {
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -150,6 +164,22 @@ impl From<SecretsError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The error envelope, as the OpenAPI document describes it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
+    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`, ...
+    pub code: String,
+    /// For people; a 400 names the field.
+    pub message: String,
+    pub request_id: String,
+}
 
 #[cfg(test)]
 mod tests {

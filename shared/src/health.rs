@@ -10,19 +10,23 @@ use serde::Serialize;
 
 use crate::state::State;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// `ok` when every check passed, else `degraded`.
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
+    #[schema(value_type = BTreeMap<String, Check>)]
     pub checks: BTreeMap<&'static str, Check>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// `ok` or `failed`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// `timeout` or `unavailable` when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
     pub latency_ms: u64,
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::identity::Identity;
 use crate::ports::{ItemStore, KeyCipher, Queue, Secrets};
+use crate::repos::models::Catalog;
 
 #[derive(Clone)]
 pub struct State {
@@ -14,6 +16,32 @@ pub struct State {
     pub cipher: Arc<dyn KeyCipher>,
     pub queue: Arc<dyn Queue>,
     pub secrets: Arc<dyn Secrets>,
+    /// API key checks and their per-process cache.
+    pub identity: Arc<Identity>,
+    /// The model catalog as this process last read it.
+    pub catalog: Arc<Catalog>,
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn ItemStore>,
+        cipher: Arc<dyn KeyCipher>,
+        queue: Arc<dyn Queue>,
+        secrets: Arc<dyn Secrets>,
+    ) -> State {
+        let identity = Arc::new(Identity::new(secrets.clone(), config.auth_cache));
+        let catalog = Arc::new(Catalog::new(config.auth_cache));
+        State {
+            config: Arc::new(config),
+            store,
+            cipher,
+            queue,
+            secrets,
+            identity,
+            catalog,
+        }
+    }
 }
 
 /// Which optional ports a function uses. A function gets IAM permissions

@@ -37,3 +37,25 @@ mod secrets {
         reads_a_set_secret_and_none_for_an_unset_one,
     );
 }
+
+mod identity_storage {
+    use lambent_tests::identity_storage::{self as suite, Storage};
+
+    #[tokio::test]
+    async fn provider_keys_are_ciphertext_bound_to_owner_and_provider() {
+        suite::provider_keys_are_ciphertext_bound_to_owner_and_provider(&Storage::embedded().await)
+            .await;
+    }
+    #[tokio::test]
+    async fn deleting_a_user_leaves_nothing_of_theirs() {
+        suite::deleting_a_user_leaves_nothing_of_theirs(&Storage::embedded().await).await;
+    }
+    #[tokio::test]
+    async fn a_role_change_reaches_every_key() {
+        suite::a_role_change_reaches_every_key(&Storage::embedded().await).await;
+    }
+    #[tokio::test]
+    async fn rate_limits_hold_across_processes() {
+        suite::rate_limits_hold_across_processes(&Storage::embedded().await).await;
+    }
+}

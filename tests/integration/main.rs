@@ -3,6 +3,7 @@
 //! driven through the real Lambda HTTP adapter.
 
 mod contracts;
+mod identity;
 mod lambda_glue;
 mod serve_binary;
 mod serve_http;

@@ -28,12 +28,12 @@ async fn every_error_is_an_envelope_with_the_request_id() {
             405,
             "method_not_allowed",
         ),
-        (reqwest::Method::GET, "/v1/users", 501, "not_implemented"),
+        (reqwest::Method::GET, "/v1/users", 401, "unauthenticated"),
         (
             reqwest::Method::POST,
             "/v1/sessions/ses_1/messages",
-            501,
-            "not_implemented",
+            401,
+            "unauthenticated",
         ),
     ];
     for (method, path, status, code) in cases {
@@ -62,14 +62,55 @@ async fn routes_of_two_functions_share_a_path() {
     // The sessions function reads history and the chat function posts to the
     // same path; merged, both methods answer (neither is 405).
     let app = spawn_app().await;
+    let admin = app.admin_key();
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let response = app
-            .client
-            .request(method.clone(), app.url("/v1/sessions/ses_1/messages"))
+            .request(method.clone(), "/v1/sessions/ses_1/messages", &admin)
             .send()
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 501, "{method}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_what_the_code_generates() {
+    let generated = lambent_local::openapi::document_json().unwrap();
+    let committed = include_str!("../../docs/openapi.json");
+    assert!(
+        generated == committed,
+        "docs/openapi.json is stale: run `cargo run --bin lambent -- openapi > docs/openapi.json`"
+    );
+    // Served as committed, and it covers every identity route.
+    let app = spawn_app().await;
+    let served: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
+    for path in [
+        "/health",
+        "/v1/users",
+        "/v1/users/{id}",
+        "/v1/audit",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/providers",
+        "/v1/providers/{id}",
+        "/v1/models",
+        "/v1/agents",
+        "/v1/agents/{id}",
+    ] {
+        assert!(
+            served["paths"][path].is_object(),
+            "{path} is not documented"
+        );
     }
     app.stop().await;
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use lambent::config::Config;
 use lambent_local::serve::{self, Backend, Options};
 use tokio::sync::oneshot;
 
@@ -24,6 +25,76 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The bootstrap admin key that the first start saved.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin-key")).unwrap()
+    }
+
+    /// A request with `key` as its bearer token (none when empty).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, self.url(path));
+        if key.is_empty() {
+            request
+        } else {
+            request.bearer_auth(key)
+        }
+    }
+
+    /// Sends a JSON request and returns the status and the JSON body
+    /// (`Null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.request(method, path, key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// Creates a user (as the bootstrap admin) and a key for it; returns
+    /// (user id, full key).
+    pub async fn user_with_key(&self, name: &str, role: &str) -> (String, String) {
+        let admin = self.admin_key();
+        let (status, user) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/users",
+                &admin,
+                Some(serde_json::json!({"name": name, "role": role})),
+            )
+            .await;
+        assert_eq!(status, 201, "{user}");
+        let user_id = user["id"].as_str().unwrap().to_owned();
+        let (status, key) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/keys",
+                &admin,
+                Some(serde_json::json!({"user_id": user_id, "name": "test"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        (user_id, key["key"].as_str().unwrap().to_owned())
+    }
+
     /// Stops the server and waits for it (and its queue consumers) to end.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -37,6 +108,17 @@ impl TestApp {
 
 /// Serves the whole app on the embedded backend in a fresh data directory.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config {
+        // Tests run provider servers on loopback.
+        allow_private_provider_urls: true,
+        ..Config::default()
+    };
+    configure(&mut config);
     let data_dir = tempfile::Builder::new()
         .prefix("lambent-app-")
         .tempdir()
@@ -46,6 +128,7 @@ pub async fn spawn_app() -> TestApp {
         data_dir: data_dir.path().to_path_buf(),
         backend: Backend::Embedded,
         prefix: "lambent".into(),
+        config,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -6,6 +6,7 @@ pub mod app;
 pub mod contract;
 pub mod embedded;
 pub mod emulator;
+pub mod identity_storage;
 
 use std::ops::Deref;
 

@@ -1,33 +1,343 @@
-//! Agents: a provider, a model and their settings.
+//! Agents: a provider, a model and their settings. Every caller reaches only
+//! its own agents, each naming one of its own providers and a catalog model.
 //!
 //! | method | route |
 //! |---|---|
 //! | GET POST | `/v1/agents` |
 //! | GET PATCH DELETE | `/v1/agents/{id}` |
-//!
-//! The routes answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::get;
-use axum::Router;
-use lambent::http::not_implemented;
+use std::str::FromStr;
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::pagination::listed;
+use lambent::http::{validate, Body, ListPage, ListParams};
+use lambent::identity::Principal;
+use lambent::repos::agents::{self, AgentSpec, AgentView};
+use lambent::repos::providers;
 use lambent::state::State;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Number;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/v1/agents", get(not_implemented).post(not_implemented))
-        .route(
-            "/v1/agents/{id}",
-            get(not_implemented)
-                .patch(not_implemented)
-                .delete(not_implemented),
-        )
-        .with_state(state)
+    let (routes, _) = documented().split_for_parts();
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+const NAME_MAX: usize = 200;
+const MODEL_MAX: usize = 100;
+const SYSTEM_PROMPT_MAX: usize = 100_000;
+const MAX_TOKENS: std::ops::RangeInclusive<i64> = 1..=200_000;
+const CONTEXT_TOKEN_BUDGET: std::ops::RangeInclusive<i64> = 1..=2_000_000;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateAgent {
+    name: String,
+    /// One of your providers (`prv_...`).
+    provider_id: String,
+    /// A catalog model (`GET /v1/models`) of the provider's kind.
+    #[schema(example = "claude-sonnet-4-5")]
+    model: String,
+    system_prompt: Option<String>,
+    /// 0 to 2; the provider's default when absent.
+    #[schema(value_type = Option<f64>, example = 0.7)]
+    temperature: Option<Number>,
+    /// 1 to 200000 (default 1024).
+    max_tokens: Option<i64>,
+    /// The most history tokens sent to the model per call, 1 to 2000000
+    /// (default 16000).
+    context_token_budget: Option<i64>,
+}
+
+/// The fields to change; the others keep their values.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateAgent {
+    name: Option<String>,
+    provider_id: Option<String>,
+    model: Option<String>,
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    system_prompt: Option<Option<String>>,
+    /// 0 to 2; `null` returns to the provider's default.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>, example = 0.7)]
+    temperature: Option<Option<Number>>,
+    max_tokens: Option<i64>,
+    context_token_budget: Option<i64>,
+}
+
+/// Absent: unchanged; `null`: cleared; a value: set.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON number from 0 to 2, as an exact decimal.
+fn temperature(n: &Number) -> ApiResult<Decimal> {
+    let bad = || ApiError::BadRequest("temperature: must be 0 to 2".into());
+    let raw = n.to_string();
+    let t = Decimal::from_str(&raw)
+        .or_else(|_| Decimal::from_scientific(&raw))
+        .map_err(|_| bad())?;
+    if t < Decimal::ZERO || t > Decimal::TWO {
+        return Err(bad());
+    }
+    Ok(t.normalize())
+}
+
+/// A provider ID that cannot exist is refused here, before the store sees it.
+fn provider_id(raw: String) -> ApiResult<String> {
+    validate::id(&raw, providers::ID_PREFIX, "provider")
+        .map_err(|_| ApiError::BadRequest("provider_id: not a provider ID (`prv_...`)".into()))?;
+    Ok(raw)
+}
+
+fn system_prompt(raw: &str) -> ApiResult<String> {
+    validate::text("system_prompt", raw, SYSTEM_PROMPT_MAX)
+}
+
+/// Create an agent.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
+    responses((status = 201, body = AgentView)))]
+async fn create_agent(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<AgentView>)> {
+    let spec = AgentSpec {
+        name: validate::name("name", &body.name, NAME_MAX)?,
+        provider_id: provider_id(body.provider_id)?,
+        model: validate::slug("model", &body.model, MODEL_MAX)?,
+        system_prompt: body
+            .system_prompt
+            .as_deref()
+            .map(system_prompt)
+            .transpose()?,
+        temperature: body.temperature.as_ref().map(temperature).transpose()?,
+        max_tokens: validate::whole(
+            "max_tokens",
+            body.max_tokens.unwrap_or(agents::DEFAULT_MAX_TOKENS),
+            MAX_TOKENS,
+        )?,
+        context_token_budget: validate::whole(
+            "context_token_budget",
+            body.context_token_budget
+                .unwrap_or(agents::DEFAULT_CONTEXT_TOKEN_BUDGET),
+            CONTEXT_TOKEN_BUDGET,
+        )?,
+    };
+    let store = state.store.as_ref();
+    let agent = agents::create(store, &state.catalog, &principal.user_id, spec).await?;
+    let view = agents::view(store, &state.catalog, agent).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// List your agents, a page at a time, with their models' prices.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", params(ListParams),
+    responses((status = 200, body = ListPage<AgentView>)))]
+async fn list_agents(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<ListPage<AgentView>>> {
+    let scope = format!("agents:{}", principal.user_id);
+    let page = params.page(&state, &scope).await?;
+    let found = agents::list(
+        state.store.as_ref(),
+        &state.catalog,
+        &principal.user_id,
+        page,
+    )
+    .await?;
+    Ok(Json(listed(&state, &scope, found).await?))
+}
+
+/// Read one of your agents, with its model's prices.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "agent ID (`agt_...`)")),
+    responses((status = 200, body = AgentView)))]
+async fn get_agent(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    validate::id(&id, agents::ID_PREFIX, "agent")?;
+    let store = state.store.as_ref();
+    let agent = agents::get(store, &principal.user_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound("agent"))?;
+    Ok(Json(agents::view(store, &state.catalog, agent).await?))
+}
+
+/// Change some of an agent's settings. The provider and the model are
+/// checked again, even when unchanged.
+#[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", request_body = UpdateAgent,
+    params(("id" = String, Path, description = "agent ID (`agt_...`)")),
+    responses((status = 200, body = AgentView)))]
+async fn update_agent(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateAgent>,
+) -> ApiResult<Json<AgentView>> {
+    validate::id(&id, agents::ID_PREFIX, "agent")?;
+    let name = body
+        .name
+        .map(|n| validate::name("name", &n, NAME_MAX))
+        .transpose()?;
+    let provider = body.provider_id.map(provider_id).transpose()?;
+    let model = body
+        .model
+        .map(|m| validate::slug("model", &m, MODEL_MAX))
+        .transpose()?;
+    let prompt = match &body.system_prompt {
+        Some(Some(p)) => Some(Some(system_prompt(p)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let temp = match &body.temperature {
+        Some(Some(t)) => Some(Some(temperature(t)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let max_tokens = body
+        .max_tokens
+        .map(|n| validate::whole("max_tokens", n, MAX_TOKENS))
+        .transpose()?;
+    let budget = body
+        .context_token_budget
+        .map(|n| validate::whole("context_token_budget", n, CONTEXT_TOKEN_BUDGET))
+        .transpose()?;
+
+    let store = state.store.as_ref();
+    let current = agents::get(store, &principal.user_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound("agent"))?;
+    let spec = AgentSpec {
+        name: name.unwrap_or(current.name),
+        provider_id: provider.unwrap_or(current.provider_id),
+        model: model.unwrap_or(current.model),
+        system_prompt: prompt.unwrap_or(current.system_prompt),
+        temperature: temp.unwrap_or(current.temperature),
+        max_tokens: max_tokens.unwrap_or(current.max_tokens),
+        context_token_budget: budget.unwrap_or(current.context_token_budget),
+    };
+    let agent = agents::update(
+        store,
+        &state.catalog,
+        &principal.user_id,
+        &id,
+        current.version,
+        spec,
+    )
+    .await?;
+    Ok(Json(agents::view(store, &state.catalog, agent).await?))
+}
+
+/// Delete one of your agents.
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "agent ID (`agt_...`)")),
+    responses((status = 204, description = "deleted")))]
+async fn delete_agent(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    validate::id(&id, agents::ID_PREFIX, "agent")?;
+    agents::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(json: &str) -> Option<String> {
+        let n: Number = serde_json::from_str(json).ok()?;
+        temperature(&n).ok().map(|d| d.to_string())
+    }
+
+    #[test]
+    fn temperatures_from_0_to_2_are_exact_decimals() {
+        assert_eq!(temp("0").as_deref(), Some("0"));
+        assert_eq!(temp("-0.0").as_deref(), Some("0"));
+        assert_eq!(temp("0.7").as_deref(), Some("0.7"));
+        assert_eq!(temp("1.0").as_deref(), Some("1"));
+        assert_eq!(temp("2").as_deref(), Some("2"));
+        assert_eq!(temp("2.0").as_deref(), Some("2"));
+        assert_eq!(temp("1e-7").as_deref(), Some("0.0000001"));
+        assert_eq!(temp("1.5e0").as_deref(), Some("1.5"));
+    }
+
+    #[test]
+    fn temperatures_outside_0_to_2_are_refused() {
+        for json in ["-0.1", "2.0000001", "3", "-1", "1e300", "-1e300"] {
+            assert_eq!(temp(json), None, "{json}");
+        }
+        let n: Option<Number> = serde_json::from_str("2.5").ok();
+        let message = n
+            .and_then(|n| temperature(&n).err())
+            .map(|e| e.public_message());
+        assert_eq!(message.as_deref(), Some("temperature: must be 0 to 2"));
+    }
+
+    #[test]
+    fn null_clears_and_absent_keeps() {
+        let parse = |raw: &str| {
+            serde_json::from_str::<UpdateAgent>(raw).ok().map(|u| {
+                (
+                    u.system_prompt,
+                    u.temperature.map(|t| t.map(|n| n.to_string())),
+                )
+            })
+        };
+        assert_eq!(parse("{}"), Some((None, None)));
+        assert_eq!(
+            parse(r#"{"system_prompt":null,"temperature":null}"#),
+            Some((Some(None), Some(None)))
+        );
+        assert_eq!(
+            parse(r#"{"system_prompt":"be brief","temperature":0.5}"#),
+            Some((
+                Some(Some("be brief".to_owned())),
+                Some(Some("0.5".to_owned()))
+            ))
+        );
+        assert!(serde_json::from_str::<UpdateAgent>(r#"{"temperature":"0.5"}"#).is_err());
+        assert!(serde_json::from_str::<UpdateAgent>(r#"{"version":3}"#).is_err());
+    }
+
+    #[test]
+    fn provider_ids_must_look_like_one() {
+        assert!(provider_id("prv_abc123".into()).is_ok());
+        for raw in ["", "prv_", "agt_abc", "prv_a/b", &"prv_".repeat(40)] {
+            let err = provider_id(raw.to_owned())
+                .err()
+                .map(|e| e.public_message());
+            assert!(err.is_some_and(|e| e.starts_with("provider_id: ")), "{raw}");
+        }
+    }
 }

@@ -1,21 +1,35 @@
-//! `GET /health`: checks the store, the key cipher and the queue (see
-//! `lambent::health`); 200 when all pass, 503 naming the failed ones.
-//! `GET /openapi.json` will serve the generated API document (issue 3).
+//! The public routes: `GET /health` checks the store, the key cipher and the
+//! queue (see `lambent::health`), 200 when all pass, 503 naming the failed
+//! ones; `GET /openapi.json` serves the API's OpenAPI document.
+//!
+//! The document is generated from the route crates' annotations by
+//! `lambent openapi` and committed as `docs/openapi.json`; a test fails when
+//! the committed file differs from what the code generates.
 
 use axum::extract::State as Extract;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
-use lambent::http::not_implemented;
+use lambent::health::Report;
 use lambent::state::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The bare routes, for merging into the local runner's single app.
+/// The committed OpenAPI document (see the crate docs).
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi))
+}
+
+/// The bare routes, for merging into the local runner's single app. They
+/// are public: no API key.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/openapi.json", get(not_implemented))
-        .with_state(state)
+    let (routes, _) = documented().split_for_parts();
+    routes.with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
@@ -24,6 +38,11 @@ pub fn router(state: State) -> Router {
     lambent::http::service(routes(state), &config)
 }
 
+/// Check every dependency.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses(
+        (status = 200, description = "every check passed", body = Report),
+        (status = 503, description = "a dependency failed; `checks` names it", body = Report)))]
 async fn health(Extract(state): Extract<State>) -> Response {
     let report = lambent::health::check(&state).await;
     let status = if report.is_ok() {
@@ -32,4 +51,11 @@ async fn health(Extract(state): Extract<State>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", security(()),
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }

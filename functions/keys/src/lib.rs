@@ -1,28 +1,142 @@
-//! API keys of the caller.
+//! API keys: create (the secret is in that response only), list masked,
+//! revoke (effective at once in this process, within
+//! `LAMBENT_AUTH_CACHE_SECS` everywhere).
 //!
 //! | method | route |
 //! |---|---|
 //! | GET POST | `/v1/keys` |
 //! | DELETE | `/v1/keys/{id}` |
-//!
-//! The routes answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::{delete, get};
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::ApiResult;
+use lambent::http::pagination::listed;
+use lambent::http::{validate, Body, ListPage, ListParams};
+use lambent::identity::api_key::KEY_ID_PREFIX;
+use lambent::identity::Principal;
+use lambent::repos::keys::{self, ApiKeyInfo};
+use lambent::repos::users;
+use lambent::secret::ExposeSecret;
 use lambent::state::State;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/v1/keys", get(not_implemented).post(not_implemented))
-        .route("/v1/keys/{id}", delete(not_implemented))
-        .with_state(state)
+    let (routes, _) = documented().split_for_parts();
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    /// A label to recognise the key by.
+    name: Option<String>,
+    /// Admins only: the user the key is for (default: the caller).
+    user_id: Option<String>,
+}
+
+/// A new key. `key` is shown in this response only; store it now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CreatedKey {
+    #[serde(flatten)]
+    info: ApiKeyInfo,
+    /// The full API key: `lmb_<key id>_<secret>`.
+    key: String,
+}
+
+/// The user a request acts for: the caller, or (admins only) another user.
+fn target_user(principal: &Principal, requested: Option<String>) -> ApiResult<String> {
+    match requested {
+        None => Ok(principal.user_id.clone()),
+        Some(id) if id == principal.user_id => Ok(id),
+        Some(id) => {
+            principal.require_admin()?;
+            validate::id(&id, users::ID_PREFIX, "user")?;
+            Ok(id)
+        }
+    }
+}
+
+/// Create an API key for yourself (admins: for any user).
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey)))]
+async fn create_key(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let user_id = target_user(&principal, body.user_id)?;
+    let name = body
+        .name
+        .map(|n| validate::name("name", &n, 200))
+        .transpose()?;
+    let hash_key = state.identity.keys().await?.api_key_hash;
+    let (info, full) = keys::create(state.store.as_ref(), &hash_key, &user_id, name).await?;
+    let created = CreatedKey {
+        info,
+        key: full.expose_secret().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct KeyListParams {
+    /// Admins only: whose keys (default: the caller's).
+    user_id: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// List your API keys, masked.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(KeyListParams),
+    responses((status = 200, body = ListPage<ApiKeyInfo>)))]
+async fn list_keys(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<KeyListParams>,
+) -> ApiResult<Json<ListPage<ApiKeyInfo>>> {
+    let user_id = target_user(&principal, params.user_id)?;
+    let scope = format!("keys:{}:{user_id}", principal.user_id);
+    let list = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let page = list.page(&state, &scope).await?;
+    let found = keys::list(state.store.as_ref(), &user_id, page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
+}
+
+/// Revoke an API key: one of yours (admins: anyone's).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "key ID (`key_...`)")),
+    responses((status = 204, description = "revoked")))]
+async fn revoke_key(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    validate::id(&id, KEY_ID_PREFIX, "key")?;
+    let owner = (!principal.is_admin()).then_some(principal.user_id.as_str());
+    keys::revoke(state.store.as_ref(), owner, &id).await?;
+    state.identity.cache().evict(&id);
+    Ok(StatusCode::NO_CONTENT)
 }

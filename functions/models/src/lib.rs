@@ -1,26 +1,147 @@
-//! The model catalog with prices.
+//! The model catalog with prices. Every caller reads it; admins add models
+//! or reprice them.
 //!
 //! | method | route |
 //! |---|---|
 //! | GET POST | `/v1/models` |
-//!
-//! The routes answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
+//! | GET | `/v1/models/{name}` |
 
-use axum::routing::get;
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Path, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::{validate, Body, ListPage};
+use lambent::identity::Principal;
+use lambent::repos::models::{Model, Prices};
+use lambent::repos::providers::ProviderKind;
 use lambent::state::State;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models, upsert_model))
+        .routes(routes!(get_model))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/v1/models", get(not_implemented).post(not_implemented))
-        .with_state(state)
+    let (routes, _) = documented().split_for_parts();
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+const NAME_MAX: usize = 100;
+
+/// A model and its prices in USD per million tokens, each a decimal string.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpsertModel {
+    /// The provider's model name: letters, digits and `-_.:`.
+    #[schema(example = "claude-sonnet-4-5")]
+    name: String,
+    provider_kind: ProviderKind,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "3")]
+    input_per_mtok: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "15")]
+    output_per_mtok: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.30")]
+    cache_read_per_mtok: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "3.75")]
+    cache_write_per_mtok: Decimal,
+}
+
+/// Every model of the catalog, by name (one page: the catalog is small).
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, body = ListPage<Model>)))]
+async fn list_models(
+    Extract(state): Extract<State>,
+    _principal: Principal,
+) -> ApiResult<Json<ListPage<Model>>> {
+    let models = state.catalog.all(state.store.as_ref()).await?;
+    Ok(Json(ListPage {
+        items: models.values().cloned().collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Read one model of the catalog.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "model name, such as `gpt-4.1`")),
+    responses((status = 200, body = Model)))]
+async fn get_model(
+    Extract(state): Extract<State>,
+    _principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Model>> {
+    state
+        .catalog
+        .get(state.store.as_ref(), &name)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("model"))
+}
+
+/// Add a model to the catalog, or reprice one (admin). A stored price
+/// overrides the shipped one.
+#[utoipa::path(post, path = "/v1/models", tag = "models", request_body = UpsertModel,
+    responses(
+        (status = 201, description = "added", body = Model),
+        (status = 200, description = "repriced", body = Model),
+    ))]
+async fn upsert_model(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<UpsertModel>,
+) -> ApiResult<(StatusCode, Json<Model>)> {
+    principal.require_admin()?;
+    let name = validate::slug("name", &body.name, NAME_MAX)?;
+    let prices = Prices {
+        input_per_mtok: validate::money("input_per_mtok", body.input_per_mtok)?,
+        output_per_mtok: validate::money("output_per_mtok", body.output_per_mtok)?,
+        cache_read_per_mtok: validate::money("cache_read_per_mtok", body.cache_read_per_mtok)?,
+        cache_write_per_mtok: validate::money("cache_write_per_mtok", body.cache_write_per_mtok)?,
+    };
+    let (model, added) = state
+        .catalog
+        .upsert(state.store.as_ref(), &name, body.provider_kind, prices)
+        .await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(model)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_decimal_strings_and_all_four_are_required() {
+        let full = r#"{"name":"m","provider_kind":"openai","input_per_mtok":"1.25",
+            "output_per_mtok":"10","cache_read_per_mtok":"0.125","cache_write_per_mtok":"0"}"#;
+        let parsed = serde_json::from_str::<UpsertModel>(full).ok();
+        assert_eq!(
+            parsed.map(|m| m.input_per_mtok.to_string()).as_deref(),
+            Some("1.25")
+        );
+        let number = full.replace(r#""1.25""#, "1.25");
+        assert!(serde_json::from_str::<UpsertModel>(&number).is_err());
+        let missing = full.replace(r#","cache_write_per_mtok":"0""#, "");
+        assert!(serde_json::from_str::<UpsertModel>(&missing).is_err());
+    }
 }

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | GET | `/v1/usage` |
 //!
-//! The routes answer 501 until their issue lands; the crate, its template
+//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
 //! resource and its wiring into `lambent serve` already exist.
 
 use axum::routing::get;
@@ -14,9 +14,8 @@ use lambent::state::State;
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/v1/usage", get(not_implemented))
-        .with_state(state)
+    let routes = Router::new().route("/v1/usage", get(not_implemented));
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.

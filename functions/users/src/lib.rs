@@ -1,35 +1,215 @@
-//! Users and the audit log (admin).
+//! Users and the audit log (admin only).
 //!
 //! | method | route |
 //! |---|---|
 //! | GET POST | `/v1/users` |
 //! | GET PATCH DELETE | `/v1/users/{id}` |
 //! | GET | `/v1/audit` |
-//!
-//! The routes answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::get;
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::pagination::listed;
+use lambent::http::{validate, Body, ListPage, ListParams};
+use lambent::identity::{Principal, Role};
+use lambent::repos::audit::{self, AuditEntry};
+use lambent::repos::users::{self, NewUser, User, UserChange};
 use lambent::state::State;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_audit))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
-        .route("/v1/users", get(not_implemented).post(not_implemented))
-        .route(
-            "/v1/users/{id}",
-            get(not_implemented)
-                .patch(not_implemented)
-                .delete(not_implemented),
-        )
-        .route("/v1/audit", get(not_implemented))
-        .with_state(state)
+    let (routes, _) = documented().split_for_parts();
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+const NAME_MAX: usize = 200;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    name: String,
+    role: Role,
+    /// USD per calendar month (UTC), as a decimal string.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "25.00")]
+    monthly_budget_usd: Option<Decimal>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    name: Option<String>,
+    role: Option<Role>,
+    /// A decimal string sets the budget; `null` removes it.
+    #[serde(default, deserialize_with = "nullable_money")]
+    #[schema(value_type = Option<String>, example = "25.00")]
+    monthly_budget_usd: Option<Option<Decimal>>,
+}
+
+/// Absent: unchanged; `null`: removed; a decimal string: set.
+fn nullable_money<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Decimal>>, D::Error> {
+    rust_decimal::serde::str_option::deserialize(d).map(Some)
+}
+
+fn scope(principal: &Principal, listing: &str) -> String {
+    format!("{listing}:{}", principal.user_id)
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = User)))]
+async fn create_user(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    principal.require_admin()?;
+    let new = NewUser {
+        name: validate::name("name", &body.name, NAME_MAX)?,
+        role: body.role,
+        monthly_budget_usd: body
+            .monthly_budget_usd
+            .map(|b| validate::money("monthly_budget_usd", b))
+            .transpose()?,
+    };
+    let user = users::create(state.store.as_ref(), new).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// List users, a page at a time.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(ListParams),
+    responses((status = 200, body = ListPage<User>)))]
+async fn list_users(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<ListPage<User>>> {
+    principal.require_admin()?;
+    let scope = scope(&principal, "users");
+    let page = params.page(&state, &scope).await?;
+    let found = users::list(state.store.as_ref(), page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
+}
+
+/// Read a user.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "user ID (`usr_...`)")),
+    responses((status = 200, body = User)))]
+async fn get_user(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
+    principal.require_admin()?;
+    validate::id(&id, users::ID_PREFIX, "user")?;
+    users::get(state.store.as_ref(), &id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("user"))
+}
+
+/// Change a user's name, role or monthly budget.
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", request_body = UpdateUser,
+    params(("id" = String, Path, description = "user ID (`usr_...`)")),
+    responses((status = 200, body = User)))]
+async fn update_user(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    principal.require_admin()?;
+    validate::id(&id, users::ID_PREFIX, "user")?;
+    let change = UserChange {
+        name: body
+            .name
+            .map(|n| validate::name("name", &n, NAME_MAX))
+            .transpose()?,
+        role: body.role,
+        monthly_budget_usd: match body.monthly_budget_usd {
+            Some(Some(b)) => Some(Some(validate::money("monthly_budget_usd", b)?)),
+            other => other,
+        },
+    };
+    if id == lambent::identity::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
+        return Err(ApiError::BadRequest(
+            "role: the bootstrap admin stays an admin".into(),
+        ));
+    }
+    let user = users::update(state.store.as_ref(), &id, change).await?;
+    state.identity.cache().evict_user(&id);
+    Ok(Json(user))
+}
+
+/// Delete a user and everything it owns: keys (they stop working at once),
+/// providers, agents, sessions and their messages, workflows and runs.
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "user ID (`usr_...`)")),
+    responses((status = 204, description = "deleted")))]
+async fn delete_user(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    principal.require_admin()?;
+    validate::id(&id, users::ID_PREFIX, "user")?;
+    users::delete(state.store.as_ref(), &id).await?;
+    state.identity.cache().evict_user(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// The UTC day to read, `yyyy-mm-dd` (default today).
+    day: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Read the audit log, one UTC day at a time, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = ListPage<AuditEntry>)))]
+async fn list_audit(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<Json<ListPage<AuditEntry>>> {
+    principal.require_admin()?;
+    let day = match &params.day {
+        None => audit::day_of(time::OffsetDateTime::now_utc()),
+        Some(raw) => audit::parse_day(raw)
+            .ok_or_else(|| ApiError::BadRequest("day: expected yyyy-mm-dd".into()))?,
+    };
+    let scope = format!("{}:{day}", scope(&principal, "audit"));
+    let list = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let page = list.page(&state, &scope).await?;
+    let found = audit::list(state.store.as_ref(), &day, page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
 }

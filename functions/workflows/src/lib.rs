@@ -8,7 +8,7 @@
 //! | GET | `/v1/runs/{id}` |
 //! | POST | `/v1/runs/{id}/cancel` |
 //!
-//! The routes answer 501 until their issue lands; the crate, its template
+//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
 //! resource and its wiring into `lambent serve` already exist.
 
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use lambent::state::State;
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/workflows", get(not_implemented).post(not_implemented))
         .route(
             "/v1/workflows/{id}",
@@ -26,8 +26,8 @@ pub fn routes(state: State) -> Router {
         )
         .route("/v1/workflows/{id}/runs", post(not_implemented))
         .route("/v1/runs/{id}", get(not_implemented))
-        .route("/v1/runs/{id}/cancel", post(not_implemented))
-        .with_state(state)
+        .route("/v1/runs/{id}/cancel", post(not_implemented));
+    lambent::http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.

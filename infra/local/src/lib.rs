@@ -5,5 +5,6 @@
 pub mod admin_key;
 pub mod app;
 pub mod consumers;
+pub mod openapi;
 pub mod provision;
 pub mod serve;

@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
     },
+    /// Print the API's OpenAPI document (committed as docs/openapi.json).
+    Openapi,
 }
 
 #[tokio::main]
@@ -58,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
                 backend,
                 prefix,
+                config: lambent::config::Config::from_env(&lambent::config::ProcessEnv)?,
             };
             serve::run(options, shutdown_signal(), |bound| {
                 println!("lambent listening on http://{bound}");
@@ -71,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
             let mut names = Names::with_prefix(&prefix);
             names.max_receives = max_receives;
             lambent_local::provision::run(&names).await
+        }
+        Command::Openapi => {
+            print!("{}", lambent_local::openapi::document_json()?);
+            Ok(())
         }
     }
 }

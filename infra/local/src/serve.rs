@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use lambent::backend::{self, AwsResources};
-use lambent::config::{Config, ProcessEnv};
+use lambent::config::Config;
 use lambent::secret::ExposeSecret;
 use lambent::state::State;
 use tokio::net::TcpListener;
@@ -32,11 +32,13 @@ pub struct Options {
     pub backend: Backend,
     /// Names of the AWS resources (the `--prefix` of `lambent bootstrap`).
     pub prefix: String,
+    /// The settings of every route (`LAMBENT_*` environment variables).
+    pub config: Config,
 }
 
 /// Builds the state for the chosen backend.
 pub async fn open_state(options: &Options) -> anyhow::Result<State> {
-    let config = Config::from_env(&ProcessEnv)?;
+    let config = options.config.clone();
     lambent::adapters::embedded::ensure_data_dir(&options.data_dir)
         .with_context(|| format!("data directory {}", options.data_dir.display()))?;
     match options.backend {

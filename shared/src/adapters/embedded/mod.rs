@@ -45,11 +45,11 @@ pub fn open(data_dir: &Path, config: Config) -> Result<State, StartError> {
             detail: e.to_string(),
         }
     })?;
-    Ok(State {
-        config: Arc::new(config),
-        store: Arc::new(EmbeddedStore::new(db.clone())),
-        cipher: Arc::new(cipher),
-        queue: Arc::new(EmbeddedQueue::new(db, DEFAULT_MAX_RECEIVES)),
-        secrets: Arc::new(FileSecrets::new(PathBuf::from(data_dir))),
-    })
+    Ok(State::new(
+        config,
+        Arc::new(EmbeddedStore::new(db.clone())),
+        Arc::new(cipher),
+        Arc::new(EmbeddedQueue::new(db, DEFAULT_MAX_RECEIVES)),
+        Arc::new(FileSecrets::new(PathBuf::from(data_dir))),
+    ))
 }

@@ -15,6 +15,15 @@ use tracing::Instrument;
 
 use crate::config::Config;
 
+pub mod auth;
+pub mod json;
+pub mod pagination;
+pub mod validate;
+
+pub use auth::protect;
+pub use json::Body;
+pub use pagination::{ListPage, ListParams};
+
 /// Response header carrying the request ID (also in every error body).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -94,7 +103,14 @@ async fn request_context(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| request.uri().path().to_owned());
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %method,
+        %route,
+        user_id = tracing::field::Empty,
+        key_id = tracing::field::Empty,
+    );
 
     let response = REQUEST_ID
         .scope(request_id.clone(), async move {

@@ -1,0 +1,19 @@
+//! Lambda glue: logging, configuration and clients once per cold start, then
+//! answer API Gateway's authorization requests.
+use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use lambda_runtime::{service_fn, LambdaEvent};
+use lambent::state::Needs;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambent::telemetry::init(lambent::telemetry::format_from_env());
+    let state = &lambent::backend::aws_from_env(Needs::STORE_ONLY).await?;
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
+            lambent_fn_authorizer::authorize(state, &event.payload)
+                .await
+                .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+        },
+    ))
+    .await
+}

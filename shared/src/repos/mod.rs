@@ -1,0 +1,76 @@
+//! Repositories: Lambent's entities on the item-store port, one module per
+//! entity. The key layout is documented in `docs/DATA_MODEL.md`; every access
+//! is one key lookup, one page of one partition, or one small transaction.
+
+pub mod agents;
+pub mod audit;
+pub mod cascade;
+pub mod keys;
+pub mod models;
+pub mod providers;
+pub mod rate_limits;
+pub mod users;
+
+use rust_decimal::Decimal;
+
+use crate::error::{ApiError, ApiResult};
+use crate::ports::{Item, StoreCursor, Value};
+
+/// What a listing asks of the store: a page size and where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub after: Option<StoreCursor>,
+}
+
+/// One page of entities and, if more may follow, where the next starts.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<StoreCursor>,
+}
+
+fn corrupt(item: &Item, name: &str) -> ApiError {
+    ApiError::Internal(format!("item {} lacks a valid {name:?}", item.key))
+}
+
+/// A required text attribute.
+pub(crate) fn text(item: &Item, name: &str) -> ApiResult<String> {
+    item.get_str(name)
+        .map(str::to_owned)
+        .ok_or_else(|| corrupt(item, name))
+}
+
+pub(crate) fn opt_text(item: &Item, name: &str) -> Option<String> {
+    item.get_str(name).map(str::to_owned)
+}
+
+pub(crate) fn decimal(item: &Item, name: &str) -> ApiResult<Decimal> {
+    item.get_decimal(name).ok_or_else(|| corrupt(item, name))
+}
+
+pub(crate) fn opt_decimal(item: &Item, name: &str) -> Option<Decimal> {
+    item.get_decimal(name)
+}
+
+pub(crate) fn bytes(item: &Item, name: &str) -> ApiResult<Vec<u8>> {
+    match item.get(name) {
+        Some(Value::B(b)) => Ok(b.clone()),
+        _ => Err(corrupt(item, name)),
+    }
+}
+
+pub(crate) fn whole(item: &Item, name: &str) -> ApiResult<i64> {
+    use rust_decimal::prelude::ToPrimitive;
+    decimal(item, name)?
+        .to_i64()
+        .ok_or_else(|| corrupt(item, name))
+}
+
+/// The part of a sort key after its type prefix (`AGENT#agt_1` -> `agt_1`).
+pub(crate) fn id_after<'a>(item: &'a Item, prefix: &str) -> ApiResult<&'a str> {
+    item.key
+        .sk
+        .strip_prefix(prefix)
+        .ok_or_else(|| corrupt(item, "sk"))
+}
