@@ -5,5 +5,6 @@
 mod contracts;
 mod identity;
 mod lambda_glue;
+mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;

@@ -186,12 +186,21 @@ pub struct LambentProcess {
 impl LambentProcess {
     /// Runs `lambent <args>` with `envs`, waiting for its "listening" line.
     pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> LambentProcess {
+        Self::serve_with_stderr(args, envs, Stdio::inherit())
+    }
+
+    /// Like [`LambentProcess::serve`], with its logs (stderr) sent to `stderr`.
+    pub fn serve_with_stderr(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: impl Into<Stdio>,
+    ) -> LambentProcess {
         let mut command = Command::new(lambent_bin());
         command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in envs {
             command.env(k, v);
         }

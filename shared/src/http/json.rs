@@ -1,9 +1,11 @@
-//! The JSON body extractor of every route: a malformed, mistyped or unknown
-//! field is a 400 whose message names the field; a body over the limit is a
-//! 413; a missing `Content-Type: application/json` is a 415.
+//! The JSON body extractor of every route: a body that is not a JSON object,
+//! or has a malformed, mistyped or unknown field, is a 400 whose message
+//! names the field; a body over the limit is a 413; a missing
+//! `Content-Type: application/json` is a 415.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
 use http::StatusCode;
 use serde::de::DeserializeOwned;
 
@@ -16,33 +18,54 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(explain(rejection)),
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(None),
+                    _ => ApiError::BadRequest("body: could not be read".into()),
+                })?;
+        // serde would also read a struct from a JSON array ([null, null]);
+        // the API takes objects only.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest("body: expected a JSON object".into()));
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| Body(value))
+            .map_err(explain)
     }
 }
 
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| {
+            let essence = essence.trim().to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
 fn explain(rejection: JsonRejection) -> ApiError {
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(None),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-        _ => {
-            let text = rejection.body_text();
-            // axum prefixes serde's message ("name: invalid type ...") with
-            // its own sentence; the client needs only serde's part.
-            let detail = text
-                .split_once("target type: ")
-                .map(|(_, d)| d)
-                .or_else(|| text.split_once("JSON data: ").map(|(_, d)| d))
-                .unwrap_or(&text);
-            let detail: String = detail.chars().take(300).collect();
-            match rejection {
-                JsonRejection::JsonSyntaxError(_) => {
-                    ApiError::BadRequest(format!("body is not valid JSON: {detail}"))
-                }
-                _ => ApiError::BadRequest(detail),
-            }
+    let text = rejection.body_text();
+    // axum prefixes serde's message ("name: invalid type ...") with its own
+    // sentence; the client needs only serde's part.
+    let detail = text
+        .split_once("target type: ")
+        .map(|(_, d)| d)
+        .or_else(|| text.split_once("JSON data: ").map(|(_, d)| d))
+        .unwrap_or(&text);
+    let detail: String = detail.chars().take(300).collect();
+    match rejection {
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::BadRequest(format!("body is not valid JSON: {detail}"))
         }
+        _ => ApiError::BadRequest(detail),
     }
 }

@@ -39,8 +39,9 @@ impl ListParams {
                 "limit: must be 1 to {MAX_LIMIT}"
             )));
         }
-        let after = match &self.cursor {
-            None => None,
+        let after = match self.cursor.as_deref() {
+            // An empty cursor is the first page, like no cursor.
+            None | Some("") => None,
             Some(c) => {
                 let keys = state.identity.keys().await?;
                 Some(crate::cursor::open(&keys.cursor, scope, c)?)
