@@ -2,4 +2,5 @@
 //! emulator that `scripts/test` starts (`LAMBENT_TEST_AWS_ENDPOINT`).
 
 mod contracts;
+mod identity;
 mod startup;

@@ -1,6 +1,7 @@
-//! The bootstrap admin key on a laptop: created with the deployment's root
+//! The bootstrap admin key. On a laptop: created with the deployment's root
 //! secret on first start, printed once, kept in `<data dir>/admin-key` (0600)
-//! and reused on every later start.
+//! and reused on every later start. In AWS: derived from the stack's secret
+//! by `lambent admin-key --secret-id`.
 
 use std::path::{Path, PathBuf};
 
@@ -51,4 +52,13 @@ pub async fn ensure(state: &State, data_dir: &Path) -> anyhow::Result<AdminKey> 
     }
     write_secret_file(&path, key.expose_secret().as_bytes())?;
     Ok(AdminKey::Created { path, key })
+}
+
+/// The admin key of a deployment whose root secret is the Secrets Manager
+/// secret `secret_id` (the stack output `BootstrapSecretArn`).
+pub async fn from_aws_secret(secret_id: &str) -> anyhow::Result<SecretString> {
+    let sdk = lambent::adapters::aws::load_sdk_config().await;
+    let secrets = lambent::adapters::aws::SecretsManagerSecrets::from_conf(&sdk, secret_id);
+    let root = bootstrap::signing_key(&secrets).await?;
+    Ok(bootstrap::admin_api_key(&root))
 }

@@ -43,6 +43,12 @@ enum Command {
     },
     /// Print the API's OpenAPI document (committed as docs/openapi.json).
     Openapi,
+    /// Print the bootstrap admin API key of an AWS deployment, derived from
+    /// its Secrets Manager secret (the stack output BootstrapSecretArn).
+    AdminKey {
+        #[arg(long, env = "LAMBENT_SECRET_ID")]
+        secret_id: String,
+    },
 }
 
 #[tokio::main]
@@ -77,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Openapi => {
             print!("{}", lambent_local::openapi::document_json()?);
+            Ok(())
+        }
+        Command::AdminKey { secret_id } => {
+            let key = lambent_local::admin_key::from_aws_secret(&secret_id).await?;
+            println!("{}", lambent::secret::ExposeSecret::expose_secret(&key));
             Ok(())
         }
     }
