@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lambent_tests::app::{run_lambent, LambentProcess};
+use lambent_tests::app::{run_lambent, send_json, LambentProcess};
 use lambent_tests::emulator;
 use serde_json::{json, Value};
 
@@ -49,18 +49,7 @@ async fn identity_on_aws_services_keeps_provider_keys_encrypted() {
         .build()
         .unwrap();
     let call = |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
-        let mut request = client.request(method, server.url(path)).bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
+        send_json(&client, method, server.url(path), key.to_owned(), body)
     };
     use reqwest::Method as M;
     let (status, user) = call(

@@ -2,7 +2,7 @@
 //! down to `debug` as JSON, driven through every identity route; then its
 //! whole log output is searched for every API key and provider key used.
 
-use lambent_tests::app::LambentProcess;
+use lambent_tests::app::{send_json, LambentProcess};
 use serde_json::{json, Value};
 
 const PROVIDER_KEY: &str = "sk-ant-LOGCANARY-0123456789abcdef";
@@ -35,18 +35,7 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
     let admin = std::fs::read_to_string(data_dir.join("admin-key")).unwrap();
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
-        let mut request = client.request(method, server.url(path)).bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
+        send_json(&client, method, server.url(path), key.to_owned(), body)
     };
     use reqwest::Method as M;
 

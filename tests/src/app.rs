@@ -54,19 +54,7 @@ impl TestApp {
         key: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut request = self.request(method, path, key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let json = if text.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-        };
-        (status, json)
+        send_json(&self.client, method, self.url(path), key.to_owned(), body).await
     }
 
     /// Creates a user (as the bootstrap admin) and a key for it; returns
@@ -104,6 +92,34 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+/// Sends `body` (if any) as JSON with `key` as the bearer token (none when
+/// empty); returns the status and the JSON answer (`Null` when empty, a
+/// string when not JSON).
+pub async fn send_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = client.request(method, url);
+    if !key.is_empty() {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (status, json)
 }
 
 /// Serves the whole app on the embedded backend in a fresh data directory.

@@ -52,20 +52,25 @@ const CONTEXT_TOKEN_BUDGET: std::ops::RangeInclusive<i64> = 1..=2_000_000;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAgent {
+    #[schema(pattern = "\\S")]
     name: String,
     /// One of your providers (`prv_...`).
+    #[schema(pattern = "^prv_[0-9a-z]{1,64}$")]
     provider_id: String,
     /// A catalog model (`GET /v1/models`) of the provider's kind.
-    #[schema(example = "claude-sonnet-4-5")]
+    #[schema(example = "claude-sonnet-4-5", pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     model: String,
+    #[schema(max_length = 100000)]
     system_prompt: Option<String>,
     /// 0 to 2; the provider's default when absent.
-    #[schema(value_type = Option<f64>, example = 0.7)]
+    #[schema(value_type = Option<f64>, example = 0.7, minimum = 0, maximum = 2)]
     temperature: Option<Number>,
     /// 1 to 200000 (default 1024).
+    #[schema(minimum = 1, maximum = 200000)]
     max_tokens: Option<i64>,
     /// The most history tokens sent to the model per call, 1 to 2000000
     /// (default 16000).
+    #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
 }
 
@@ -73,18 +78,23 @@ struct CreateAgent {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateAgent {
+    #[schema(pattern = "\\S")]
     name: Option<String>,
+    #[schema(pattern = "^prv_[0-9a-z]{1,64}$")]
     provider_id: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     model: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 100000)]
     system_prompt: Option<Option<String>>,
     /// 0 to 2; `null` returns to the provider's default.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>, example = 0.7)]
+    #[schema(value_type = Option<f64>, example = 0.7, minimum = 0, maximum = 2)]
     temperature: Option<Option<Number>>,
+    #[schema(minimum = 1, maximum = 200000)]
     max_tokens: Option<i64>,
+    #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
 }
 

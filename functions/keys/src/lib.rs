@@ -46,8 +46,10 @@ pub fn router(state: State) -> Router {
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     /// A label to recognise the key by.
+    #[schema(pattern = "\\S")]
     name: Option<String>,
     /// Admins only: the user the key is for (default: the caller).
+    #[schema(pattern = "^usr_[0-9a-z]{1,64}$")]
     user_id: Option<String>,
 }
 

@@ -46,7 +46,7 @@ const NAME_MAX: usize = 100;
 #[serde(deny_unknown_fields)]
 struct UpsertModel {
     /// The provider's model name: letters, digits and `-_.:`.
-    #[schema(example = "claude-sonnet-4-5")]
+    #[schema(example = "claude-sonnet-4-5", pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     name: String,
     provider_kind: ProviderKind,
     #[serde(with = "rust_decimal::serde::str")]

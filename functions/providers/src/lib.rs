@@ -48,7 +48,7 @@ const API_KEY_MAX: usize = 500;
 struct CreateProvider {
     kind: ProviderKind,
     /// Unique among your providers: letters, digits and `-_.:`.
-    #[schema(example = "anthropic")]
+    #[schema(example = "anthropic", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     name: String,
     /// The provider's API key. Only its last four characters are ever shown.
     #[serde(deserialize_with = "secret")]
@@ -63,6 +63,7 @@ struct CreateProvider {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProvider {
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     name: Option<String>,
     /// A new API key (rotation).
     #[serde(default, deserialize_with = "optional_secret")]

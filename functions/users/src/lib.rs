@@ -46,6 +46,7 @@ const NAME_MAX: usize = 200;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
+    #[schema(pattern = "\\S")]
     name: String,
     role: Role,
     /// USD per calendar month (UTC), as a decimal string.
@@ -57,6 +58,7 @@ struct CreateUser {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
+    #[schema(pattern = "\\S")]
     name: Option<String>,
     role: Option<Role>,
     /// A decimal string sets the budget; `null` removes it.

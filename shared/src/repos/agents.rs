@@ -206,28 +206,18 @@ pub async fn list(
     owner: &str,
     page: PageRequest,
 ) -> ApiResult<Paged<AgentView>> {
-    let found = store
-        .query(
-            Query::partition(users::partition(owner))
-                .prefix("AGENT#")
-                .limit(page.limit)
-                .after(page.after),
-        )
-        .await?;
     let models = catalog.all(store).await?;
-    let items = found
-        .items
-        .iter()
-        .map(|item| {
+    super::page_of(
+        store,
+        Query::partition(users::partition(owner)).prefix("AGENT#"),
+        page,
+        |item| {
             let agent = from_item(item)?;
             let prices = models.get(&agent.model).map(|m| m.prices.clone());
             Ok(AgentView { agent, prices })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Paged {
-        items,
-        next: found.next,
-    })
+        },
+    )
+    .await
 }
 
 /// Replaces an agent's settings (the route merges a PATCH into the current

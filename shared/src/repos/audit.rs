@@ -69,40 +69,27 @@ pub async fn record(store: &dyn ItemStore, entry: NewEntry<'_>, ttl_days: u64) -
     Ok(store.put(item, Some(Condition::NotExists)).await?)
 }
 
+fn from_item(item: &Item) -> ApiResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: item.key.sk.clone(),
+        at: text(item, "at")?,
+        user_id: text(item, "user_id")?,
+        key_id: text(item, "key_id")?,
+        method: text(item, "method")?,
+        route: text(item, "route")?,
+        path: text(item, "path")?,
+        status: u16::try_from(whole(item, "status")?)
+            .map_err(|_| ApiError::Internal("audit status out of range".into()))?,
+        request_id: text(item, "request_id")?,
+    })
+}
+
 /// A page of one day's entries, newest first.
 pub async fn list(
     store: &dyn ItemStore,
     day: &str,
     page: PageRequest,
 ) -> ApiResult<Paged<AuditEntry>> {
-    let found = store
-        .query(
-            Query::partition(partition(day))
-                .order(Order::Descending)
-                .limit(page.limit)
-                .after(page.after),
-        )
-        .await?;
-    let items = found
-        .items
-        .iter()
-        .map(|item| {
-            Ok(AuditEntry {
-                id: item.key.sk.clone(),
-                at: text(item, "at")?,
-                user_id: text(item, "user_id")?,
-                key_id: text(item, "key_id")?,
-                method: text(item, "method")?,
-                route: text(item, "route")?,
-                path: text(item, "path")?,
-                status: u16::try_from(whole(item, "status")?)
-                    .map_err(|_| ApiError::Internal("audit status out of range".into()))?,
-                request_id: text(item, "request_id")?,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Paged {
-        items,
-        next: found.next,
-    })
+    let query = Query::partition(partition(day)).order(Order::Descending);
+    super::page_of(store, query, page, from_item).await
 }

@@ -134,22 +134,13 @@ pub async fn list(
     user_id: &str,
     page: PageRequest,
 ) -> ApiResult<Paged<ApiKeyInfo>> {
-    let found = store
-        .query(
-            Query::partition(users::partition(user_id))
-                .prefix("KEY#")
-                .limit(page.limit)
-                .after(page.after),
-        )
-        .await?;
-    Ok(Paged {
-        items: found
-            .items
-            .iter()
-            .map(|item| info_from_listing(user_id, item))
-            .collect::<ApiResult<_>>()?,
-        next: found.next,
-    })
+    super::page_of(
+        store,
+        Query::partition(users::partition(user_id)).prefix("KEY#"),
+        page,
+        |item| info_from_listing(user_id, item),
+    )
+    .await
 }
 
 /// Revokes a key. `owner`: only a key of this user (404 otherwise); `None`

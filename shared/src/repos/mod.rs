@@ -14,7 +14,7 @@ pub mod users;
 use rust_decimal::Decimal;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ports::{Item, StoreCursor, Value};
+use crate::ports::{Item, ItemStore, Query, StoreCursor, Value};
 
 /// What a listing asks of the store: a page size and where to continue.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,23 @@ pub struct PageRequest {
 pub struct Paged<T> {
     pub items: Vec<T>,
     pub next: Option<StoreCursor>,
+}
+
+/// One page of `query` as `page` asks, each item decoded by `decode`.
+pub(crate) async fn page_of<T>(
+    store: &dyn ItemStore,
+    query: Query,
+    page: PageRequest,
+    decode: impl Fn(&Item) -> ApiResult<T>,
+) -> ApiResult<Paged<T>> {
+    let found = store
+        .query(query.limit(page.limit).after(page.after))
+        .await?;
+    let items = found.items.iter().map(decode).collect::<ApiResult<_>>()?;
+    Ok(Paged {
+        items,
+        next: found.next,
+    })
 }
 
 fn corrupt(item: &Item, name: &str) -> ApiError {

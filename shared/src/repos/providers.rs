@@ -211,22 +211,13 @@ pub async fn list(
     owner: &str,
     page: PageRequest,
 ) -> ApiResult<Paged<Provider>> {
-    let found = store
-        .query(
-            Query::partition(users::partition(owner))
-                .prefix("PROVIDER#")
-                .limit(page.limit)
-                .after(page.after),
-        )
-        .await?;
-    Ok(Paged {
-        items: found
-            .items
-            .iter()
-            .map(from_item)
-            .collect::<ApiResult<_>>()?,
-        next: found.next,
-    })
+    super::page_of(
+        store,
+        Query::partition(users::partition(owner)).prefix("PROVIDER#"),
+        page,
+        from_item,
+    )
+    .await
 }
 
 pub async fn update(

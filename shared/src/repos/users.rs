@@ -115,23 +115,13 @@ pub async fn get(store: &dyn ItemStore, user_id: &str) -> ApiResult<Option<User>
 }
 
 pub async fn list(store: &dyn ItemStore, page: PageRequest) -> ApiResult<Paged<User>> {
-    let found = store
-        .query(
-            Query::partition(LISTING_PK)
-                .prefix("USER#")
-                .limit(page.limit)
-                .after(page.after),
-        )
-        .await?;
-    let items = found
-        .items
-        .iter()
-        .map(|item| from_item(super::id_after(item, "USER#")?, item))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Paged {
-        items,
-        next: found.next,
-    })
+    super::page_of(
+        store,
+        Query::partition(LISTING_PK).prefix("USER#"),
+        page,
+        |item| from_item(super::id_after(item, "USER#")?, item),
+    )
+    .await
 }
 
 pub async fn update(store: &dyn ItemStore, user_id: &str, change: UserChange) -> ApiResult<User> {
