@@ -366,6 +366,14 @@ async fn keys_are_shown_once_listed_masked_and_revoked_at_once() {
     let secret = second.rsplit('_').next().unwrap();
     assert!(!text.contains(secret), "a listing shows the secret: {text}");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    let shown = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap();
+    assert_eq!(shown["prefix"], format!("lmb_{id}"));
+    assert_eq!(shown["last4"], &second[second.len() - 4..]);
     // A member cannot make keys for someone else.
     let (status, _) = app
         .call(

@@ -82,6 +82,11 @@ pub fn same_key(presented: &str, expected: &SecretString) -> bool {
     )
 }
 
+/// The public start of a key: `lmb_<key id>`.
+pub fn prefix(key_id: &str) -> String {
+    format!("{KEY_PREFIX}{key_id}")
+}
+
 /// What a listing shows of a key: enough to recognise it, never enough to use it.
 pub fn masked(key_id: &str, last4: &str) -> String {
     format!("{KEY_PREFIX}{key_id}_…{last4}")

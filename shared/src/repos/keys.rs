@@ -35,6 +35,8 @@ pub struct ApiKeyInfo {
     pub id: String,
     pub user_id: String,
     pub name: Option<String>,
+    /// What every use of the key starts with: `lmb_<id>`.
+    pub prefix: String,
     /// The key with its secret hidden: `lmb_<id>_…<last 4>`.
     pub masked: String,
     pub last4: String,
@@ -72,6 +74,7 @@ pub async fn create(
         last4,
     } = api_key::mint(hash_key);
     let info = ApiKeyInfo {
+        prefix: api_key::prefix(&key_id),
         masked: api_key::masked(&key_id, &last4),
         id: key_id,
         user_id: user.id.clone(),
@@ -120,6 +123,7 @@ fn info_from_listing(user_id: &str, item: &Item) -> ApiResult<ApiKeyInfo> {
     let id = super::id_after(item, "KEY#")?.to_owned();
     let last4 = text(item, "last4")?;
     Ok(ApiKeyInfo {
+        prefix: api_key::prefix(&id),
         masked: api_key::masked(&id, &last4),
         id,
         user_id: user_id.to_owned(),
