@@ -33,6 +33,7 @@ const HELLO: &str = "hello-lambda";
 
 /// Every function binary, in template order.
 const FUNCTIONS: &[&str] = &[
+    "lambent-authorizer",
     "lambent-health",
     "lambent-users",
     "lambent-keys",
