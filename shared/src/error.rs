@@ -21,9 +21,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
-    /// The body is over the limit (`LAMBENT_MAX_BODY_BYTES`, when known).
+    /// The body is over `LAMBENT_MAX_BODY_BYTES`.
     #[error("request body is too large")]
-    PayloadTooLarge(Option<usize>),
+    PayloadTooLarge,
     #[error("expected a JSON body with Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("rate limit exceeded")]
@@ -54,7 +54,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } | ApiError::BudgetExceeded(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -74,7 +74,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BudgetExceeded(_) => "budget_exceeded",

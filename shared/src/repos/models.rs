@@ -318,3 +318,25 @@ impl Catalog {
         Ok((model, !existed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_price_is_an_exact_decimal() {
+        // seed() falls back to Decimal::MAX for a typo; none may reach it.
+        for model in seed().values() {
+            let p = &model.prices;
+            for price in [
+                p.input_per_mtok,
+                p.output_per_mtok,
+                p.cache_read_per_mtok,
+                p.cache_write_per_mtok,
+            ] {
+                assert!(price < Decimal::from(1000), "{}: {price}", model.name);
+            }
+        }
+        assert_eq!(seed().len(), SEED.len(), "duplicate model names");
+    }
+}
