@@ -61,6 +61,13 @@ pub struct Config {
     /// Lets provider base URLs use http and loopback or private addresses
     /// (never link-local or metadata): local development and tests only.
     pub allow_private_provider_urls: bool,
+    /// Longest wait for a TCP (and TLS) connection to a model provider.
+    pub provider_connect_timeout: Duration,
+    /// Longest silence from a model provider, before its first byte or
+    /// between two chunks; past it the call fails with 504 or an error event.
+    pub provider_idle_timeout: Duration,
+    /// How long a reply is still read (and billed) after its client went away.
+    pub stream_drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +91,23 @@ impl Default for Config {
             },
             audit_ttl_days: 90,
             allow_private_provider_urls: false,
+            provider_connect_timeout: Duration::from_secs(5),
+            provider_idle_timeout: Duration::from_secs(120),
+            stream_drain_timeout: Duration::from_secs(120),
         }
     }
 }
 
 impl Config {
+    /// The provider HTTP client's settings.
+    pub fn llm_client(&self) -> crate::llm::ClientSettings {
+        crate::llm::ClientSettings {
+            connect_timeout: self.provider_connect_timeout,
+            idle_timeout: self.provider_idle_timeout,
+            allow_private: self.allow_private_provider_urls,
+        }
+    }
+
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let defaults = Config::default();
         Ok(Config {
@@ -141,6 +160,19 @@ impl Config {
                     })
                 }
             },
+            provider_connect_timeout: number(
+                env,
+                "LAMBENT_PROVIDER_CONNECT_TIMEOUT_MS",
+                100..=60_000,
+            )?
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.provider_connect_timeout),
+            provider_idle_timeout: number(env, "LAMBENT_PROVIDER_IDLE_TIMEOUT_MS", 100..=900_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.provider_idle_timeout),
+            stream_drain_timeout: number(env, "LAMBENT_STREAM_DRAIN_SECS", 0..=900)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.stream_drain_timeout),
         })
     }
 }

@@ -33,8 +33,9 @@ pub enum ApiError {
     /// The route exists in the contract but is not built yet.
     #[error("{0} is not implemented yet")]
     NotImplemented(String),
-    /// The model provider failed; the detail is logged, not returned.
-    #[error("the model provider failed")]
+    /// The model provider failed; the message says how (status, error type),
+    /// never echoing the provider's body.
+    #[error("{0}")]
     ProviderFailed(String),
     #[error("the model provider timed out")]
     ProviderTimeout,

@@ -23,3 +23,34 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
+
+/// An epoch-seconds instant (an expiry) as RFC 3339.
+pub fn rfc3339_from_epoch(epoch_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch_secs)
+        .map(rfc3339)
+        .unwrap_or_else(|_| epoch_secs.to_string())
+}
+
+/// The UTC day of an instant, `yyyy-mm-dd`: the unit of usage aggregates.
+pub fn day_of(at: time::OffsetDateTime) -> String {
+    let d = at.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Today (UTC), `yyyy-mm-dd`.
+pub fn today() -> String {
+    day_of(time::OffsetDateTime::now_utc())
+}
+
+/// The UTC month of a day (`yyyy-mm-dd` -> `yyyy-mm`): the unit of user budgets.
+pub fn month_of(day: &str) -> &str {
+    day.get(..7).unwrap_or(day)
+}
+
+/// A `yyyy-mm-dd` day given by a client, normalised; `None` if it is not one.
+pub fn parse_day(raw: &str) -> Option<String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(raw, &format)
+        .ok()
+        .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+}

@@ -1,28 +1,58 @@
-//! Streamed chat and the OpenAI-compatible endpoint.
+//! Streamed chat and the OpenAI-compatible endpoint: the routes that call
+//! model providers. Replies stream as server-sent events, chunk by chunk as
+//! the provider sends them; in AWS this function sits behind a function URL
+//! with response streaming, since API Gateway HTTP APIs cannot stream.
 //!
 //! | method | route |
 //! |---|---|
 //! | POST | `/v1/sessions/{id}/messages` |
 //! | POST | `/v1/chat/completions` |
-//!
-//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::post;
+mod events;
+mod turn;
+
+use axum::extract::FromRef;
 use axum::Router;
-use lambent::http::not_implemented;
-use lambent::state::State;
+use lambent::llm::LlmClient;
+use lambent::state::{StartError, State};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What the chat handlers share: the state and the provider HTTP client,
+/// built once per cold start.
+#[derive(Clone, FromRef)]
+pub struct Chat {
+    pub state: State,
+    pub llm: LlmClient,
+}
+
+impl Chat {
+    /// Builds the provider client from the configuration.
+    pub fn new(state: State) -> Result<Chat, StartError> {
+        let llm = LlmClient::new(state.config.llm_client()).map_err(|e| {
+            StartError::Dependency {
+                name: "provider HTTP client",
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Chat { state, llm })
+    }
+}
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<Chat> {
+    OpenApiRouter::new().routes(routes!(turn::post_message))
+}
 
 /// The bare routes, for merging into the local runner's single app.
-pub fn routes(state: State) -> Router {
-    let routes = Router::new()
-        .route("/v1/sessions/{id}/messages", post(not_implemented))
-        .route("/v1/chat/completions", post(not_implemented));
-    lambent::http::protect(routes, &state).with_state(state)
+pub fn routes(chat: Chat) -> Router {
+    let (routes, _) = documented().split_for_parts();
+    let state = chat.state.clone();
+    lambent::http::protect(routes, &state).with_state(chat)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
-pub fn router(state: State) -> Router {
-    let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+pub fn router(chat: Chat) -> Router {
+    let config = chat.state.config.clone();
+    lambent::http::service(routes(chat), &config)
 }

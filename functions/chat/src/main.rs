@@ -1,4 +1,5 @@
-//! Lambda glue: logging, configuration and clients once per cold start, then serve.
+//! Lambda glue: logging, configuration and clients once per cold start, then
+//! serve with response streaming.
 use lambent::state::Needs;
 
 #[tokio::main]
@@ -9,5 +10,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         queue: false,
     })
     .await?;
-    lambda_http::run_with_streaming_response(lambent_fn_chat::router(state)).await
+    let chat = lambent_fn_chat::Chat::new(state)?;
+    lambda_http::run_with_streaming_response(lambent_fn_chat::router(chat)).await
 }

@@ -1,28 +1,41 @@
-//! Sessions and their history.
+//! Sessions and their history. A session belongs to one of the caller's
+//! agents; it carries its totals and expires after the deployment's TTL
+//! unless used again. Posting a message is the chat function's route.
 //!
 //! | method | route |
 //! |---|---|
 //! | GET POST | `/v1/sessions` |
 //! | GET DELETE | `/v1/sessions/{id}` |
 //! | GET | `/v1/sessions/{id}/messages` |
-//!
-//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::get;
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::pagination::listed;
+use lambent::http::{validate, Body, ListPage, ListParams};
+use lambent::identity::Principal;
+use lambent::ports::Order;
+use lambent::repos::messages::{self, Message};
+use lambent::repos::sessions::{self, NewSession, Session};
+use lambent::repos::{agents, PageRequest};
 use lambent::state::State;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions, create_session))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(list_messages))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    let routes = Router::new()
-        .route("/v1/sessions", get(not_implemented).post(not_implemented))
-        .route(
-            "/v1/sessions/{id}",
-            get(not_implemented).delete(not_implemented),
-        )
-        .route("/v1/sessions/{id}/messages", get(not_implemented));
+    let (routes, _) = documented().split_for_parts();
     lambent::http::protect(routes, &state).with_state(state)
 }
 
@@ -30,4 +43,150 @@ pub fn routes(state: State) -> Router {
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+const TITLE_MAX: usize = 200;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    /// One of your agents (`agt_...`).
+    #[schema(pattern = "^agt_[0-9a-z]{1,64}$")]
+    agent_id: String,
+    #[schema(pattern = "\\S", max_length = 200)]
+    title: Option<String>,
+    /// Spending limit of the session, USD, as a decimal string.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "1.50")]
+    budget_usd: Option<Decimal>,
+}
+
+/// Open a session with one of your agents.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = Session)))]
+async fn create_session(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<CreateSession>,
+) -> ApiResult<(StatusCode, Json<Session>)> {
+    validate::id(&body.agent_id, agents::ID_PREFIX, "agent")
+        .map_err(|_| ApiError::BadRequest("agent_id: not an agent ID (`agt_...`)".into()))?;
+    let new = NewSession {
+        agent_id: body.agent_id,
+        title: body
+            .title
+            .map(|t| validate::name("title", &t, TITLE_MAX))
+            .transpose()?,
+        budget_usd: body
+            .budget_usd
+            .map(|b| validate::money("budget_usd", b))
+            .transpose()?,
+    };
+    let session = sessions::create(
+        state.store.as_ref(),
+        &principal.user_id,
+        new,
+        state.config.session_ttl,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// List your sessions, newest first.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(ListParams),
+    responses((status = 200, body = ListPage<Session>)))]
+async fn list_sessions(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<ListPage<Session>>> {
+    let scope = format!("sessions:{}", principal.user_id);
+    let page = params.page(&state, &scope).await?;
+    let found = sessions::list(state.store.as_ref(), &principal.user_id, page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
+}
+
+async fn own_session(state: &State, principal: &Principal, id: &str) -> ApiResult<Session> {
+    validate::id(id, sessions::ID_PREFIX, "session")?;
+    sessions::get(state.store.as_ref(), &principal.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("session"))
+}
+
+/// Read one of your sessions, with its totals.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session ID (`ses_...`)")),
+    responses((status = 200, body = Session)))]
+async fn get_session(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Session>> {
+    Ok(Json(own_session(&state, &principal, &id).await?))
+}
+
+/// Delete one of your sessions and its messages. Its costs stay counted.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "session ID (`ses_...`)")),
+    responses((status = 204, description = "deleted")))]
+async fn delete_session(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    validate::id(&id, sessions::ID_PREFIX, "session")?;
+    sessions::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum HistoryOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct HistoryParams {
+    /// Messages per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (of the same session and order).
+    cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    #[param(inline)]
+    order: Option<HistoryOrder>,
+}
+
+/// A page of a session's history, by an opaque cursor bound to the session
+/// and the order. A page costs the same whatever the session's length.
+#[utoipa::path(get, path = "/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "session ID (`ses_...`)"), HistoryParams),
+    responses((status = 200, body = ListPage<Message>)))]
+async fn list_messages(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> ApiResult<Json<ListPage<Message>>> {
+    let order = params.order.unwrap_or_default();
+    let scope = format!("messages:{}:{id}:{order:?}", principal.user_id);
+    let page: PageRequest = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .page(&state, &scope)
+    .await?;
+    let session = own_session(&state, &principal, &id).await?;
+    let order = match order {
+        HistoryOrder::Asc => Order::Ascending,
+        HistoryOrder::Desc => Order::Descending,
+    };
+    let found = messages::page(state.store.as_ref(), &session.id, order, page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
 }

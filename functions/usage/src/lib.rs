@@ -1,20 +1,31 @@
-//! Costs and tokens, aggregated.
+//! Costs and tokens, aggregated per day, agent, model or session (and, for
+//! admins, per user), as exact decimals. Members see their own usage;
+//! admins see the whole deployment's, or one user's with `user_id`.
 //!
 //! | method | route |
 //! |---|---|
 //! | GET | `/v1/usage` |
-//!
-//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::get;
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Query, State as Extract};
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::validate;
+use lambent::identity::Principal;
+use lambent::repos::usage::{self, Dimension, Group, Scope, Totals};
+use lambent::repos::users;
 use lambent::state::State;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new().routes(routes!(get_usage))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    let routes = Router::new().route("/v1/usage", get(not_implemented));
+    let (routes, _) = documented().split_for_parts();
     lambent::http::protect(routes, &state).with_state(state)
 }
 
@@ -22,4 +33,104 @@ pub fn routes(state: State) -> Router {
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+/// The longest range one report covers.
+const MAX_DAYS: i64 = 366;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UsageParams {
+    /// First day (UTC, `yyyy-mm-dd`), inclusive; default: the first of this month.
+    #[param(example = "2026-11-01")]
+    from: Option<String>,
+    /// Last day (UTC, `yyyy-mm-dd`), inclusive; default: today.
+    #[param(example = "2026-11-30")]
+    to: Option<String>,
+    /// `day` (default), `agent`, `model`, `session`, or (deployment-wide) `user`.
+    #[param(inline)]
+    group_by: Option<Dimension>,
+    /// Admins only: one user's usage instead of the whole deployment's.
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct UsageReport {
+    from: String,
+    to: String,
+    group_by: Dimension,
+    /// The user reported on, or `null` for the whole deployment.
+    user_id: Option<String>,
+    /// One entry per day, agent, model, session or user, in key order.
+    groups: Vec<Group>,
+    /// The sum of the groups.
+    total: Totals,
+}
+
+fn day(field: &str, raw: &str) -> ApiResult<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(raw, &format)
+        .map_err(|_| ApiError::BadRequest(format!("{field}: must be a day as yyyy-mm-dd")))
+}
+
+fn text(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Tokens and cost between two days, grouped, with their total.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageParams),
+    responses((status = 200, body = UsageReport)))]
+async fn get_usage(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<UsageParams>,
+) -> ApiResult<Json<UsageReport>> {
+    let today = time::OffsetDateTime::now_utc().date();
+    let to = match params.to.as_deref() {
+        Some(raw) => day("to", raw)?,
+        None => today,
+    };
+    let from = match params.from.as_deref() {
+        Some(raw) => day("from", raw)?,
+        None => to.replace_day(1).unwrap_or(to),
+    };
+    if from > to {
+        return Err(ApiError::BadRequest("from: must not be after to".into()));
+    }
+    if (to - from).whole_days() >= MAX_DAYS {
+        return Err(ApiError::BadRequest(format!(
+            "to: a report covers at most {MAX_DAYS} days"
+        )));
+    }
+    let scope = match params.user_id {
+        Some(user) if user == principal.user_id => Scope::User(user),
+        Some(user) => {
+            principal.require_admin()?;
+            validate::id(&user, users::ID_PREFIX, "user")?;
+            Scope::User(user)
+        }
+        None if principal.is_admin() => Scope::Everyone,
+        None => Scope::User(principal.user_id.clone()),
+    };
+    let group_by = params.group_by.unwrap_or(Dimension::Day);
+    if group_by == Dimension::User && scope != Scope::Everyone {
+        return Err(ApiError::BadRequest(
+            "group_by: user groups the whole deployment's usage (admins, without user_id)".into(),
+        ));
+    }
+    let (from, to) = (text(from), text(to));
+    let (groups, total) =
+        usage::report(state.store.as_ref(), &scope, group_by, &from, &to).await?;
+    Ok(Json(UsageReport {
+        from,
+        to,
+        group_by,
+        user_id: match scope {
+            Scope::User(user) => Some(user),
+            Scope::Everyone => None,
+        },
+        groups,
+        total,
+    }))
 }

@@ -202,8 +202,8 @@ async fn list_audit(
 ) -> ApiResult<Json<ListPage<AuditEntry>>> {
     principal.require_admin()?;
     let day = match &params.day {
-        None => audit::day_of(time::OffsetDateTime::now_utc()),
-        Some(raw) => audit::parse_day(raw)
+        None => lambent::time::today(),
+        Some(raw) => lambent::time::parse_day(raw)
             .ok_or_else(|| ApiError::BadRequest("day: expected yyyy-mm-dd".into()))?,
     };
     let scope = format!("{}:{day}", scope(&principal, "audit"));

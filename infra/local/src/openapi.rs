@@ -45,10 +45,15 @@ pub fn document() -> OpenApi {
         lambent_fn_providers::documented(),
         lambent_fn_models::documented(),
         lambent_fn_agents::documented(),
+        lambent_fn_sessions::documented(),
+        lambent_fn_usage::documented(),
     ] {
         let (_, doc) = part.split_for_parts();
         api.merge(doc);
     }
+    // The chat routes have their own state (the provider client).
+    let (_, chat) = lambent_fn_chat::documented().split_for_parts();
+    api.merge(chat);
 
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

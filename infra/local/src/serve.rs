@@ -96,12 +96,13 @@ pub async fn run(
         }
     });
 
+    let app = crate::app::app(state.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumers = crate::consumers::spawn_all(&state, &stop_rx);
     tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");
     on_ready(bound);
 
-    let served = axum::serve(listener, crate::app::app(state))
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);

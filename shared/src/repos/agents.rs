@@ -18,7 +18,7 @@ pub const ID_PREFIX: &str = "agt";
 pub const DEFAULT_MAX_TOKENS: i64 = 1024;
 pub const DEFAULT_CONTEXT_TOKEN_BUDGET: i64 = 16_000;
 
-fn item_key(owner: &str, id: &str) -> Key {
+pub fn item_key(owner: &str, id: &str) -> Key {
     Key::new(users::partition(owner), format!("AGENT#{id}"))
 }
 
@@ -79,7 +79,8 @@ fn from_item(item: &Item) -> ApiResult<Agent> {
     })
 }
 
-fn kinds_match(provider: ProviderKind, model: ProviderKind) -> bool {
+/// Whether a model of kind `model` can be served by a provider of kind `provider`.
+pub fn kinds_match(provider: ProviderKind, model: ProviderKind) -> bool {
     provider == model
         || (provider == ProviderKind::OpenaiCompatible && model != ProviderKind::Anthropic)
 }

@@ -39,24 +39,10 @@ fn partition(day: &str) -> String {
     format!("AUDIT#{day}")
 }
 
-/// `yyyy-mm-dd` of a UTC time.
-pub fn day_of(at: time::OffsetDateTime) -> String {
-    let d = at.date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// Checks a `yyyy-mm-dd` day given by a client.
-pub fn parse_day(raw: &str) -> Option<String> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(raw, &format)
-        .ok()
-        .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
-}
-
 pub async fn record(store: &dyn ItemStore, entry: NewEntry<'_>, ttl_days: u64) -> ApiResult<()> {
     let now = time::OffsetDateTime::now_utc();
     let id = ids::new_sortable_id("aud");
-    let item = Item::new(Key::new(partition(&day_of(now)), id))
+    let item = Item::new(Key::new(partition(&crate::time::day_of(now)), id))
         .with("at", crate::time::rfc3339(now))
         .with("user_id", entry.user_id)
         .with("key_id", entry.key_id)

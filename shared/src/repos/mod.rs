@@ -4,11 +4,15 @@
 
 pub mod agents;
 pub mod audit;
+pub mod budgets;
 pub mod cascade;
 pub mod keys;
+pub mod messages;
 pub mod models;
 pub mod providers;
 pub mod rate_limits;
+pub mod sessions;
+pub mod usage;
 pub mod users;
 
 use rust_decimal::Decimal;

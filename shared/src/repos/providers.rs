@@ -309,16 +309,16 @@ pub async fn delete(store: &dyn ItemStore, owner: &str, id: &str) -> ApiResult<(
         })
 }
 
-/// The provider's API key in plain text, for the one place that calls the
-/// model. Never log or return it.
-pub async fn decrypt_api_key(
+/// The provider and its API key in plain text, for the one place that calls
+/// the model: one read and one decryption. Never log or return the key.
+pub async fn with_api_key(
     store: &dyn ItemStore,
     cipher: &dyn KeyCipher,
     owner: &str,
     id: &str,
-) -> ApiResult<SecretString> {
+) -> ApiResult<Option<(Provider, SecretString)>> {
     let Some(item) = store.get(&item_key(owner, id)).await? else {
-        return Err(ApiError::NotFound("provider"));
+        return Ok(None);
     };
     let plain = cipher
         .decrypt(
@@ -326,7 +326,21 @@ pub async fn decrypt_api_key(
             &encryption_context(owner, id),
         )
         .await?;
-    String::from_utf8(plain)
+    let key = String::from_utf8(plain)
         .map(SecretString::from)
-        .map_err(|_| ApiError::Internal(format!("provider {id}: key is not UTF-8")))
+        .map_err(|_| ApiError::Internal(format!("provider {id}: key is not UTF-8")))?;
+    Ok(Some((from_item(&item)?, key)))
+}
+
+/// The provider's API key in plain text. Never log or return it.
+pub async fn decrypt_api_key(
+    store: &dyn ItemStore,
+    cipher: &dyn KeyCipher,
+    owner: &str,
+    id: &str,
+) -> ApiResult<SecretString> {
+    match with_api_key(store, cipher, owner, id).await? {
+        Some((_, key)) => Ok(key),
+        None => Err(ApiError::NotFound("provider")),
+    }
 }

@@ -1,0 +1,183 @@
+//! The reply as server-sent events. A task reads the provider and forwards
+//! each chunk through a small bounded channel to the response body, so a
+//! slow client holds the provider read (backpressure) and memory per stream
+//! stays flat. If the client goes away, the task keeps reading (for at most
+//! `LAMBENT_STREAM_DRAIN_SECS`) so the reply is stored, marked
+//! `incomplete`, and billed for what the provider used.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use lambent::chat::{self, Outcome, Prepared, ReplyText};
+use lambent::llm::{Chunk, ChunkStream, ProviderError, Usage};
+use lambent::repos::messages::MessageStatus;
+use lambent::repos::sessions::TokenCounts;
+use lambent::state::State;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Events buffered between the provider read and the client: enough to
+/// smooth scheduling, small enough that a stalled client stops the read.
+const BUFFERED_EVENTS: usize = 8;
+
+/// The response that streams `call`'s reply from `upstream`.
+pub fn stream_reply(state: State, call: Prepared, upstream: ChunkStream) -> Response {
+    let (tx, rx) = mpsc::channel::<Event>(BUFFERED_EVENTS);
+    let request_id = lambent::http::current_request_id();
+    tokio::spawn(pump(state, call, upstream, tx, request_id).in_current_span());
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    let mut response = Sse::new(body).into_response();
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+/// The client side of the stream: numbers events and notices when the
+/// client is gone (the body was dropped, or it stopped reading for longer
+/// than the provider idle timeout).
+struct Client {
+    tx: Option<mpsc::Sender<Event>>,
+    next_id: u64,
+    patience: Duration,
+}
+
+impl Client {
+    fn gone(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    async fn send(&mut self, name: &str, data: serde_json::Value) {
+        let Some(tx) = &self.tx else { return };
+        let event = Event::default()
+            .event(name)
+            .id(self.next_id.to_string())
+            .data(data.to_string());
+        self.next_id += 1;
+        let delivered = matches!(
+            tokio::time::timeout(self.patience, tx.send(event)).await,
+            Ok(Ok(()))
+        );
+        if !delivered {
+            self.tx = None;
+        }
+    }
+}
+
+async fn pump(
+    state: State,
+    call: Prepared,
+    mut upstream: ChunkStream,
+    tx: mpsc::Sender<Event>,
+    request_id: String,
+) {
+    let mut client = Client {
+        tx: Some(tx),
+        next_id: 0,
+        patience: state.config.provider_idle_timeout,
+    };
+    client
+        .send(
+            "message_start",
+            json!({
+                "message_id": call.reply_id(),
+                "session_id": call.session_id(),
+                "model": call.model,
+            }),
+        )
+        .await;
+
+    let mut text = ReplyText::default();
+    let mut usage = Usage::default();
+    let mut stop_reason = None;
+    let mut failure: Option<ProviderError> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if client.gone() && drain_until.is_none() {
+            drain_until = Some(Instant::now() + state.config.stream_drain_timeout);
+        }
+        let next = match drain_until {
+            None => upstream.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, upstream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!("stopped reading a reply whose client left: drain time is up");
+                    break;
+                }
+            },
+        };
+        match next {
+            None => break,
+            Some(Ok(Chunk::Text(piece))) => {
+                text.push(&piece);
+                client.send("delta", json!({ "text": piece })).await;
+            }
+            Some(Ok(Chunk::Usage(latest))) => usage = latest,
+            Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(upstream);
+
+    let status = if client.gone() {
+        MessageStatus::Incomplete
+    } else if failure.is_some() {
+        MessageStatus::Failed
+    } else {
+        MessageStatus::Complete
+    };
+    let outcome = Outcome {
+        text,
+        status,
+        usage,
+        stop_reason,
+    };
+    let settled = chat::settle(state.store.as_ref(), &call, outcome).await;
+    match (failure, settled) {
+        (None, Ok(settled)) => {
+            client
+                .send(
+                    "message_end",
+                    json!({
+                        "message_id": settled.reply_id,
+                        "stop_reason": settled.stop_reason,
+                        "usage": TokenCounts::from(settled.usage),
+                        "cost_usd": settled.cost_usd.to_string(),
+                    }),
+                )
+                .await;
+        }
+        (Some(e), settled) => {
+            if let Err(store_error) = settled {
+                tracing::error!(error = %store_error, "could not store a failed reply");
+            }
+            let error = chat::provider_error(e);
+            client
+                .send(
+                    "error",
+                    json!({ "code": error.code(), "message": error.public_message(), "request_id": request_id }),
+                )
+                .await;
+        }
+        (None, Err(e)) => {
+            tracing::error!(error = %e, "could not store a reply");
+            client
+                .send(
+                    "error",
+                    json!({ "code": e.code(), "message": e.public_message(), "request_id": request_id }),
+                )
+                .await;
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! A model call, accounted for. Every call (a session turn, an
+//! OpenAI-compatible completion, later a workflow step) goes the same way:
+//!
+//! 1. [`Target`]: the agent (or provider and model) is resolved and checked,
+//!    with a clear 4xx for anything missing;
+//! 2. [`prepare`]: the context is built within the agent's token budget, the
+//!    worst case is reserved under every spending limit (429
+//!    `budget_exceeded` if it does not fit), and the provider key decrypted;
+//! 3. [`start`]: the user's message is stored while the provider call starts;
+//! 4. [`settle`]: the reply, its usage and cost are stored, the aggregates
+//!    counted and the reservation settled, in one transaction guarded by a
+//!    create-only record, so a retried settle counts the call once.
+
+mod target;
+
+pub use target::Target;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::error::{ApiError, ApiResult};
+use crate::llm::{ChatRequest, ChunkStream, Endpoint, LlmClient, ProviderError, Role, Turn, Usage};
+use crate::ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
+use crate::repos::budgets::{self, Reservation};
+use crate::repos::messages::{self, MessageStatus, Reply, MAX_STORED_BYTES};
+use crate::repos::models::Prices;
+use crate::repos::sessions::{self, Session};
+use crate::repos::usage::{self, CallFacts};
+use crate::repos::users;
+use crate::state::State;
+
+/// Where a call is recorded; the record is create-only and so makes the
+/// call count once.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A turn of a session: the user's message, then the assistant's.
+    SessionTurn {
+        session_id: String,
+        user_message_id: String,
+        assistant_message_id: String,
+        user_content: String,
+    },
+    /// A call outside any session: a marker `USER#<owner>/CALL#<id>`.
+    Call { call_id: String },
+}
+
+/// How long a call marker is kept; retries of a settle come within seconds.
+const CALL_MARKER_SECS: i64 = 35 * 86_400;
+
+fn call_marker_key(owner: &str, call_id: &str) -> Key {
+    Key::new(users::partition(owner), format!("CALL#{call_id}"))
+}
+
+/// A call ready to start: checked, budgeted, with its context.
+pub struct Prepared {
+    pub owner: String,
+    pub agent_id: Option<String>,
+    pub model: String,
+    pub prices: Prices,
+    pub endpoint: Endpoint,
+    pub request: ChatRequest,
+    pub reservation: Reservation,
+    pub record: Record,
+    /// `yyyy-mm-dd` the call counts in.
+    pub day: String,
+    /// Expiry of what the call writes into a session.
+    pub expires_at: i64,
+}
+
+impl Prepared {
+    /// The ID clients see for the reply: the assistant message's, or the call's.
+    pub fn reply_id(&self) -> &str {
+        match &self.record {
+            Record::SessionTurn {
+                assistant_message_id,
+                ..
+            } => assistant_message_id,
+            Record::Call { call_id } => call_id,
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.record {
+            Record::SessionTurn { session_id, .. } => Some(session_id),
+            Record::Call { .. } => None,
+        }
+    }
+}
+
+/// A new turn of `session`: the newest history that fits the agent's
+/// `context_token_budget`, then `content`.
+pub async fn prepare_session_turn(
+    state: &State,
+    owner: &str,
+    session_id: &str,
+    content: String,
+) -> ApiResult<Prepared> {
+    let store = state.store.as_ref();
+    let Some(session) = sessions::get(store, owner, session_id).await? else {
+        return Err(ApiError::NotFound("session"));
+    };
+    let target = Target::of_agent(state, owner, &session.agent_id, "the session's agent").await?;
+    let budget = target.context_token_budget;
+    let fixed = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + messages::estimate_tokens(&content);
+    if fixed > budget {
+        return Err(ApiError::BadRequest(format!(
+            "content: the message and the agent's system prompt need about {fixed} tokens, \
+             more than the agent's context_token_budget of {budget}"
+        )));
+    }
+    let (mut turns, history_tokens) =
+        messages::recent_turns(store, &session.id, budget - fixed).await?;
+    turns.push(Turn {
+        role: Role::User,
+        content: content.clone(),
+    });
+    let (user_message_id, assistant_message_id) = messages::turn_ids();
+    let record = Record::SessionTurn {
+        session_id: session.id.clone(),
+        user_message_id,
+        assistant_message_id,
+        user_content: content,
+    };
+    prepare(
+        state,
+        owner,
+        target,
+        turns,
+        fixed + history_tokens,
+        Some(&session),
+        record,
+    )
+    .await
+}
+
+/// A call outside any session (OpenAI-compatible completions): `turns` as
+/// given, with the target's system prompt first if it has one.
+pub async fn prepare_call(
+    state: &State,
+    owner: &str,
+    target: Target,
+    turns: Vec<Turn>,
+) -> ApiResult<Prepared> {
+    let prompt_tokens = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + turns
+            .iter()
+            .map(|t| messages::estimate_tokens(&t.content))
+            .sum::<u64>();
+    let record = Record::Call {
+        call_id: crate::ids::new_sortable_id("call"),
+    };
+    prepare(state, owner, target, turns, prompt_tokens, None, record).await
+}
+
+async fn prepare(
+    state: &State,
+    owner: &str,
+    target: Target,
+    turns: Vec<Turn>,
+    prompt_tokens: u64,
+    session: Option<&Session>,
+    record: Record,
+) -> ApiResult<Prepared> {
+    let store = state.store.as_ref();
+    let Some(user) = users::get(store, owner).await? else {
+        return Err(ApiError::NotFound("user"));
+    };
+    let day = crate::time::today();
+    let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
+    let reservation = budgets::reserve(
+        store,
+        owner,
+        crate::time::month_of(&day),
+        user.monthly_budget_usd,
+        session,
+        worst,
+    )
+    .await?;
+    Ok(Prepared {
+        owner: owner.to_owned(),
+        agent_id: target.agent_id,
+        model: target.model.clone(),
+        prices: target.prices,
+        endpoint: target.endpoint,
+        request: ChatRequest {
+            model: target.model,
+            system: target.system,
+            turns,
+            max_tokens: target.max_tokens,
+            temperature: target.temperature,
+        },
+        reservation,
+        record,
+        day,
+        expires_at: sessions::expiry(state.config.session_ttl),
+    })
+}
+
+/// Stores the user's message (for a session turn) while the provider call
+/// starts, and returns the reply stream once the provider has answered. If
+/// either fails, the reservation is given back.
+pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<ChunkStream> {
+    let store_user_message = async {
+        match &call.record {
+            Record::SessionTurn {
+                session_id,
+                user_message_id,
+                user_content,
+                ..
+            } => store_user_message(state, call, session_id, user_message_id, user_content).await,
+            Record::Call { .. } => Ok(()),
+        }
+    };
+    let (stored, stream) = tokio::join!(
+        store_user_message,
+        llm.stream(&call.endpoint, &call.request)
+    );
+    let failed = match (stored, stream) {
+        (Ok(()), Ok(stream)) => return Ok(stream),
+        (Err(e), _) => e,
+        (Ok(()), Err(e)) => provider_error(e),
+    };
+    release(state, call).await;
+    Err(failed)
+}
+
+/// The whole reply at once (`"stream": false`), stored and settled.
+pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<Settled> {
+    let store_user_message = async {
+        match &call.record {
+            Record::SessionTurn {
+                session_id,
+                user_message_id,
+                user_content,
+                ..
+            } => store_user_message(state, call, session_id, user_message_id, user_content).await,
+            Record::Call { .. } => Ok(()),
+        }
+    };
+    let (stored, reply) = tokio::join!(
+        store_user_message,
+        llm.complete(&call.endpoint, &call.request)
+    );
+    if let Err(e) = stored {
+        release(state, call).await;
+        return Err(e);
+    }
+    match reply {
+        Ok(completion) => {
+            let mut text = ReplyText::default();
+            text.push(&completion.text);
+            settle(
+                state.store.as_ref(),
+                call,
+                Outcome {
+                    text,
+                    status: MessageStatus::Complete,
+                    usage: completion.usage,
+                    stop_reason: completion.stop_reason,
+                },
+            )
+            .await
+        }
+        Err(e) => {
+            release(state, call).await;
+            Err(provider_error(e))
+        }
+    }
+}
+
+async fn store_user_message(
+    state: &State,
+    call: &Prepared,
+    session_id: &str,
+    message_id: &str,
+    content: &str,
+) -> ApiResult<()> {
+    let ops = messages::user_message_ops(
+        &call.owner,
+        session_id,
+        message_id,
+        content,
+        call.expires_at,
+    );
+    match state.store.transact(ops).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_condition_failure() => Err(ApiError::NotFound("session")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn release(state: &State, call: &Prepared) {
+    if let Err(e) = budgets::release(state.store.as_ref(), &call.reservation).await {
+        tracing::error!(error = %e, "could not release a budget reservation");
+    }
+}
+
+/// A provider failure as the HTTP answer of a call that has not streamed yet.
+pub fn provider_error(e: ProviderError) -> ApiError {
+    tracing::warn!(error = ?e, "provider call failed");
+    match e {
+        ProviderError::Timeout => ApiError::ProviderTimeout,
+        other => ApiError::ProviderFailed(other.to_string()),
+    }
+}
+
+/// The reply's text as stored: everything up to [`MAX_STORED_BYTES`], the
+/// rest only counted, so memory per call stays bounded however long the reply.
+#[derive(Debug, Default, Clone)]
+pub struct ReplyText {
+    pub text: String,
+    pub truncated: bool,
+}
+
+impl ReplyText {
+    pub fn push(&mut self, piece: &str) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_STORED_BYTES.saturating_sub(self.text.len());
+        if piece.len() <= room {
+            self.text.push_str(piece);
+            return;
+        }
+        let mut cut = room;
+        while !piece.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&piece[..cut]);
+        self.truncated = true;
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub text: ReplyText,
+    pub status: MessageStatus,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// What a settled call cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub reply_id: String,
+    pub usage: Usage,
+    pub cost_usd: Decimal,
+    pub stop_reason: Option<String>,
+    pub text: String,
+}
+
+/// Attempts of a settle that meets concurrent writers (DynamoDB cancels
+/// transactions that touch an item another transaction is writing).
+const SETTLE_ATTEMPTS: u32 = 6;
+
+/// Stores the reply, counts its cost in every aggregate and settles the
+/// reservation: one transaction, guarded by the create-only reply (or call
+/// marker), so it counts once however often it is retried.
+pub async fn settle(
+    store: &dyn ItemStore,
+    call: &Prepared,
+    outcome: Outcome,
+) -> ApiResult<Settled> {
+    let cost_usd = usage::cost(&outcome.usage, &call.prices);
+    let settled = Settled {
+        reply_id: call.reply_id().to_owned(),
+        usage: outcome.usage,
+        cost_usd,
+        stop_reason: outcome.stop_reason.clone(),
+        text: outcome.text.text.clone(),
+    };
+    let facts = CallFacts {
+        owner: &call.owner,
+        agent_id: call.agent_id.as_deref(),
+        session_id: call.session_id(),
+        model: &call.model,
+        day: &call.day,
+        usage: outcome.usage,
+        cost_usd,
+    };
+    let mut common = vec![budgets::settle_month_op(&call.reservation, cost_usd)];
+    common.extend(usage::aggregate_ops(&facts));
+
+    if let Record::SessionTurn {
+        session_id,
+        assistant_message_id,
+        ..
+    } = &call.record
+    {
+        let reply = Reply {
+            text: outcome.text.text,
+            truncated: outcome.text.truncated,
+            status: outcome.status,
+            model: call.model.clone(),
+            stop_reason: outcome.stop_reason,
+            usage: outcome.usage,
+            cost_usd,
+            prices: call.prices.clone(),
+        };
+        let mut ops = vec![
+            messages::assistant_message_op(
+                session_id,
+                assistant_message_id,
+                &reply,
+                call.expires_at,
+            ),
+            TxOp::Update {
+                key: sessions::item_key(&call.owner, session_id),
+                update: session_totals(call, &outcome.usage, cost_usd),
+                condition: Some(sessions::live()),
+            },
+        ];
+        ops.extend(common.iter().cloned());
+        match transact_retrying(store, ops).await {
+            Ok(()) => return Ok(settled),
+            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => {
+                // Already stored and counted by an earlier attempt.
+                return Ok(settled);
+            }
+            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&1) => {
+                // The session was deleted during the call: the cost is still
+                // the user's, so it is counted under a call marker instead.
+                tracing::info!(
+                    session_id,
+                    "session deleted during a call; counting it without it"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let marker = Item::new(call_marker_key(&call.owner, call.reply_id()))
+        .with("cost_usd", cost_usd)
+        .with("model", call.model.as_str())
+        .expiring_at(crate::time::now_epoch_secs() + CALL_MARKER_SECS);
+    let mut ops = vec![TxOp::Put {
+        item: marker,
+        condition: Some(Condition::NotExists),
+    }];
+    ops.extend(common);
+    match transact_retrying(store, ops).await {
+        Ok(()) => Ok(settled),
+        Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => Ok(settled),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn session_totals(call: &Prepared, u: &Usage, cost_usd: Decimal) -> Update {
+    Update::new()
+        .add("input_tokens", Decimal::from(u.input_tokens))
+        .add("output_tokens", Decimal::from(u.output_tokens))
+        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
+        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
+        .add("cost_usd", cost_usd)
+        .add(
+            "committed_usd",
+            cost_usd - call.reservation.session_amount(),
+        )
+        .add("message_count", Decimal::TWO)
+        .set("updated_at", crate::time::now_rfc3339())
+        .expire_at(Some(call.expires_at))
+}
+
+async fn transact_retrying(store: &dyn ItemStore, ops: Vec<TxOp>) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.transact(ops.clone()).await {
+            Err(StoreError::Conflict) if attempt + 1 < SETTLE_ATTEMPTS => {
+                attempt += 1;
+                let jitter = u64::from(crate::ids::random_bytes::<1>()[0]) % 10;
+                tokio::time::sleep(Duration::from_millis((10 << attempt) + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The scripted reply: what the fake provider answers to one request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The ground truth of a reply's token usage. Each wire format shows it the
+/// way its provider does (see the crate documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FakeUsage {
+    /// Input tokens that were neither read from nor written to the cache.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the cache with the 5 minute lifetime.
+    pub cache_write_5m: u64,
+    /// Input tokens written to the cache with the 1 hour lifetime.
+    pub cache_write_1h: u64,
+}
+
+impl FakeUsage {
+    /// All cache writes, whatever their lifetime.
+    pub fn cache_write(&self) -> u64 {
+        self.cache_write_5m.saturating_add(self.cache_write_1h)
+    }
+}
+
+/// Where an Anthropic stream reports its usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsageAt {
+    /// `message_start` carries the whole usage; `message_delta` only the
+    /// final `output_tokens`.
+    Start,
+    /// `message_start` carries zeros; `message_delta` carries everything.
+    Delta,
+    /// The real API's shape: `message_start` carries input and cache counts
+    /// with `output_tokens: 1`, `message_delta` the final `output_tokens`
+    /// and again the input and cache counts.
+    #[default]
+    Both,
+}
+
+/// The shape of the OpenAI stream's usage chunk (sent only when the request
+/// asks for it with `stream_options.include_usage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FinalChunk {
+    /// A separate last chunk with `"choices": []` (the real API).
+    #[default]
+    EmptyChoices,
+    /// A separate last chunk with `"choices": null` (some compatible servers).
+    NullChoices,
+    /// No separate chunk: the chunk with the `finish_reason` carries the usage.
+    WithChoices,
+    /// No usage at all, even though the request asked for it.
+    Absent,
+}
+
+/// The text of a reply: explicit deltas, or one delta repeated lazily.
+#[derive(Clone, Debug)]
+pub(crate) enum Text {
+    Chunks(Arc<[String]>),
+    Repeated { chunk: Arc<str>, count: u64 },
+}
+
+impl Text {
+    /// How many text deltas the stream sends.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Text::Chunks(chunks) => chunks.len() as u64,
+            Text::Repeated { count, .. } => *count,
+        }
+    }
+
+    /// The whole text, for a non-streamed reply.
+    pub(crate) fn full(&self) -> String {
+        match self {
+            Text::Chunks(chunks) => chunks.concat(),
+            Text::Repeated { chunk, count } => {
+                let count = usize::try_from(*count).unwrap_or(usize::MAX);
+                chunk.repeat(count)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    Text(Text),
+    HttpError {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+/// What interrupts a stream after some text deltas.
+#[derive(Clone, Debug)]
+pub(crate) enum Interrupt {
+    /// Drop the connection.
+    Cut,
+    /// Send the format's mid-stream error event of this kind.
+    Error(String),
+}
+
+/// A scripted reply. Build one with [`Reply::text`], [`Reply::chunks`],
+/// [`Reply::repeated`] or [`Reply::http_error`], then adjust it with the
+/// builder methods. The same reply serves either wire format.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub(crate) body: Body,
+    pub(crate) usage: Option<FakeUsage>,
+    pub(crate) stop_reason: Option<String>,
+    pub(crate) usage_at: UsageAt,
+    pub(crate) final_chunk: FinalChunk,
+    pub(crate) first_byte_delay: Duration,
+    pub(crate) first_token_delay: Duration,
+    pub(crate) chunk_delay: Duration,
+    pub(crate) interrupt: Option<(u64, Interrupt)>,
+    pub(crate) hang: bool,
+    pub(crate) retry_after: Option<u64>,
+}
+
+/// How many characters [`Reply::text`] puts in each delta.
+pub const TEXT_CHUNK_CHARS: usize = 4;
+
+impl Reply {
+    fn with_body(body: Body) -> Reply {
+        Reply {
+            body,
+            usage: None,
+            stop_reason: None,
+            usage_at: UsageAt::default(),
+            final_chunk: FinalChunk::default(),
+            first_byte_delay: Duration::ZERO,
+            first_token_delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+            interrupt: None,
+            hang: false,
+            retry_after: None,
+        }
+    }
+
+    /// A text reply, streamed in deltas of [`TEXT_CHUNK_CHARS`] characters.
+    pub fn text(text: &str) -> Reply {
+        let chars: Vec<char> = text.chars().collect();
+        let chunks: Vec<String> = chars
+            .chunks(TEXT_CHUNK_CHARS)
+            .map(|c| c.iter().collect())
+            .collect();
+        Reply::with_body(Body::Text(Text::Chunks(chunks.into())))
+    }
+
+    /// A text reply streamed as exactly these deltas.
+    pub fn chunks<I: IntoIterator<Item = S>, S: Into<String>>(chunks: I) -> Reply {
+        let chunks: Vec<String> = chunks.into_iter().map(Into::into).collect();
+        Reply::with_body(Body::Text(Text::Chunks(chunks.into())))
+    }
+
+    /// `count` deltas of `chunk`, generated as the client reads (a stream of
+    /// any length holds one delta in memory). A non-streamed request gets the
+    /// whole text at once, which is held in memory.
+    pub fn repeated(chunk: &str, count: u64) -> Reply {
+        Reply::with_body(Body::Text(Text::Repeated {
+            chunk: Arc::from(chunk),
+            count,
+        }))
+    }
+
+    /// An HTTP error response with the format's real error body:
+    /// Anthropic `{"type":"error","error":{"type":kind,"message":..},"request_id":..}`
+    /// (and a `request-id` header), OpenAI
+    /// `{"error":{"message":..,"type":..,"param":null,"code":..}}`. `kind`
+    /// is an Anthropic error type (`rate_limit_error`, `overloaded_error`,
+    /// ...), translated for OpenAI; an unknown kind is sent as it is. A 429
+    /// carries `retry-after: 1` unless [`Reply::retry_after`] says otherwise.
+    pub fn http_error(status: u16, kind: &str, message: &str) -> Reply {
+        Reply::with_body(Body::HttpError {
+            status,
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        })
+    }
+
+    /// The usage to report. Default: 10 input tokens and one output token a
+    /// text delta, no cache.
+    pub fn usage(mut self, usage: FakeUsage) -> Reply {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The stop reason. Default `end_turn` (Anthropic) and `stop` (OpenAI);
+    /// a reason of either vocabulary is translated for the other
+    /// (`max_tokens` <-> `length`, `tool_use` <-> `tool_calls`,
+    /// `refusal` <-> `content_filter`, `end_turn`/`stop_sequence` -> `stop`);
+    /// anything else is sent as it is.
+    pub fn stop_reason(mut self, reason: &str) -> Reply {
+        self.stop_reason = Some(reason.to_owned());
+        self
+    }
+
+    /// Where an Anthropic stream reports usage (default [`UsageAt::Both`]).
+    pub fn anthropic_usage_in(mut self, at: UsageAt) -> Reply {
+        self.usage_at = at;
+        self
+    }
+
+    /// The shape of an OpenAI stream's usage chunk (default
+    /// [`FinalChunk::EmptyChoices`]).
+    pub fn openai_usage_chunk(mut self, shape: FinalChunk) -> Reply {
+        self.final_chunk = shape;
+        self
+    }
+
+    /// Wait this long before sending the response headers.
+    pub fn first_byte_delay(mut self, d: Duration) -> Reply {
+        self.first_byte_delay = d;
+        self
+    }
+
+    /// Wait this long after the stream's opening events (headers,
+    /// `message_start`, ... already sent) before the first text delta.
+    pub fn first_token_delay(mut self, d: Duration) -> Reply {
+        self.first_token_delay = d;
+        self
+    }
+
+    /// Wait this long between two text deltas.
+    pub fn chunk_delay(mut self, d: Duration) -> Reply {
+        self.chunk_delay = d;
+        self
+    }
+
+    /// After `n` text deltas, drop the connection abruptly (TCP reset, the
+    /// chunked body never terminated): no final events, no usage, no
+    /// `[DONE]`. A non-streamed reply sends half its JSON body, then drops.
+    pub fn cut_after(mut self, n: usize) -> Reply {
+        self.interrupt = Some((n as u64, Interrupt::Cut));
+        self
+    }
+
+    /// After `n` text deltas, send the format's mid-stream error of this
+    /// kind (Anthropic `event: error`, OpenAI a `data: {"error":..}` chunk)
+    /// and end the stream (no `message_stop`, no `[DONE]`). A non-streamed
+    /// reply answers the matching HTTP error instead.
+    pub fn error_after(mut self, n: usize, kind: &str) -> Reply {
+        self.interrupt = Some((n as u64, Interrupt::Error(kind.to_owned())));
+        self
+    }
+
+    /// Accept the request and never answer.
+    pub fn hang(mut self) -> Reply {
+        self.hang = true;
+        self
+    }
+
+    /// Send `retry-after: secs` with an error response (by default only a
+    /// 429 carries it, with 1 second).
+    pub fn retry_after(mut self, secs: u64) -> Reply {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The usage this reply reports.
+    pub(crate) fn effective_usage(&self) -> FakeUsage {
+        match (self.usage, &self.body) {
+            (Some(usage), _) => usage,
+            (None, Body::Text(text)) => FakeUsage {
+                input: 10,
+                output: text.len(),
+                ..FakeUsage::default()
+            },
+            (None, Body::HttpError { .. }) => FakeUsage::default(),
+        }
+    }
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply::text("Hello from the fake provider.")
+    }
+}
+
+/// The Anthropic stop reason for a reply's configured one.
+pub(crate) fn anthropic_stop_reason(reason: Option<&str>) -> String {
+    match reason {
+        None | Some("stop") => "end_turn",
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        Some(other) => other,
+    }
+    .to_owned()
+}
+
+/// The OpenAI finish reason for a reply's configured one.
+pub(crate) fn openai_finish_reason(reason: Option<&str>) -> String {
+    match reason {
+        None | Some("end_turn" | "stop_sequence" | "pause_turn") => "stop",
+        Some("max_tokens" | "model_context_window_exceeded") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        Some(other) => other,
+    }
+    .to_owned()
+}
+
+/// The Anthropic error type for a kind given in either vocabulary.
+pub(crate) fn anthropic_error_kind(kind: &str) -> &str {
+    match kind {
+        "server_error" => "api_error",
+        "requests" | "tokens" | "rate_limit_exceeded" => "rate_limit_error",
+        "insufficient_quota" => "billing_error",
+        other => other,
+    }
+}
+
+/// The OpenAI `(type, code)` for a kind given in either vocabulary.
+pub(crate) fn openai_error_kind(kind: &str) -> (&str, Option<&str>) {
+    match kind {
+        "authentication_error" | "invalid_api_key" => {
+            ("invalid_request_error", Some("invalid_api_key"))
+        }
+        "permission_error" | "request_too_large" => ("invalid_request_error", None),
+        "not_found_error" | "model_not_found" => ("invalid_request_error", Some("model_not_found")),
+        "rate_limit_error" | "rate_limit_exceeded" | "requests" => {
+            ("requests", Some("rate_limit_exceeded"))
+        }
+        "tokens" => ("tokens", Some("rate_limit_exceeded")),
+        "billing_error" | "insufficient_quota" => {
+            ("insufficient_quota", Some("insufficient_quota"))
+        }
+        "api_error" | "overloaded_error" | "timeout_error" => ("server_error", None),
+        other => (other, None),
+    }
+}
+
+/// The HTTP status that goes with an error kind (for a non-streamed reply
+/// scripted with [`Reply::error_after`]).
+pub(crate) fn status_for_kind(kind: &str, openai: bool) -> u16 {
+    match anthropic_error_kind(kind) {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" if openai => 503,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+/// A message for an error of this kind.
+pub(crate) fn default_error_message(kind: &str) -> String {
+    match anthropic_error_kind(kind) {
+        "overloaded_error" => "Overloaded".to_owned(),
+        "rate_limit_error" => "Rate limit exceeded (fake provider)".to_owned(),
+        "api_error" => "Internal server error".to_owned(),
+        other => format!("Fake provider error: {other}"),
+    }
+}

@@ -1,0 +1,1027 @@
+//! The fake provider over real HTTP, checked with reqwest.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lambent_fake_provider::{FakeProvider, FakeUsage, FinalChunk, Reply, UsageAt};
+use serde_json::{json, Value};
+
+const USAGE: FakeUsage = FakeUsage {
+    input: 11,
+    output: 7,
+    cache_read: 100,
+    cache_write_5m: 20,
+    cache_write_1h: 3,
+};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn anthropic(fake: &FakeProvider, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/messages", fake.anthropic_base_url()))
+        .header("x-api-key", "sk-ant-test")
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn openai(fake: &FakeProvider, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .bearer_auth("sk-test")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn anthropic_req(stream: bool) -> Value {
+    json!({
+        "model": "claude-test-1",
+        "max_tokens": 100,
+        "stream": stream,
+        "messages": [ { "role": "user", "content": "hi" } ],
+    })
+}
+
+fn openai_req(stream: bool, include_usage: bool) -> Value {
+    let mut body = json!({
+        "model": "gpt-test-1",
+        "stream": stream,
+        "messages": [ { "role": "user", "content": "hi" } ],
+    });
+    if include_usage {
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    body
+}
+
+/// Parses server-sent events into (event name, data) pairs.
+fn sse(text: &str) -> Vec<(Option<String>, String)> {
+    assert!(
+        text.ends_with("\n\n"),
+        "stream must end with a blank line: {text:?}"
+    );
+    text.split("\n\n")
+        .filter(|block| !block.is_empty())
+        .map(|block| {
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    assert!(data.is_none(), "one data line an event");
+                    data = Some(v.to_owned());
+                } else {
+                    panic!("unexpected line {line:?}");
+                }
+            }
+            (event, data.expect("every event has data"))
+        })
+        .collect()
+}
+
+/// Anthropic events as (name, JSON), checking that each name matches `type`.
+fn anthropic_events(text: &str) -> Vec<(String, Value)> {
+    sse(text)
+        .into_iter()
+        .map(|(event, data)| {
+            let event = event.expect("anthropic events are named");
+            let value: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(value["type"], event.as_str(), "event name matches its type");
+            (event, value)
+        })
+        .collect()
+}
+
+/// The usage a client gets by taking the latest non-zero value of each field.
+fn anthropic_latest_usage(events: &[(String, Value)]) -> FakeUsage {
+    let mut got = FakeUsage::default();
+    let mut take = |usage: &Value| {
+        let set = |slot: &mut u64, v: &Value| {
+            if let Some(n) = v.as_u64().filter(|n| *n != 0) {
+                *slot = n;
+            }
+        };
+        set(&mut got.input, &usage["input_tokens"]);
+        set(&mut got.output, &usage["output_tokens"]);
+        set(&mut got.cache_read, &usage["cache_read_input_tokens"]);
+        set(
+            &mut got.cache_write_5m,
+            &usage["cache_creation"]["ephemeral_5m_input_tokens"],
+        );
+        set(
+            &mut got.cache_write_1h,
+            &usage["cache_creation"]["ephemeral_1h_input_tokens"],
+        );
+    };
+    for (name, value) in events {
+        match name.as_str() {
+            "message_start" => take(&value["message"]["usage"]),
+            "message_delta" => take(&value["usage"]),
+            _ => {}
+        }
+    }
+    got
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[tokio::test]
+async fn anthropic_stream_has_the_real_event_sequence() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::chunks(["Hel", "lo", "!"]).usage(USAGE));
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(resp.headers().get("request-id").is_some());
+    let events = anthropic_events(&resp.text().await.unwrap());
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    let msg = &events[0].1["message"];
+    assert!(msg["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(msg["type"], "message");
+    assert_eq!(msg["role"], "assistant");
+    assert_eq!(msg["model"], "claude-test-1");
+    assert_eq!(msg["content"], json!([]));
+    assert_eq!(msg["stop_reason"], Value::Null);
+    assert_eq!(
+        events[1].1,
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})
+    );
+    let text: String = events[3..6]
+        .iter()
+        .map(|(_, v)| {
+            assert_eq!(v["index"], 0);
+            assert_eq!(v["delta"]["type"], "text_delta");
+            v["delta"]["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(text, "Hello!");
+    assert_eq!(events[6].1, json!({"type":"content_block_stop","index":0}));
+    assert_eq!(events[7].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(events[7].1["delta"]["stop_sequence"], Value::Null);
+    assert_eq!(events[8].1, json!({"type":"message_stop"}));
+    assert_eq!(fake.completed_streams(), 1);
+    assert_eq!(fake.open_streams(), 0);
+}
+
+#[tokio::test]
+async fn anthropic_usage_placements() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    // Start: everything in message_start; message_delta only output_tokens.
+    fake.push(
+        Reply::text("abc")
+            .usage(USAGE)
+            .anthropic_usage_in(UsageAt::Start),
+    );
+    let events = anthropic_events(
+        &anthropic(&fake, anthropic_req(true))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        events[0].1["message"]["usage"],
+        json!({
+            "input_tokens": 11,
+            "cache_creation_input_tokens": 23,
+            "cache_read_input_tokens": 100,
+            "cache_creation": { "ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 3 },
+            "output_tokens": 7,
+            "service_tier": "standard",
+        })
+    );
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["usage"], json!({ "output_tokens": 7 }));
+    assert_eq!(anthropic_latest_usage(&events), USAGE);
+
+    // Delta: zeros in message_start, everything in message_delta.
+    fake.push(
+        Reply::text("abc")
+            .usage(USAGE)
+            .anthropic_usage_in(UsageAt::Delta),
+    );
+    let events = anthropic_events(
+        &anthropic(&fake, anthropic_req(true))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let start = &events[0].1["message"]["usage"];
+    assert_eq!(start["input_tokens"], 0);
+    assert_eq!(start["output_tokens"], 0);
+    assert_eq!(start["cache_read_input_tokens"], 0);
+    assert_eq!(start["cache_creation_input_tokens"], 0);
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(
+        delta.1["usage"],
+        json!({
+            "input_tokens": 11,
+            "cache_creation_input_tokens": 23,
+            "cache_read_input_tokens": 100,
+            "cache_creation": { "ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 3 },
+            "output_tokens": 7,
+        })
+    );
+    assert_eq!(anthropic_latest_usage(&events), USAGE);
+
+    // Both (the default): input and cache at the start with output 1, the
+    // final output and again input and cache at the end.
+    fake.push(Reply::text("abc").usage(USAGE));
+    let events = anthropic_events(
+        &anthropic(&fake, anthropic_req(true))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let start = &events[0].1["message"]["usage"];
+    assert_eq!(start["input_tokens"], 11);
+    assert_eq!(start["cache_read_input_tokens"], 100);
+    assert_eq!(start["cache_creation_input_tokens"], 23);
+    assert_eq!(start["cache_creation"]["ephemeral_5m_input_tokens"], 20);
+    assert_eq!(start["cache_creation"]["ephemeral_1h_input_tokens"], 3);
+    assert_eq!(start["output_tokens"], 1);
+    let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(
+        delta.1["usage"],
+        json!({
+            "input_tokens": 11,
+            "cache_creation_input_tokens": 23,
+            "cache_read_input_tokens": 100,
+            "output_tokens": 7,
+        })
+    );
+    assert_eq!(anthropic_latest_usage(&events), USAGE);
+}
+
+#[tokio::test]
+async fn anthropic_non_streamed_message() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::text("Hello there")
+            .usage(USAGE)
+            .stop_reason("length"),
+    );
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["role"], "assistant");
+    assert_eq!(body["model"], "claude-test-1");
+    assert_eq!(
+        body["content"],
+        json!([{ "type": "text", "text": "Hello there" }])
+    );
+    assert_eq!(body["stop_reason"], "max_tokens");
+    assert_eq!(body["stop_sequence"], Value::Null);
+    assert_eq!(body["usage"]["input_tokens"], 11);
+    assert_eq!(body["usage"]["output_tokens"], 7);
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 100);
+    assert_eq!(body["usage"]["cache_creation_input_tokens"], 23);
+    assert_eq!(
+        body["usage"]["cache_creation"]["ephemeral_1h_input_tokens"],
+        3
+    );
+    assert_eq!(fake.open_streams() + fake.completed_streams(), 0);
+}
+
+/// OpenAI stream chunks (JSON) and whether it ended with `[DONE]`.
+fn openai_chunks(text: &str) -> (Vec<Value>, bool) {
+    let mut done = false;
+    let mut chunks = Vec::new();
+    for (event, data) in sse(text) {
+        assert_eq!(event, None, "OpenAI events are unnamed");
+        assert!(!done, "nothing after [DONE]");
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            chunks.push(serde_json::from_str(&data).unwrap());
+        }
+    }
+    (chunks, done)
+}
+
+fn openai_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"].as_array())
+        .flatten()
+        .filter_map(|choice| choice["delta"]["content"].as_str())
+        .collect()
+}
+
+fn expected_openai_usage() -> Value {
+    json!({
+        "prompt_tokens": 111,
+        "completion_tokens": 7,
+        "total_tokens": 118,
+        "prompt_tokens_details": { "cached_tokens": 100, "audio_tokens": 0 },
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    })
+}
+
+#[tokio::test]
+async fn openai_stream_without_include_usage_has_no_usage() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::chunks(["Hel", "lo"]).usage(USAGE));
+    let resp = openai(&fake, openai_req(true, false)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let (chunks, done) = openai_chunks(&resp.text().await.unwrap());
+    assert!(done);
+    assert_eq!(chunks.len(), 4, "role, two deltas, finish: {chunks:?}");
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["model"], "gpt-test-1");
+        assert_eq!(c["id"], chunks[0]["id"]);
+        assert!(c.get("usage").is_none(), "no usage field: {c}");
+    }
+    assert!(chunks[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
+    assert_eq!(openai_text(&chunks), "Hello");
+    assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[3]["choices"][0]["delta"], json!({}));
+    assert_eq!(chunks[1]["choices"][0]["finish_reason"], Value::Null);
+}
+
+#[tokio::test]
+async fn openai_final_chunk_shapes() {
+    let fake = FakeProvider::start().await.unwrap();
+    for shape in [
+        FinalChunk::EmptyChoices,
+        FinalChunk::NullChoices,
+        FinalChunk::WithChoices,
+        FinalChunk::Absent,
+    ] {
+        fake.push(Reply::text("Hello").usage(USAGE).openai_usage_chunk(shape));
+        let text = openai(&fake, openai_req(true, true))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let (chunks, done) = openai_chunks(&text);
+        assert!(done, "{shape:?}");
+        assert_eq!(openai_text(&chunks), "Hello", "{shape:?}");
+        let with_usage: Vec<&Value> = chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+        for c in &chunks {
+            assert!(
+                c.get("usage").is_some(),
+                "with include_usage every chunk has the field"
+            );
+        }
+        let last = chunks.last().unwrap();
+        let finish = chunks
+            .iter()
+            .find(|c| !c["choices"][0]["finish_reason"].is_null())
+            .unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        match shape {
+            FinalChunk::EmptyChoices => {
+                assert_eq!(with_usage.len(), 1);
+                assert_eq!(last["choices"], json!([]));
+                assert_eq!(last["usage"], expected_openai_usage());
+            }
+            FinalChunk::NullChoices => {
+                assert_eq!(with_usage.len(), 1);
+                assert_eq!(last["choices"], Value::Null);
+                assert!(last.get("choices").is_some());
+                assert_eq!(last["usage"], expected_openai_usage());
+            }
+            FinalChunk::WithChoices => {
+                assert_eq!(with_usage.len(), 1);
+                assert_eq!(last["choices"][0]["finish_reason"], "stop");
+                assert_eq!(last["usage"], expected_openai_usage());
+            }
+            FinalChunk::Absent => {
+                assert!(with_usage.is_empty());
+                assert_eq!(last["choices"][0]["finish_reason"], "stop");
+            }
+        }
+    }
+    assert_eq!(fake.completed_streams(), 4);
+}
+
+#[tokio::test]
+async fn openai_non_streamed_completion() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::text("Hi!").usage(USAGE).stop_reason("tool_use"));
+    let resp = openai(&fake, openai_req(false, false)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-request-id").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gpt-test-1");
+    assert!(body["created"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hi!");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(body["usage"], expected_openai_usage());
+}
+
+#[tokio::test]
+async fn default_usage_is_ten_in_one_out_a_delta() {
+    let fake = FakeProvider::start().await.unwrap();
+    let body: Value = openai(&fake, openai_req(false, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from the fake provider."
+    );
+    // 29 characters in deltas of 4.
+    assert_eq!(body["usage"]["prompt_tokens"], 10);
+    assert_eq!(body["usage"]["completion_tokens"], 8);
+}
+
+#[tokio::test]
+async fn http_errors_have_the_real_bodies() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    // 429: retry-after, in both formats.
+    fake.push(Reply::http_error(429, "rate_limit_error", "slow down"));
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let request_id = resp.headers()["request-id"].to_str().unwrap().to_owned();
+    assert!(request_id.starts_with("req_"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "type": "error",
+            "error": { "type": "rate_limit_error", "message": "slow down" },
+            "request_id": request_id,
+        })
+    );
+    fake.push(Reply::http_error(429, "rate_limit_error", "slow down").retry_after(0));
+    let resp = openai(&fake, openai_req(true, true)).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "0");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "error": {
+            "message": "slow down",
+            "type": "requests",
+            "param": null,
+            "code": "rate_limit_exceeded",
+        } })
+    );
+
+    // 500.
+    fake.push(Reply::http_error(500, "api_error", "boom"));
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status(), 500);
+    assert!(resp.headers().get("retry-after").is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        json!({ "type": "api_error", "message": "boom" })
+    );
+    fake.push(Reply::http_error(500, "api_error", "boom"));
+    let resp = openai(&fake, openai_req(false, false)).await;
+    assert_eq!(resp.status(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    assert_eq!(body["error"]["code"], Value::Null);
+
+    // 529 overloaded.
+    fake.push(Reply::http_error(529, "overloaded_error", "Overloaded"));
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    assert_eq!(resp.status().as_u16(), 529);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(
+        body["error"],
+        json!({ "type": "overloaded_error", "message": "Overloaded" })
+    );
+
+    // 401: a scripted one...
+    fake.push(Reply::http_error(
+        401,
+        "authentication_error",
+        "invalid x-api-key",
+    ));
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert_eq!(fake.queued(), 0);
+}
+
+#[tokio::test]
+async fn missing_credentials_get_the_real_401() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::text("kept for the next valid request"));
+
+    let resp = client()
+        .post(format!("{}/v1/messages", fake.anthropic_base_url()))
+        .header("anthropic-version", "2023-06-01")
+        .json(&anthropic_req(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("request-id").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    let resp = client()
+        .post(format!("{}/v1/messages", fake.anthropic_base_url()))
+        .header("x-api-key", "k")
+        .json(&anthropic_req(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "anthropic-version is required");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let resp = client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .json(&openai_req(false, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], Value::Null);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("didn't provide an API key"));
+
+    // A required key: a wrong one is refused.
+    fake.set_api_key(Some("sk-right"));
+    let resp = client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .bearer_auth("sk-wrong")
+        .json(&openai_req(false, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let resp = client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .bearer_auth("sk-right")
+        .json(&openai_req(false, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "kept for the next valid request"
+    );
+    assert_eq!(fake.requests().len(), 5, "failed requests are recorded too");
+}
+
+#[tokio::test]
+async fn invalid_json_is_a_400_and_recorded() {
+    let fake = FakeProvider::start().await.unwrap();
+    let resp = client()
+        .post(format!("{}/v1/messages", fake.anthropic_base_url()))
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let resp = client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .bearer_auth("k")
+        .body("[1,")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["code"], Value::Null);
+
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body, Value::String("{not json".into()));
+    assert_eq!(seen[1].path, "/v1/chat/completions");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let fake = FakeProvider::start().await.unwrap();
+    let resp = client()
+        .post(format!("{}/v1/complete", fake.anthropic_base_url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_found_error");
+}
+
+/// Reads a streamed body chunk by chunk until it ends or fails.
+async fn read_all(resp: reqwest::Response) -> (String, Option<reqwest::Error>) {
+    let mut text = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(next) = body.next().await {
+        match next {
+            Ok(bytes) => text.extend_from_slice(&bytes),
+            Err(e) => return (String::from_utf8(text).unwrap(), Some(e)),
+        }
+    }
+    (String::from_utf8(text).unwrap(), None)
+}
+
+#[tokio::test]
+async fn cut_after_ends_the_body_with_an_error() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    fake.push(Reply::chunks(["a", "b", "c", "d", "e"]).cut_after(2));
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    assert_eq!(resp.status(), 200);
+    let (text, err) = read_all(resp).await;
+    assert!(err.is_some(), "the body must fail, got {text:?}");
+    let events = anthropic_events(&text);
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta"
+        ]
+    );
+
+    fake.push(Reply::chunks(["a", "b", "c", "d", "e"]).cut_after(3));
+    let resp = openai(&fake, openai_req(true, true)).await;
+    let (text, err) = read_all(resp).await;
+    assert!(err.is_some(), "the body must fail, got {text:?}");
+    let (chunks, done) = openai_chunks(&text);
+    assert!(!done);
+    assert_eq!(openai_text(&chunks), "abc");
+    assert!(chunks.iter().all(|c| c["usage"].is_null()));
+
+    // The connection is gone: a cut stream is neither open nor completed.
+    assert_eq!(fake.open_streams(), 0);
+    assert_eq!(fake.completed_streams(), 0);
+
+    // A non-streamed cut: half a JSON body, then the reset.
+    fake.push(Reply::text("some text").cut_after(0));
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.json::<Value>().await.is_err());
+
+    // The server still serves.
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn error_after_sends_the_mid_stream_error() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    fake.push(Reply::chunks(["a", "b", "c"]).error_after(1, "overloaded_error"));
+    let text = anthropic(&fake, anthropic_req(true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = anthropic_events(&text);
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "error"
+        ]
+    );
+    assert_eq!(
+        events[4].1,
+        json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } })
+    );
+
+    fake.push(Reply::chunks(["a", "b", "c"]).error_after(2, "api_error"));
+    let text = openai(&fake, openai_req(true, true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (chunks, done) = openai_chunks(&text);
+    assert!(!done, "no [DONE] after an error");
+    assert_eq!(openai_text(&chunks), "ab");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["type"], "server_error");
+    assert_eq!(last["error"]["param"], Value::Null);
+    assert!(last["error"]["message"].is_string());
+    assert!(last.get("choices").is_none());
+
+    // Non-streamed: the matching HTTP error.
+    fake.push(Reply::text("x").error_after(0, "overloaded_error"));
+    let resp = anthropic(&fake, anthropic_req(false)).await;
+    assert_eq!(resp.status().as_u16(), 529);
+    assert_eq!(fake.completed_streams(), 2);
+}
+
+#[tokio::test]
+async fn replies_are_fifo_then_default() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::text("first"));
+    fake.push(Reply::text("second"));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let body: Value = anthropic(&fake, anthropic_req(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        got.push(body["content"][0]["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, ["first", "second", "Hello from the fake provider."]);
+
+    fake.set_default(Reply::text("new default"));
+    for _ in 0..2 {
+        let body: Value = openai(&fake, openai_req(false, false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "new default");
+    }
+}
+
+#[tokio::test]
+async fn requests_are_recorded() {
+    let fake = FakeProvider::start().await.unwrap();
+    anthropic(&fake, anthropic_req(true))
+        .await
+        .text()
+        .await
+        .unwrap();
+    openai(&fake, openai_req(false, false))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/v1/messages");
+    assert_eq!(seen[0].header("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(seen[0].header("Anthropic-Version"), Some("2023-06-01"));
+    assert!(seen[0]
+        .headers
+        .iter()
+        .all(|(name, _)| *name == name.to_ascii_lowercase()));
+    assert_eq!(seen[0].body, anthropic_req(true));
+    assert_eq!(seen[1].path, "/v1/chat/completions");
+    assert_eq!(seen[1].header("authorization"), Some("Bearer sk-test"));
+    assert_eq!(seen[1].body["model"], "gpt-test-1");
+    fake.clear_requests();
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn repeated_streams_lazily_and_stops_when_the_client_goes() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    // A full read: every delta arrives.
+    fake.push(Reply::repeated("xy", 2_000));
+    let text = openai(&fake, openai_req(true, false))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (chunks, done) = openai_chunks(&text);
+    assert!(done);
+    assert_eq!(openai_text(&chunks).len(), 4_000);
+    assert_eq!(fake.completed_streams(), 1);
+
+    // Practically endless: read a little, then drop the response.
+    fake.push(Reply::repeated(&"z".repeat(1_000), u64::MAX));
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    let mut body = resp.bytes_stream();
+    let mut read = 0;
+    while read < 100_000 {
+        read += body.next().await.unwrap().unwrap().len();
+    }
+    assert_eq!(fake.open_streams(), 1);
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.open_streams() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream must stop when the client goes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(fake.completed_streams(), 1);
+}
+
+#[tokio::test]
+async fn delays_and_hang() {
+    let fake = FakeProvider::start().await.unwrap();
+
+    fake.push(
+        Reply::chunks(["a", "b", "c"])
+            .first_byte_delay(Duration::from_millis(60))
+            .chunk_delay(Duration::from_millis(20)),
+    );
+    let started = Instant::now();
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    resp.text().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+
+    fake.push(Reply::text("never").hang());
+    let result = client()
+        .post(format!("{}/chat/completions", fake.openai_base_url()))
+        .bearer_auth("k")
+        .timeout(Duration::from_millis(150))
+        .json(&openai_req(true, true))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+    assert_eq!(fake.requests().len(), 2, "a hung request is recorded");
+}
+
+#[tokio::test]
+async fn stop_reasons_translate() {
+    let fake = FakeProvider::start().await.unwrap();
+    for (given, anthropic_expected, openai_expected) in [
+        ("end_turn", "end_turn", "stop"),
+        ("max_tokens", "max_tokens", "length"),
+        ("length", "max_tokens", "length"),
+        ("tool_use", "tool_use", "tool_calls"),
+    ] {
+        fake.push(Reply::text("x").stop_reason(given));
+        let events = anthropic_events(
+            &anthropic(&fake, anthropic_req(true))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+        assert_eq!(delta.1["delta"]["stop_reason"], anthropic_expected);
+        fake.push(Reply::text("x").stop_reason(given));
+        let (chunks, _) = openai_chunks(
+            &openai(&fake, openai_req(true, false))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            openai_expected
+        );
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_provider_stops_the_server() {
+    let fake = FakeProvider::start().await.unwrap();
+    let url = format!("{}/v1/messages", fake.anthropic_base_url());
+    drop(fake);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let result = client()
+        .post(url)
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .json(&anthropic_req(false))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn a_cut_is_a_tcp_reset_mid_chunked_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::chunks(["a", "b", "c"]).cut_after(1));
+    let body = anthropic_req(true).to_string();
+    let mut socket = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let err = loop {
+        match socket.read(&mut buf).await {
+            Ok(0) => panic!(
+                "a clean close, expected a reset: {}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    let got = String::from_utf8(got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(got.contains("transfer-encoding: chunked"));
+    assert!(got.contains("content_block_delta"));
+    assert!(!got.contains("message_stop"));
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "the chunked body is never terminated"
+    );
+}
+
+#[tokio::test]
+async fn stream_opening_comes_before_the_first_token_delay() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::text("late").first_token_delay(Duration::from_millis(150)));
+    let started = Instant::now();
+    let resp = openai(&fake, openai_req(true, false)).await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_millis(120));
+    assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(String::from_utf8_lossy(&rest).contains("late"));
+}
+
+/// 200 MB through the stream (run with `--ignored --nocapture` for a figure).
+#[tokio::test]
+#[ignore]
+async fn throughput_200mb() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(Reply::repeated(&"x".repeat(1_000), 200_000));
+    let started = Instant::now();
+    let resp = anthropic(&fake, anthropic_req(true)).await;
+    let mut body = resp.bytes_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = body.next().await {
+        total += chunk.unwrap().len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{total} bytes in {secs:.2}s: {:.0} MB/s",
+        total as f64 / secs / 1e6
+    );
+    assert!(total > 200_000_000);
+    assert_eq!(fake.completed_streams(), 1);
+}
