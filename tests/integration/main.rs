@@ -2,9 +2,11 @@
 //! API of `lambent serve` (in process and as the real binary), and a function
 //! driven through the real Lambda HTTP adapter.
 
+mod chat;
 mod contracts;
 mod identity;
 mod lambda_glue;
+mod llm_clients;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;

@@ -3,6 +3,7 @@
 //! run `lambent serve` (in process, or as the real binary).
 
 pub mod app;
+pub mod chat;
 pub mod contract;
 pub mod embedded;
 pub mod emulator;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use lambent::chat::{self, Outcome, Prepared, ReplyText};
+use lambent::chat::{self, Outcome, Prepared, ReplyText, Settled};
+use lambent::error::ApiError;
 use lambent::llm::{Chunk, ChunkStream, ProviderError, Usage};
 use lambent::repos::messages::MessageStatus;
 use lambent::repos::sessions::TokenCounts;
@@ -25,19 +26,91 @@ use tracing::Instrument;
 /// smooth scheduling, small enough that a stalled client stops the read.
 const BUFFERED_EVENTS: usize = 8;
 
-/// The response that streams `call`'s reply from `upstream`.
-pub fn stream_reply(state: State, call: Prepared, upstream: ChunkStream) -> Response {
+/// How a reply's events look on the wire: Lambent's own events
+/// ([`LambentEvents`]) or OpenAI's chat completion chunks
+/// (`crate::completions`).
+pub trait Wire: Send + 'static {
+    /// Sent before the first text.
+    fn start(&mut self, call: &Prepared) -> Vec<Event>;
+    fn text(&mut self, piece: &str) -> Event;
+    /// Sent after the reply was stored and counted.
+    fn end(&mut self, settled: &Settled) -> Vec<Event>;
+    fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event>;
+}
+
+/// Lambent's events: `message_start`, `delta`..., then `message_end` or
+/// `error`, each with an `id:` (its position in the stream).
+#[derive(Default)]
+pub struct LambentEvents {
+    next_id: u64,
+}
+
+impl LambentEvents {
+    fn event(&mut self, name: &str, data: serde_json::Value) -> Event {
+        let event = Event::default()
+            .event(name)
+            .id(self.next_id.to_string())
+            .data(data.to_string());
+        self.next_id += 1;
+        event
+    }
+}
+
+impl Wire for LambentEvents {
+    fn start(&mut self, call: &Prepared) -> Vec<Event> {
+        vec![self.event(
+            "message_start",
+            json!({
+                "message_id": call.reply_id(),
+                "session_id": call.session_id(),
+                "model": call.model,
+            }),
+        )]
+    }
+
+    fn text(&mut self, piece: &str) -> Event {
+        self.event("delta", json!({ "text": piece }))
+    }
+
+    fn end(&mut self, settled: &Settled) -> Vec<Event> {
+        vec![self.event(
+            "message_end",
+            json!({
+                "message_id": settled.reply_id,
+                "stop_reason": settled.stop_reason,
+                "usage": TokenCounts::from(settled.usage),
+                "cost_usd": settled.cost_usd.to_string(),
+            }),
+        )]
+    }
+
+    fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event> {
+        vec![self.event(
+            "error",
+            json!({ "code": error.code(), "message": error.public_message(), "request_id": request_id }),
+        )]
+    }
+}
+
+/// The response that streams `call`'s reply from `upstream` in `wire`'s format.
+pub fn stream_reply(
+    state: State,
+    call: Prepared,
+    upstream: ChunkStream,
+    wire: impl Wire,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(BUFFERED_EVENTS);
     let request_id = lambent::http::current_request_id();
-    tokio::spawn(pump(state, call, upstream, tx, request_id).in_current_span());
+    tokio::spawn(pump(state, call, upstream, tx, request_id, wire).in_current_span());
     let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
     });
     let mut response = Sse::new(body).into_response();
-    response.headers_mut().insert(
-        "x-accel-buffering",
-        http::HeaderValue::from_static("no"),
-    );
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
     response
 }
 
@@ -46,7 +119,6 @@ pub fn stream_reply(state: State, call: Prepared, upstream: ChunkStream) -> Resp
 /// than the provider idle timeout).
 struct Client {
     tx: Option<mpsc::Sender<Event>>,
-    next_id: u64,
     patience: Duration,
 }
 
@@ -55,13 +127,14 @@ impl Client {
         self.tx.is_none()
     }
 
-    async fn send(&mut self, name: &str, data: serde_json::Value) {
+    async fn send_all(&mut self, events: Vec<Event>) {
+        for event in events {
+            self.send(event).await;
+        }
+    }
+
+    async fn send(&mut self, event: Event) {
         let Some(tx) = &self.tx else { return };
-        let event = Event::default()
-            .event(name)
-            .id(self.next_id.to_string())
-            .data(data.to_string());
-        self.next_id += 1;
         let delivered = matches!(
             tokio::time::timeout(self.patience, tx.send(event)).await,
             Ok(Ok(()))
@@ -78,22 +151,13 @@ async fn pump(
     mut upstream: ChunkStream,
     tx: mpsc::Sender<Event>,
     request_id: String,
+    mut wire: impl Wire,
 ) {
     let mut client = Client {
         tx: Some(tx),
-        next_id: 0,
         patience: state.config.provider_idle_timeout,
     };
-    client
-        .send(
-            "message_start",
-            json!({
-                "message_id": call.reply_id(),
-                "session_id": call.session_id(),
-                "model": call.model,
-            }),
-        )
-        .await;
+    client.send_all(wire.start(&call)).await;
 
     let mut text = ReplyText::default();
     let mut usage = Usage::default();
@@ -118,7 +182,10 @@ async fn pump(
             None => break,
             Some(Ok(Chunk::Text(piece))) => {
                 text.push(&piece);
-                client.send("delta", json!({ "text": piece })).await;
+                if !client.gone() {
+                    let event = wire.text(&piece);
+                    client.send(event).await;
+                }
             }
             Some(Ok(Chunk::Usage(latest))) => usage = latest,
             Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
@@ -145,39 +212,17 @@ async fn pump(
     };
     let settled = chat::settle(state.store.as_ref(), &call, outcome).await;
     match (failure, settled) {
-        (None, Ok(settled)) => {
-            client
-                .send(
-                    "message_end",
-                    json!({
-                        "message_id": settled.reply_id,
-                        "stop_reason": settled.stop_reason,
-                        "usage": TokenCounts::from(settled.usage),
-                        "cost_usd": settled.cost_usd.to_string(),
-                    }),
-                )
-                .await;
-        }
+        (None, Ok(settled)) => client.send_all(wire.end(&settled)).await,
         (Some(e), settled) => {
             if let Err(store_error) = settled {
                 tracing::error!(error = %store_error, "could not store a failed reply");
             }
             let error = chat::provider_error(e);
-            client
-                .send(
-                    "error",
-                    json!({ "code": error.code(), "message": error.public_message(), "request_id": request_id }),
-                )
-                .await;
+            client.send_all(wire.error(&error, &request_id)).await;
         }
         (None, Err(e)) => {
             tracing::error!(error = %e, "could not store a reply");
-            client
-                .send(
-                    "error",
-                    json!({ "code": e.code(), "message": e.public_message(), "request_id": request_id }),
-                )
-                .await;
+            client.send_all(wire.error(&e, &request_id)).await;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! | POST | `/v1/sessions/{id}/messages` |
 //! | POST | `/v1/chat/completions` |
 
+mod completions;
 mod events;
 mod turn;
 
@@ -29,19 +30,20 @@ pub struct Chat {
 impl Chat {
     /// Builds the provider client from the configuration.
     pub fn new(state: State) -> Result<Chat, StartError> {
-        let llm = LlmClient::new(state.config.llm_client()).map_err(|e| {
-            StartError::Dependency {
+        let llm =
+            LlmClient::new(state.config.llm_client()).map_err(|e| StartError::Dependency {
                 name: "provider HTTP client",
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Chat { state, llm })
     }
 }
 
 /// The routes with their OpenAPI description.
 pub fn documented() -> OpenApiRouter<Chat> {
-    OpenApiRouter::new().routes(routes!(turn::post_message))
+    OpenApiRouter::new()
+        .routes(routes!(turn::post_message))
+        .routes(routes!(completions::create_completion))
 }
 
 /// The bare routes, for merging into the local runner's single app.

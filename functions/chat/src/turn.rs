@@ -62,7 +62,12 @@ pub async fn post_message(
         return Ok(Json::<Message>(reply).into_response());
     }
     let upstream = chat::start(state, &chat.llm, &call).await?;
-    Ok(crate::events::stream_reply(chat.state.clone(), call, upstream))
+    Ok(crate::events::stream_reply(
+        chat.state.clone(),
+        call,
+        upstream,
+        crate::events::LambentEvents::default(),
+    ))
 }
 
 fn message_content(raw: String) -> ApiResult<String> {

@@ -120,8 +120,7 @@ async fn get_usage(
         ));
     }
     let (from, to) = (text(from), text(to));
-    let (groups, total) =
-        usage::report(state.store.as_ref(), &scope, group_by, &from, &to).await?;
+    let (groups, total) = usage::report(state.store.as_ref(), &scope, group_by, &from, &to).await?;
     Ok(Json(UsageReport {
         from,
         to,

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::client::{error_detail, merge_usage};
+use super::client::{error_detail, malformed_json, merge_usage};
 use super::sse::{EventDecoder, SseEvent};
 use super::{ChatRequest, Chunk, Completion, ProviderError, Role, Usage};
 
@@ -206,7 +206,7 @@ fn stream_error(error: &serde_json::Value) -> ProviderError {
 }
 
 fn malformed(e: serde_json::Error) -> ProviderError {
-    ProviderError::Protocol(format!("malformed Anthropic event: {e}"))
+    malformed_json("Anthropic event", &e)
 }
 
 /// Reads Anthropic's event stream.
@@ -278,8 +278,8 @@ struct WireMessage {
 
 /// Reads a whole (non-streamed) message object.
 pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
-    let message: WireMessage = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::Protocol(format!("malformed Anthropic message: {e}")))?;
+    let message: WireMessage =
+        serde_json::from_slice(body).map_err(|e| malformed_json("Anthropic message", &e))?;
     if message.kind.as_deref() == Some("error") {
         return Err(stream_error(&message.error));
     }

@@ -293,6 +293,23 @@ pub(crate) fn error_detail(error: &serde_json::Value) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// A reply that is not the JSON its format defines. The message says where
+/// and how it failed, never what the provider sent (serde's messages can
+/// quote the input).
+pub(crate) fn malformed_json(what: &str, e: &serde_json::Error) -> ProviderError {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected JSON",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    ProviderError::Protocol(format!(
+        "malformed {what}: {kind} at line {} column {}",
+        e.line(),
+        e.column()
+    ))
+}
+
 /// Merges `update` into `usage`, each field taking the update's value when
 /// that is not zero; says whether anything changed.
 pub(crate) fn merge_usage(usage: &mut Usage, update: &Usage) -> bool {
@@ -509,6 +526,21 @@ mod tests {
         assert_eq!(retry_after_secs(&headers), Some(0));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after_secs(&headers), None);
+    }
+
+    #[test]
+    fn malformed_json_messages_do_not_quote_the_reply() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Counts {
+            #[allow(dead_code)]
+            tokens: u64,
+        }
+        let e = serde_json::from_str::<Counts>(r#"{"tokens":"private words"}"#).unwrap_err();
+        let ProviderError::Protocol(message) = malformed_json("reply", &e) else {
+            panic!("not a protocol error");
+        };
+        assert!(!message.contains("private"), "{message}");
+        assert!(message.starts_with("malformed reply: unexpected JSON"));
     }
 
     #[test]

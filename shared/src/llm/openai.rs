@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::client::{error_detail, merge_usage};
+use super::client::{error_detail, malformed_json, merge_usage};
 use super::sse::{EventDecoder, SseEvent};
 use super::{ChatRequest, Chunk, Completion, ProviderError, Role, Usage};
 
@@ -202,8 +202,8 @@ impl EventDecoder for StreamDecoder {
             self.done = true;
             return Ok(Vec::new());
         }
-        let chunk: StreamChunk = serde_json::from_str(data)
-            .map_err(|e| ProviderError::Protocol(format!("malformed OpenAI chunk: {e}")))?;
+        let chunk: StreamChunk =
+            serde_json::from_str(data).map_err(|e| malformed_json("OpenAI chunk", &e))?;
         if let Some(error) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             return Err(error_of(error));
         }
@@ -263,8 +263,8 @@ struct WholeMessage {
 
 /// Reads a whole (non-streamed) `chat.completion` object.
 pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
-    let completion: WireCompletion = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::Protocol(format!("malformed OpenAI completion: {e}")))?;
+    let completion: WireCompletion =
+        serde_json::from_slice(body).map_err(|e| malformed_json("OpenAI completion", &e))?;
     if let Some(error) = completion.error.as_ref().filter(|e| !e.is_null()) {
         return Err(error_of(error));
     }

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 
 use super::{Chunk, ChunkStream, ProviderError};
 
@@ -227,7 +227,11 @@ where
             if let Some(item) = d.pending.pop_front() {
                 return Some((item, d));
             }
-            if d.done || d.decoder.finished() {
+            if d.done {
+                return None;
+            }
+            if d.decoder.finished() {
+                d.drain_ready();
                 return None;
             }
             match d.body.next().await {
@@ -248,7 +252,11 @@ where
     }))
 }
 
-impl<S, D: EventDecoder> Driver<S, D> {
+impl<S, D> Driver<S, D>
+where
+    S: Stream<Item = Result<Bytes, ProviderError>> + Unpin,
+    D: EventDecoder,
+{
     fn absorb(&mut self, bytes: &[u8]) {
         let events = match self.parser.feed(bytes) {
             Ok(events) => events,
@@ -268,6 +276,18 @@ impl<S, D: EventDecoder> Driver<S, D> {
                     self.fail(e);
                     return;
                 }
+            }
+        }
+    }
+
+    /// After the terminal event, reads whatever of the body has already
+    /// arrived, without waiting: a body read to its end returns its
+    /// connection to the pool, one dropped early does not.
+    fn drain_ready(&mut self) {
+        for _ in 0..4 {
+            match self.body.next().now_or_never() {
+                Some(Some(Ok(_))) => continue,
+                _ => return,
             }
         }
     }

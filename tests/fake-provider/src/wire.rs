@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::reply::{openai_error_kind, FakeUsage, FinalChunk, UsageAt};
+use crate::reply::{anthropic_error_kind, openai_error_kind, FakeUsage, FinalChunk, UsageAt};
 
 /// Writes one stream's events, in order: the opening events, one event a
 /// text delta, then the closing events or an error event.
@@ -158,6 +158,7 @@ impl Wire for AnthropicStream {
     }
 
     fn error_event(&self, kind: &str, message: &str) -> Bytes {
+        let kind = anthropic_error_kind(kind);
         let data = json!({ "type": "error", "error": { "type": kind, "message": message } });
         anthropic_event("error", &data)
     }

@@ -1,5 +1,8 @@
 //! The fake provider over real HTTP, checked with reqwest.
 
+// The helpers below are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;

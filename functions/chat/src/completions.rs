@@ -1,0 +1,336 @@
+//! `POST /v1/chat/completions`: OpenAI's chat completions API, so any
+//! OpenAI SDK can use Lambent. `model` names one of the caller's agents
+//! (`agt_...`) or `<provider name>/<model>`; costs and budgets apply as to
+//! any call, and each call is counted under a call marker (it belongs to no
+//! session).
+
+use axum::extract::State as Extract;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lambent::chat::{self, Prepared, Settled, Target};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::Body;
+use lambent::identity::Principal;
+use lambent::llm::{Role, Turn, Usage};
+use lambent::repos::agents;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::events::Wire;
+use crate::Chat;
+
+const MAX_TOKENS: std::ops::RangeInclusive<u64> = 1..=200_000;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    /// One of your agents (`agt_...`), or `<provider name>/<catalog model>`.
+    #[schema(example = "my-openai/gpt-4o-mini")]
+    model: String,
+    /// The conversation: `system`/`developer`, `user` and `assistant` messages,
+    /// with text content (a string or text parts).
+    #[schema(value_type = Vec<Object>)]
+    messages: Vec<InputMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[schema(value_type = Option<Object>)]
+    stream_options: Option<StreamOptions>,
+    /// Overrides the agent's `max_tokens` (default 1024 without an agent).
+    max_tokens: Option<u64>,
+    /// The same as `max_tokens`, by its newer name.
+    max_completion_tokens: Option<u64>,
+    /// 0 to 2.
+    #[schema(value_type = Option<f64>)]
+    temperature: Option<serde_json::Number>,
+    /// Only 1 is supported.
+    n: Option<u32>,
+    /// Accepted and ignored, as an end-user tag.
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct InputMessage {
+    role: String,
+    content: Option<Content>,
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::BadRequest(message)
+}
+
+fn text_of(index: usize, content: Option<Content>) -> ApiResult<String> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(text)) => Ok(text),
+        Some(Content::Parts(parts)) => parts
+            .into_iter()
+            .map(|part| match (part.kind.as_str(), part.text) {
+                ("text", Some(text)) => Ok(text),
+                (kind, _) => Err(bad(format!(
+                    "messages[{index}].content: only text parts are supported, not {kind:?}"
+                ))),
+            })
+            .collect(),
+    }
+}
+
+/// The system prompt and the turns of a request.
+fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<Turn>)> {
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        let text = text_of(index, message.content)?;
+        let role = match message.role.as_str() {
+            "system" | "developer" => {
+                system.push(text);
+                continue;
+            }
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(bad(format!(
+                    "messages[{index}].role: {other:?} is not system, developer, user or assistant"
+                )))
+            }
+        };
+        turns.push(Turn {
+            role,
+            content: text,
+        });
+    }
+    if !turns.iter().any(|t| t.role == Role::User) {
+        return Err(bad("messages: at least one user message is needed".into()));
+    }
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
+    Ok((system, turns))
+}
+
+async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
+    if model.starts_with("agt_") {
+        lambent::http::validate::id(model, agents::ID_PREFIX, "agent")
+            .map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
+        return match Target::of_agent(&chat.state, owner, model, "the agent").await {
+            Err(ApiError::Conflict(m)) if m.starts_with("the agent ") => {
+                Err(bad(format!("model: you have no agent {model:?}")))
+            }
+            other => other,
+        };
+    }
+    match model.split_once('/') {
+        Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
+            Target::of_provider_model(&chat.state, owner, provider, name, "model").await
+        }
+        _ => Err(bad(format!(
+            "model: {model:?} is neither an agent ID (agt_...) nor <provider name>/<model>"
+        ))),
+    }
+}
+
+/// Create a chat completion, OpenAI-style, streamed (`"stream": true`, with
+/// `stream_options.include_usage` for a final usage chunk) or not. The usage
+/// carries Lambent's `cost_usd` as well.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "a `chat.completion` object, or `chat.completion.chunk` server-sent events ending with `data: [DONE]`",
+            content(
+                (Object = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 429, description = "rate limited, or `budget_exceeded`"),
+        (status = 502, description = "the provider failed"),
+        (status = 504, description = "the provider did not answer in time"),
+    ))]
+pub async fn create_completion(
+    Extract(chat): Extract<Chat>,
+    principal: Principal,
+    Body(body): Body<CompletionRequest>,
+) -> ApiResult<Response> {
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(bad("n: only 1 is supported".into()));
+    }
+    let _ = body.user;
+    let (system, turns) = conversation(body.messages)?;
+    let mut target = target(&chat, &principal.user_id, &body.model).await?;
+    if let Some(extra) = system {
+        target.system = Some(match target.system.take() {
+            Some(agent_prompt) => format!("{agent_prompt}\n\n{extra}"),
+            None => extra,
+        });
+    }
+    if let Some(max) = body.max_completion_tokens.or(body.max_tokens) {
+        if !MAX_TOKENS.contains(&max) {
+            return Err(bad("max_tokens: must be 1 to 200000".into()));
+        }
+        target.max_tokens = max as u32;
+    }
+    if let Some(t) = &body.temperature {
+        target.temperature = Some(temperature(t)?);
+    }
+    let state = &chat.state;
+    let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
+    let created = lambent::time::now_epoch_secs();
+    if !body.stream {
+        let settled = chat::complete(state, &chat.llm, &call).await?;
+        return Ok(Json(completion(&call, &settled, created)).into_response());
+    }
+    let upstream = chat::start(state, &chat.llm, &call).await?;
+    let wire = OpenAiChunks {
+        id: completion_id(&call),
+        model: call.model.clone(),
+        created,
+        include_usage: body.stream_options.is_some_and(|o| o.include_usage),
+    };
+    Ok(crate::events::stream_reply(
+        state.clone(),
+        call,
+        upstream,
+        wire,
+    ))
+}
+
+fn temperature(n: &serde_json::Number) -> ApiResult<Decimal> {
+    use std::str::FromStr;
+    let raw = n.to_string();
+    let t = Decimal::from_str(&raw)
+        .or_else(|_| Decimal::from_scientific(&raw))
+        .map_err(|_| bad("temperature: must be 0 to 2".into()))?;
+    if t < Decimal::ZERO || t > Decimal::TWO {
+        return Err(bad("temperature: must be 0 to 2".into()));
+    }
+    Ok(t.normalize())
+}
+
+fn completion_id(call: &Prepared) -> String {
+    format!("chatcmpl-{}", call.reply_id())
+}
+
+/// OpenAI's finish reasons from any provider's stop reason.
+fn finish_reason(stop: Option<&str>) -> &'static str {
+    match stop {
+        Some("max_tokens" | "length") => "length",
+        Some("content_filter" | "refusal") => "content_filter",
+        Some("tool_use" | "tool_calls") => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// Usage the way OpenAI reports it: prompt tokens include cached ones.
+fn openai_usage(usage: &Usage, cost_usd: Decimal) -> Value {
+    let prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": prompt + usage.output_tokens,
+        "prompt_tokens_details": { "cached_tokens": usage.cache_read_tokens },
+        "cost_usd": cost_usd.to_string(),
+    })
+}
+
+fn completion(call: &Prepared, settled: &Settled, created: i64) -> Value {
+    json!({
+        "id": completion_id(call),
+        "object": "chat.completion",
+        "created": created,
+        "model": call.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": settled.text },
+            "finish_reason": finish_reason(settled.stop_reason.as_deref()),
+        }],
+        "usage": openai_usage(&settled.usage, settled.cost_usd),
+    })
+}
+
+/// `chat.completion.chunk` events, then `[DONE]`.
+struct OpenAiChunks {
+    id: String,
+    model: String,
+    created: i64,
+    include_usage: bool,
+}
+
+impl OpenAiChunks {
+    fn chunk(&self, choices: Value, usage: Option<Value>) -> Event {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        Event::default().data(chunk.to_string())
+    }
+}
+
+impl Wire for OpenAiChunks {
+    fn start(&mut self, _: &Prepared) -> Vec<Event> {
+        vec![self.chunk(
+            json!([{ "index": 0, "delta": { "role": "assistant", "content": "" }, "finish_reason": null }]),
+            None,
+        )]
+    }
+
+    fn text(&mut self, piece: &str) -> Event {
+        self.chunk(
+            json!([{ "index": 0, "delta": { "content": piece }, "finish_reason": null }]),
+            None,
+        )
+    }
+
+    fn end(&mut self, settled: &Settled) -> Vec<Event> {
+        let reason = finish_reason(settled.stop_reason.as_deref());
+        let mut events = vec![self.chunk(
+            json!([{ "index": 0, "delta": {}, "finish_reason": reason }]),
+            None,
+        )];
+        if self.include_usage {
+            events.push(self.chunk(
+                json!([]),
+                Some(openai_usage(&settled.usage, settled.cost_usd)),
+            ));
+        }
+        events.push(Event::default().data("[DONE]"));
+        events
+    }
+
+    fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event> {
+        vec![Event::default().data(
+            json!({ "error": {
+                "message": error.public_message(),
+                "type": error.code(),
+                "code": error.code(),
+                "param": null,
+                "request_id": request_id,
+            }})
+            .to_string(),
+        )]
+    }
+}
