@@ -3,6 +3,7 @@
 //! driven through the real Lambda HTTP adapter.
 
 mod chat;
+mod completions;
 mod contracts;
 mod identity;
 mod lambda_glue;

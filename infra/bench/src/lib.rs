@@ -5,6 +5,8 @@
 //! The orchestration (moto, child processes, valgrind) lives in
 //! `src/bin/coldstart.rs`.
 
+pub mod chat;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -66,12 +66,16 @@ pub(crate) fn opt_text(item: &Item, name: &str) -> Option<String> {
     item.get_str(name).map(str::to_owned)
 }
 
+/// A required number, normalised (`0.00270` reads as `0.0027`), as
+/// DynamoDB stores numbers: both backends then answer the same text.
 pub(crate) fn decimal(item: &Item, name: &str) -> ApiResult<Decimal> {
-    item.get_decimal(name).ok_or_else(|| corrupt(item, name))
+    item.get_decimal(name)
+        .map(|d| d.normalize())
+        .ok_or_else(|| corrupt(item, name))
 }
 
 pub(crate) fn opt_decimal(item: &Item, name: &str) -> Option<Decimal> {
-    item.get_decimal(name)
+    item.get_decimal(name).map(|d| d.normalize())
 }
 
 pub(crate) fn bytes(item: &Item, name: &str) -> ApiResult<Vec<u8>> {

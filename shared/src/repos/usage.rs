@@ -237,7 +237,8 @@ pub async fn report(
     let mut total = Totals::default();
     let groups = groups
         .into_iter()
-        .map(|(key, totals)| {
+        .map(|(key, mut totals)| {
+            totals.cost_usd = totals.cost_usd.normalize();
             total.add(&totals);
             Group {
                 key: (key != NO_AGENT || dimension != Dimension::Agent).then_some(key),
@@ -245,6 +246,7 @@ pub async fn report(
             }
         })
         .collect();
+    total.cost_usd = total.cost_usd.normalize();
     Ok((groups, total))
 }
 
