@@ -59,3 +59,21 @@ mod identity_storage {
         suite::rate_limits_hold_across_processes(&Storage::embedded().await).await;
     }
 }
+
+mod chat_storage {
+    use lambent_tests::chat_storage as suite;
+    use lambent_tests::identity_storage::Storage;
+
+    #[tokio::test]
+    async fn a_call_settled_again_and_again_counts_once() {
+        suite::a_call_settled_again_and_again_counts_once(&Storage::embedded().await).await;
+    }
+    #[tokio::test]
+    async fn reservations_never_pass_a_limit_under_concurrency() {
+        suite::reservations_never_pass_a_limit_under_concurrency(&Storage::embedded().await).await;
+    }
+    #[tokio::test]
+    async fn usage_reports_cover_exactly_their_days() {
+        suite::usage_reports_cover_exactly_their_days(&Storage::embedded().await).await;
+    }
+}

@@ -122,7 +122,7 @@ fn collect_bytes(value: &AttributeValue, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-async fn user(s: &Storage, name: &str) -> String {
+pub(crate) async fn user(s: &Storage, name: &str) -> String {
     users::create(
         s.store.as_ref(),
         NewUser {
@@ -136,7 +136,7 @@ async fn user(s: &Storage, name: &str) -> String {
     .id
 }
 
-async fn provider(s: &Storage, owner: &str, name: &str) -> String {
+pub(crate) async fn provider(s: &Storage, owner: &str, name: &str) -> String {
     providers::create(
         s.store.as_ref(),
         s.cipher.as_ref(),

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod chat;
+pub mod chat_storage;
 pub mod contract;
 pub mod embedded;
 pub mod emulator;

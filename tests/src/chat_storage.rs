@@ -1,0 +1,305 @@
+//! Costs and budgets on the store port, run on both backends (`tests/integration`
+//! on the embedded store, `tests/aws` on DynamoDB in the emulator): a call
+//! settled again and again counts once, reservations never pass a limit under
+//! concurrency, and usage reports read a date range from its first day.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lambent::chat::{self, Outcome, Prepared, Record, ReplyText};
+use lambent::error::ApiError;
+use lambent::llm::{ChatRequest, Endpoint, Usage};
+use lambent::repos::agents::{self, AgentSpec};
+use lambent::repos::budgets;
+use lambent::repos::messages::{self, MessageStatus};
+use lambent::repos::models::{Catalog, Prices};
+use lambent::repos::providers::ProviderKind;
+use lambent::repos::sessions::{self, NewSession, Session};
+use lambent::repos::usage::{self, CallFacts, Dimension, Scope};
+use lambent::secret::SecretString;
+use rust_decimal::Decimal;
+
+use crate::identity_storage::{provider, user, Storage};
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn prices() -> Prices {
+    Prices {
+        input_per_mtok: d("3"),
+        output_per_mtok: d("15"),
+        cache_read_per_mtok: d("0.3"),
+        cache_write_per_mtok: d("3.75"),
+    }
+}
+
+/// A member with an agent and a session (budget as given).
+async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session) {
+    let owner = user(s, "spender").await;
+    let provider_id = provider(s, &owner, "p").await;
+    let agent = agents::create(
+        s.store.as_ref(),
+        &Catalog::new(Duration::ZERO),
+        &owner,
+        AgentSpec {
+            name: "a".into(),
+            provider_id,
+            model: "claude-sonnet-4-5".into(),
+            system_prompt: None,
+            temperature: None,
+            max_tokens: 100,
+            context_token_budget: 1000,
+        },
+    )
+    .await
+    .unwrap();
+    let session = sessions::create(
+        s.store.as_ref(),
+        &owner,
+        NewSession {
+            agent_id: agent.id.clone(),
+            title: None,
+            budget_usd: budget.map(d),
+        },
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    (owner, agent.id, session)
+}
+
+fn turn(
+    owner: &str,
+    agent: &str,
+    session: &Session,
+    reservation: budgets::Reservation,
+) -> Prepared {
+    let (user_message_id, assistant_message_id) = messages::turn_ids();
+    Prepared {
+        owner: owner.into(),
+        agent_id: Some(agent.into()),
+        model: "claude-sonnet-4-5".into(),
+        prices: prices(),
+        endpoint: Endpoint {
+            kind: ProviderKind::Anthropic,
+            base_url: None,
+            api_key: SecretString::from("unused".to_owned()),
+        },
+        request: ChatRequest {
+            model: "claude-sonnet-4-5".into(),
+            system: None,
+            turns: Vec::new(),
+            max_tokens: 100,
+            temperature: None,
+        },
+        reservation,
+        record: Record::SessionTurn {
+            session_id: session.id.clone(),
+            user_message_id,
+            assistant_message_id,
+            user_content: "hi".into(),
+        },
+        day: lambent::time::today(),
+        expires_at: lambent::time::now_epoch_secs() + 3600,
+    }
+}
+
+fn outcome() -> Outcome {
+    let mut text = ReplyText::default();
+    text.push("counted once");
+    Outcome {
+        text,
+        status: MessageStatus::Complete,
+        usage: Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cache_read_tokens: 1000,
+            cache_write_tokens: 40,
+            cache_write_1h_tokens: 0,
+        },
+        stop_reason: Some("end_turn".into()),
+    }
+}
+
+/// 100*3 + 20*15 + 1000*0.3 + 40*3.75 = 1050 micro-dollars.
+const COST: &str = "0.00105";
+
+pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
+    let (owner, agent, ses) = session(s, Some("1")).await;
+    let store = s.store.as_ref();
+    let worst = d("0.01");
+    let month = lambent::time::today()[..7].to_owned();
+    let reservation = budgets::reserve(store, &owner, &month, Some(d("5")), Some(&ses), worst)
+        .await
+        .unwrap();
+    let call = turn(&owner, &agent, &ses, reservation);
+
+    let first = chat::settle(store, &call, outcome()).await.unwrap();
+    assert_eq!(first.cost_usd, d(COST));
+    // A retry after an ambiguous failure, and racing retries.
+    chat::settle(store, &call, outcome()).await.unwrap();
+    for again in join_all((0..4).map(|_| chat::settle(store, &call, outcome()))).await {
+        assert_eq!(again.unwrap().cost_usd, d(COST));
+    }
+
+    let after = sessions::get(store, &owner, &ses.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.cost_usd, d(COST));
+    assert_eq!(after.usage.cache_read_tokens, 1000);
+    assert_eq!(after.message_count, 2);
+    // The reservation was settled once: committed is the cost, nothing held.
+    assert_eq!(after.committed_usd, d(COST));
+    let scope = Scope::User(owner.clone());
+    let today = lambent::time::today();
+    for dimension in [
+        Dimension::Day,
+        Dimension::Agent,
+        Dimension::Model,
+        Dimension::Session,
+    ] {
+        let (groups, total) = usage::report(store, &scope, dimension, &today, &today)
+            .await
+            .unwrap();
+        assert_eq!(groups.len(), 1, "{dimension:?}");
+        assert_eq!(total.calls, 1, "{dimension:?}");
+        assert_eq!(total.cost_usd, d(COST), "{dimension:?}");
+    }
+    let (groups, _) = usage::report(
+        store,
+        &Scope::User(owner.clone()),
+        Dimension::Agent,
+        &today,
+        &today,
+    )
+    .await
+    .unwrap();
+    assert_eq!(groups[0].key.as_deref(), Some(agent.as_str()));
+    let (users, everyone) = usage::report(store, &Scope::Everyone, Dimension::User, &today, &today)
+        .await
+        .unwrap();
+    assert!(users
+        .iter()
+        .any(|g| g.key.as_deref() == Some(owner.as_str()) && g.totals.calls == 1));
+    assert!(everyone.calls >= 1);
+    let page = messages::page(
+        store,
+        &ses.id,
+        lambent::ports::Order::Ascending,
+        lambent::repos::PageRequest {
+            limit: 10,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.items.len(),
+        1,
+        "only the assistant message was written here"
+    );
+    assert_eq!(page.items[0].cost_usd, Some(d(COST)));
+}
+
+pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
+    // A session budget of 0.05 fits five reservations of 0.01, never six.
+    let (owner, _, ses) = session(s, Some("0.05")).await;
+    let store = s.store.as_ref();
+    let month = lambent::time::today()[..7].to_owned();
+    let results = join_all(
+        (0..16).map(|_| budgets::reserve(store, &owner, &month, None, Some(&ses), d("0.01"))),
+    )
+    .await;
+    let granted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(granted, 5, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(refused, ApiError::BudgetExceeded(_)),
+            "{refused:?}"
+        );
+    }
+    let after = sessions::get(store, &owner, &ses.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.committed_usd, d("0.05"));
+
+    // The same for a user's month, with the month's item created by the race.
+    let (owner, _, _) = session(s, None).await;
+    let results = join_all(
+        (0..16).map(|_| budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    // Releasing gives the room back.
+    let granted = results.into_iter().find_map(Result::ok).unwrap();
+    budgets::release(store, &granted).await.unwrap();
+    assert!(
+        budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
+            .await
+            .is_err()
+    );
+}
+
+pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
+    let owner = user(s, "dated").await;
+    let store = s.store.as_ref();
+    for (day, agent) in [
+        ("2026-10-31", "agt_a"),
+        ("2026-11-01", "agt_a"),
+        ("2026-11-01", "agt_b"),
+        ("2026-11-15", "agt_b"),
+        ("2026-11-30", "agt_a"),
+        ("2026-12-01", "agt_a"),
+    ] {
+        let facts = CallFacts {
+            owner: &owner,
+            agent_id: Some(agent),
+            session_id: None,
+            model: "m",
+            day,
+            usage: Usage {
+                output_tokens: 1,
+                ..Usage::default()
+            },
+            cost_usd: d("0.25"),
+        };
+        store.transact(usage::aggregate_ops(&facts)).await.unwrap();
+    }
+    let scope = Scope::User(owner.clone());
+    let (days, total) = usage::report(store, &scope, Dimension::Day, "2026-11-01", "2026-11-30")
+        .await
+        .unwrap();
+    let keys: Vec<_> = days.iter().map(|g| g.key.clone().unwrap()).collect();
+    assert_eq!(keys, ["2026-11-01", "2026-11-15", "2026-11-30"]);
+    assert_eq!(days[0].totals.calls, 2);
+    assert_eq!(total.calls, 4);
+    assert_eq!(total.cost_usd, d("1"));
+    let (agents, total) =
+        usage::report(store, &scope, Dimension::Agent, "2026-11-01", "2026-11-01")
+            .await
+            .unwrap();
+    assert_eq!(agents.len(), 2);
+    assert_eq!(total.calls, 2);
+    let (_, total) = usage::report(store, &scope, Dimension::Model, "2026-12-01", "2026-12-31")
+        .await
+        .unwrap();
+    assert_eq!(total.calls, 1);
+    let (none, total) = usage::report(store, &scope, Dimension::Day, "2025-01-01", "2025-12-31")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(total.calls, 0);
+}
