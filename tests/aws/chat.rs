@@ -5,42 +5,17 @@
 use std::time::Duration;
 
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
-use lambent_tests::app::{run_lambent, send_json, LambentProcess};
+use lambent_tests::app::{send_json, ServeOnEmulator};
 use lambent_tests::chat::parse_events;
-use lambent_tests::emulator;
 use reqwest::Method as M;
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn chat_on_aws_services_streams_stores_and_counts() {
-    let endpoint = emulator::endpoint();
-    let prefix = lambent::ids::new_id("ch").replace('_', "-");
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", emulator::REGION),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1"),
-    ];
-    run_lambent(&["bootstrap", "--prefix", &prefix], &env);
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().display().to_string();
-    let server = LambentProcess::serve(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--backend",
-            "aws",
-            "--prefix",
-            &prefix,
-        ],
-        &env,
-    );
+    let aws = ServeOnEmulator::start("ch");
+    let server = &aws.server;
     let fake = FakeProvider::start().await.unwrap();
-    let admin = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
+    let admin = aws.admin_key();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lambent_tests::app::{run_lambent, send_json, LambentProcess};
+use lambent_tests::app::{send_json, ServeOnEmulator};
 use lambent_tests::emulator;
 use serde_json::{json, Value};
 
@@ -12,36 +12,12 @@ const PROVIDER_KEY: &str = "sk-ant-AWSCANARY-5e6f7a8b9c0d1e2f";
 
 #[tokio::test]
 async fn identity_on_aws_services_keeps_provider_keys_encrypted() {
-    let endpoint = emulator::endpoint();
-    let prefix = lambent::ids::new_id("id").replace('_', "-");
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", emulator::REGION),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1"),
-    ];
-    run_lambent(&["bootstrap", "--prefix", &prefix], &env);
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().display().to_string();
-    let server = LambentProcess::serve(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data_dir,
-            "--backend",
-            "aws",
-            "--prefix",
-            &prefix,
-        ],
-        &env,
-    );
-    let admin = std::fs::read_to_string(data.path().join("admin-key")).unwrap();
+    let aws = ServeOnEmulator::start("id");
+    let server = &aws.server;
+    let admin = aws.admin_key();
     // The operator's way to the same key: from the secret alone.
-    let secret_id = format!("{prefix}/bootstrap");
-    let derived = run_lambent(&["admin-key", "--secret-id", &secret_id], &env);
+    let secret_id = format!("{}/bootstrap", aws.prefix);
+    let derived = aws.run(&["admin-key", "--secret-id", &secret_id]);
     assert_eq!(derived.trim(), admin);
 
     let client = reqwest::Client::builder()
@@ -93,7 +69,7 @@ async fn identity_on_aws_services_keeps_provider_keys_encrypted() {
     let sdk = emulator::sdk().await;
     let scanned = aws_sdk_dynamodb::Client::new(&sdk)
         .scan()
-        .table_name(&prefix)
+        .table_name(&aws.prefix)
         .send()
         .await
         .unwrap();

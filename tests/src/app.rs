@@ -281,3 +281,62 @@ pub fn run_lambent(args: &[&str], envs: &[(&str, &str)]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `lambent bootstrap` then `lambent serve --backend aws` on the emulator,
+/// with a fresh resource prefix and data directory.
+pub struct ServeOnEmulator {
+    pub server: LambentProcess,
+    pub data: tempfile::TempDir,
+    /// The resource prefix (`<prefix>/bootstrap` is the secret's name).
+    pub prefix: String,
+    /// The environment the commands ran with (endpoint, region, credentials).
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl ServeOnEmulator {
+    pub fn start(tag: &str) -> ServeOnEmulator {
+        let prefix = lambent::ids::new_id(tag).replace('_', "-");
+        let env = vec![
+            ("AWS_ENDPOINT_URL", crate::emulator::endpoint()),
+            ("AWS_REGION", crate::emulator::REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1".to_owned()),
+        ];
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_lambent(&["bootstrap", "--prefix", &prefix], &pairs);
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().display().to_string();
+        let server = LambentProcess::serve(
+            &[
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data_dir,
+                "--backend",
+                "aws",
+                "--prefix",
+                &prefix,
+            ],
+            &pairs,
+        );
+        ServeOnEmulator {
+            server,
+            data,
+            prefix,
+            env,
+        }
+    }
+
+    /// Runs another `lambent` command with the same environment.
+    pub fn run(&self, args: &[&str]) -> String {
+        let pairs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_lambent(args, &pairs)
+    }
+
+    /// The bootstrap admin key the first start saved.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("admin-key")).unwrap()
+    }
+}

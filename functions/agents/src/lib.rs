@@ -6,7 +6,6 @@
 //! | GET POST | `/v1/agents` |
 //! | GET PATCH DELETE | `/v1/agents/{id}` |
 
-use std::str::FromStr;
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
@@ -107,15 +106,7 @@ fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 
 /// A JSON number from 0 to 2, as an exact decimal.
 fn temperature(n: &Number) -> ApiResult<Decimal> {
-    let bad = || ApiError::BadRequest("temperature: must be 0 to 2".into());
-    let raw = n.to_string();
-    let t = Decimal::from_str(&raw)
-        .or_else(|_| Decimal::from_scientific(&raw))
-        .map_err(|_| bad())?;
-    if t < Decimal::ZERO || t > Decimal::TWO {
-        return Err(bad());
-    }
-    Ok(t.normalize())
+    validate::temperature(n)
 }
 
 /// A provider ID that cannot exist is refused here, before the store sees it.

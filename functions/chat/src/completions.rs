@@ -189,7 +189,7 @@ pub async fn create_completion(
         target.max_tokens = max as u32;
     }
     if let Some(t) = &body.temperature {
-        target.temperature = Some(temperature(t)?);
+        target.temperature = Some(lambent::http::validate::temperature(t)?);
     }
     let state = &chat.state;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
@@ -211,18 +211,6 @@ pub async fn create_completion(
         upstream,
         wire,
     ))
-}
-
-fn temperature(n: &serde_json::Number) -> ApiResult<Decimal> {
-    use std::str::FromStr;
-    let raw = n.to_string();
-    let t = Decimal::from_str(&raw)
-        .or_else(|_| Decimal::from_scientific(&raw))
-        .map_err(|_| bad("temperature: must be 0 to 2".into()))?;
-    if t < Decimal::ZERO || t > Decimal::TWO {
-        return Err(bad("temperature: must be 0 to 2".into()));
-    }
-    Ok(t.normalize())
 }
 
 fn completion_id(call: &Prepared) -> String {

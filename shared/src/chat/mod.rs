@@ -208,19 +208,8 @@ async fn prepare(
 /// starts, and returns the reply stream once the provider has answered. If
 /// either fails, the reservation is given back.
 pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<ChunkStream> {
-    let store_user_message = async {
-        match &call.record {
-            Record::SessionTurn {
-                session_id,
-                user_message_id,
-                user_content,
-                ..
-            } => store_user_message(state, call, session_id, user_message_id, user_content).await,
-            Record::Call { .. } => Ok(()),
-        }
-    };
     let (stored, stream) = tokio::join!(
-        store_user_message,
+        store_user_message(state, call),
         llm.stream(&call.endpoint, &call.request)
     );
     let failed = match (stored, stream) {
@@ -234,19 +223,8 @@ pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult
 
 /// The whole reply at once (`"stream": false`), stored and settled.
 pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<Settled> {
-    let store_user_message = async {
-        match &call.record {
-            Record::SessionTurn {
-                session_id,
-                user_message_id,
-                user_content,
-                ..
-            } => store_user_message(state, call, session_id, user_message_id, user_content).await,
-            Record::Call { .. } => Ok(()),
-        }
-    };
     let (stored, reply) = tokio::join!(
-        store_user_message,
+        store_user_message(state, call),
         llm.complete(&call.endpoint, &call.request)
     );
     if let Err(e) = stored {
@@ -276,18 +254,22 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiRes
     }
 }
 
-async fn store_user_message(
-    state: &State,
-    call: &Prepared,
-    session_id: &str,
-    message_id: &str,
-    content: &str,
-) -> ApiResult<()> {
+/// The user's message of a session turn (nothing for other calls).
+async fn store_user_message(state: &State, call: &Prepared) -> ApiResult<()> {
+    let Record::SessionTurn {
+        session_id,
+        user_message_id,
+        user_content,
+        ..
+    } = &call.record
+    else {
+        return Ok(());
+    };
     let ops = messages::user_message_ops(
         &call.owner,
         session_id,
-        message_id,
-        content,
+        user_message_id,
+        user_content,
         call.expires_at,
     );
     match state.store.transact(ops).await {

@@ -60,6 +60,19 @@ pub fn money(field: &str, amount: Decimal) -> Result<Decimal, ApiError> {
     Ok(amount.normalize())
 }
 
+/// A sampling temperature: a JSON number from 0 to 2, as an exact decimal.
+pub fn temperature(n: &serde_json::Number) -> Result<Decimal, ApiError> {
+    let raw = n.to_string();
+    let t = raw
+        .parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&raw))
+        .map_err(|_| bad("temperature", "must be 0 to 2"))?;
+    if t < Decimal::ZERO || t > Decimal::TWO {
+        return Err(bad("temperature", "must be 0 to 2"));
+    }
+    Ok(t.normalize())
+}
+
 /// A whole number within `range`.
 pub fn whole(field: &str, n: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ApiError> {
     if range.contains(&n) {
