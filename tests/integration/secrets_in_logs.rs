@@ -1,12 +1,17 @@
 //! No secret reaches the logs: the real `lambent` binary, logging everything
-//! down to `debug` as JSON, driven through every identity route; then its
-//! whole log output is searched for every API key and provider key used.
+//! down to `debug` as JSON, driven through every identity route and a chat
+//! with the fake provider; then its whole log output is searched for every
+//! API key and provider key used, and for the conversation's text.
 
+use lambent_fake_provider::{FakeProvider, Reply};
 use lambent_tests::app::{send_json, LambentProcess};
 use serde_json::{json, Value};
 
 const PROVIDER_KEY: &str = "sk-ant-LOGCANARY-0123456789abcdef";
 const ROTATED_KEY: &str = "sk-ant-LOGCANARY-rotated-fedcba98";
+/// Words of the conversation: message content is never logged either.
+const USER_WORDS: &str = "CONTENTCANARY-user-asks";
+const REPLY_WORDS: &str = "CONTENTCANARY-model-answers";
 
 #[tokio::test]
 async fn no_api_key_or_provider_key_appears_in_the_logs() {
@@ -33,6 +38,7 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
         log,
     );
     let admin = std::fs::read_to_string(data_dir.join("admin-key")).unwrap();
+    let fake = FakeProvider::start().await.unwrap();
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
         send_json(&client, method, server.url(path), key.to_owned(), body)
@@ -61,7 +67,7 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
         &member,
         Some(
             json!({"kind": "openai_compatible", "name": "local", "api_key": PROVIDER_KEY,
-                    "base_url": "http://127.0.0.1:9/v1"}),
+                    "base_url": fake.openai_base_url()}),
         ),
     )
     .await;
@@ -90,13 +96,68 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
         Some(json!({"kind": "openai", "name": "z", "api_key": 12345, "extra": PROVIDER_KEY})),
     )
     .await;
-    call(
+    let (status, agent) = call(
         M::POST,
         "/v1/agents",
         &member,
         Some(json!({"name": "a", "provider_id": provider_id, "model": "gpt-4o"})),
     )
     .await;
+    assert_eq!(status, 201, "{agent}");
+    // A chat, streamed and whole, an OpenAI-style call, and a provider
+    // refusing the key: the provider only accepts the rotated key.
+    fake.set_api_key(Some(ROTATED_KEY));
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let (status, session) = call(
+        M::POST,
+        "/v1/sessions",
+        &member,
+        Some(json!({"agent_id": agent_id})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let messages = format!("/v1/sessions/{}/messages", session["id"].as_str().unwrap());
+    fake.push(Reply::text(REPLY_WORDS));
+    let (status, _) = call(
+        M::POST,
+        &messages,
+        &member,
+        Some(json!({"content": USER_WORDS})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    fake.push(Reply::text(REPLY_WORDS));
+    let (status, reply) = call(
+        M::POST,
+        &messages,
+        &member,
+        Some(json!({"content": USER_WORDS, "stream": false})),
+    )
+    .await;
+    assert_eq!(reply["content"], REPLY_WORDS, "{status}");
+    fake.push(Reply::text(REPLY_WORDS));
+    let (status, _) = call(
+        M::POST,
+        "/v1/chat/completions",
+        &member,
+        Some(json!({"model": agent_id, "messages": [{"role": "user", "content": USER_WORDS}]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    fake.set_api_key(Some("sk-another-key"));
+    let (status, _) = call(
+        M::POST,
+        &messages,
+        &member,
+        Some(json!({"content": USER_WORDS})),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        fake.requests()[0].header("authorization"),
+        Some(format!("Bearer {ROTATED_KEY}").as_str())
+    );
+    call(M::GET, &messages, &member, None).await;
     call(M::GET, "/v1/agents", &member, None).await;
     call(M::GET, "/v1/providers", &member, None).await;
     call(M::GET, "/v1/keys", &member, None).await;
@@ -113,6 +174,10 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
     // The capture works: there are request lines with principals in them.
     assert!(logs.contains("request served"), "no request logs captured");
     assert!(logs.contains(&user_id), "principals are not logged");
+    assert!(
+        logs.contains("/v1/sessions/{id}/messages"),
+        "no chat request logged"
+    );
     let secret_of = |key: &str| key.rsplit('_').next().unwrap().to_owned();
     for needle in [
         admin.clone(),
@@ -123,6 +188,7 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
         PROVIDER_KEY.to_owned(),
         ROTATED_KEY.to_owned(),
         "LOGCANARY".to_owned(),
+        "CONTENTCANARY".to_owned(),
     ] {
         assert!(
             !logs.contains(&needle),
