@@ -719,3 +719,101 @@ async fn agent_problems_are_clear_errors() {
     assert!(stream.raw.contains(&w.agent_id));
     assert!(w.fake.requests().is_empty(), "no call reached the provider");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_the_provider_read() {
+    let w = ChatWorld::start().await;
+    let session = w.session(json!({})).await;
+    // 64 MiB in 1 KiB deltas: on loopback the provider would be read to the
+    // end in well under a second if nothing held it.
+    let chunk = "x".repeat(1024);
+    w.fake.push(Reply::repeated(&chunk, 64 * 1024));
+    let mut response = w
+        .app
+        .request(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            &w.key,
+        )
+        .json(&json!({"content": "flood me"}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = 0usize;
+    while seen < 64 * 1024 {
+        seen += response.chunk().await.unwrap().unwrap().len();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.fake.open_streams(),
+        1,
+        "the provider stream is still open"
+    );
+    assert_eq!(
+        w.fake.completed_streams(),
+        0,
+        "the provider was read to the end"
+    );
+    // Hanging up lets the reply drain; it is stored, cut at 256 KiB.
+    drop(response);
+    let mut stored = None;
+    for _ in 0..300 {
+        let history = w.history(&session, 10, "asc").await;
+        if history.len() == 2 {
+            stored = Some(history[1].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = stored.expect("the reply was never stored");
+    assert_eq!(stored["status"], "incomplete");
+    assert_eq!(stored["truncated"], true);
+    assert_eq!(stored["content"].as_str().unwrap().len(), 256 * 1024);
+    assert_eq!(w.fake.completed_streams(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_turns_in_one_session_are_all_kept_and_counted() {
+    let w = ChatWorld::start().await;
+    let session = w.session(json!({})).await;
+    w.fake.set_default(
+        Reply::text("ok")
+            .usage(FakeUsage {
+                input: 10,
+                output: 2,
+                ..FakeUsage::default()
+            })
+            .first_byte_delay(Duration::from_millis(100)),
+    );
+    let turns = (0..8).map(|i| {
+        let client = w.app.client.clone();
+        let url = w.app.url(&format!("/v1/sessions/{session}/messages"));
+        let key = w.key.clone();
+        tokio::spawn(async move {
+            let body = json!({"content": format!("turn {i}"), "stream": i % 2 == 0});
+            lambent_tests::app::send_json(&client, Method::POST, url, key, Some(body)).await
+        })
+    });
+    for turn in turns {
+        assert_eq!(turn.await.unwrap().0, 200);
+    }
+    let history = w.history(&session, 100, "asc").await;
+    assert_eq!(history.len(), 16);
+    let mut asked: Vec<String> = history
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        (0..8).map(|i| format!("turn {i}")).collect::<Vec<_>>()
+    );
+    let (_, s) = w
+        .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+        .await;
+    assert_eq!(s["message_count"], 16);
+    // 8 calls of 10*3 + 2*15 = 60 micro-dollars.
+    assert_eq!(s["cost_usd"], "0.00048");
+    assert_eq!(s["usage"]["input_tokens"], 80);
+}

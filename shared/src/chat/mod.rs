@@ -100,7 +100,12 @@ pub async fn prepare_session_turn(
     let Some(session) = sessions::get(store, owner, session_id).await? else {
         return Err(ApiError::NotFound("session"));
     };
-    let target = Target::of_agent(state, owner, &session.agent_id, "the session's agent").await?;
+    // The agent (with its provider and key) and the user's limit, at once.
+    let (target, user) = tokio::join!(
+        Target::of_agent(state, owner, &session.agent_id, "the session's agent"),
+        users::get(store, owner),
+    );
+    let (target, user) = (target?, user?.ok_or(ApiError::NotFound("user"))?);
     let budget = target.context_token_budget;
     let fixed = target
         .system
@@ -126,16 +131,12 @@ pub async fn prepare_session_turn(
         assistant_message_id,
         user_content: content,
     };
-    prepare(
-        state,
-        owner,
-        target,
-        turns,
-        fixed + history_tokens,
-        Some(&session),
-        record,
-    )
-    .await
+    let prompt_tokens = fixed + history_tokens;
+    let limits = Limits {
+        monthly: user.monthly_budget_usd,
+        session: Some(&session),
+    };
+    prepare(state, owner, target, turns, prompt_tokens, limits, record).await
 }
 
 /// A call outside any session (OpenAI-compatible completions): `turns` as
@@ -157,7 +158,20 @@ pub async fn prepare_call(
     let record = Record::Call {
         call_id: crate::ids::new_sortable_id("call"),
     };
-    prepare(state, owner, target, turns, prompt_tokens, None, record).await
+    let Some(user) = users::get(state.store.as_ref(), owner).await? else {
+        return Err(ApiError::NotFound("user"));
+    };
+    let limits = Limits {
+        monthly: user.monthly_budget_usd,
+        session: None,
+    };
+    prepare(state, owner, target, turns, prompt_tokens, limits, record).await
+}
+
+/// The spending limits a call must fit.
+struct Limits<'a> {
+    monthly: Option<Decimal>,
+    session: Option<&'a Session>,
 }
 
 async fn prepare(
@@ -166,21 +180,18 @@ async fn prepare(
     target: Target,
     turns: Vec<Turn>,
     prompt_tokens: u64,
-    session: Option<&Session>,
+    limits: Limits<'_>,
     record: Record,
 ) -> ApiResult<Prepared> {
     let store = state.store.as_ref();
-    let Some(user) = users::get(store, owner).await? else {
-        return Err(ApiError::NotFound("user"));
-    };
     let day = crate::time::today();
     let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
     let reservation = budgets::reserve(
         store,
         owner,
         crate::time::month_of(&day),
-        user.monthly_budget_usd,
-        session,
+        limits.monthly,
+        limits.session,
         worst,
     )
     .await?;
