@@ -202,6 +202,20 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
         "only the assistant message was written here"
     );
     assert_eq!(page.items[0].cost_usd, Some(d(COST)));
+
+    // Deleting the user deletes the session, its messages, its aggregates
+    // and its month: nothing of theirs is left.
+    lambent::repos::users::delete(store, &owner).await.unwrap();
+    for pk in [
+        lambent::repos::users::partition(&owner),
+        sessions::messages_partition(&ses.id),
+    ] {
+        let left = store
+            .query(lambent::ports::Query::partition(pk.as_str()))
+            .await
+            .unwrap();
+        assert!(left.items.is_empty(), "{pk} keeps {:?}", left.items);
+    }
 }
 
 pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
