@@ -22,3 +22,4 @@ pub mod secret;
 pub mod state;
 pub mod telemetry;
 pub mod time;
+pub mod ttl_cache;

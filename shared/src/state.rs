@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::chat::Targets;
 use crate::config::{Config, ConfigError};
 use crate::identity::Identity;
 use crate::ports::{ItemStore, KeyCipher, Queue, Secrets};
@@ -20,6 +21,8 @@ pub struct State {
     pub identity: Arc<Identity>,
     /// The model catalog as this process last read it.
     pub catalog: Arc<Catalog>,
+    /// Agents resolved for model calls, briefly cached.
+    pub targets: Arc<Targets>,
 }
 
 impl State {
@@ -32,6 +35,7 @@ impl State {
     ) -> State {
         let identity = Arc::new(Identity::new(secrets.clone(), config.auth_cache));
         let catalog = Arc::new(Catalog::new(config.auth_cache));
+        let targets = Arc::new(Targets::new(config.auth_cache));
         State {
             config: Arc::new(config),
             store,
@@ -40,6 +44,7 @@ impl State {
             secrets,
             identity,
             catalog,
+            targets,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! | GET POST | `/v1/agents` |
 //! | GET PATCH DELETE | `/v1/agents/{id}` |
 
-
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
@@ -255,6 +254,7 @@ async fn update_agent(
         spec,
     )
     .await?;
+    state.targets.evict_owner(&principal.user_id);
     Ok(Json(agents::view(store, &state.catalog, agent).await?))
 }
 
@@ -269,6 +269,7 @@ async fn delete_agent(
 ) -> ApiResult<StatusCode> {
     validate::id(&id, agents::ID_PREFIX, "agent")?;
     agents::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    state.targets.evict_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

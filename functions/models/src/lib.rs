@@ -118,6 +118,7 @@ async fn upsert_model(
         .catalog
         .upsert(state.store.as_ref(), &name, body.provider_kind, prices)
         .await?;
+    state.targets.clear();
     let status = if added {
         StatusCode::CREATED
     } else {

@@ -231,6 +231,7 @@ async fn update_provider(
         change,
     )
     .await?;
+    state.targets.evict_owner(&principal.user_id);
     Ok(Json(provider))
 }
 
@@ -245,6 +246,7 @@ async fn delete_provider(
 ) -> ApiResult<StatusCode> {
     validate::id(&id, providers::ID_PREFIX, "provider")?;
     providers::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    state.targets.evict_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

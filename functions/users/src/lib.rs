@@ -178,6 +178,7 @@ async fn delete_user(
     validate::id(&id, users::ID_PREFIX, "user")?;
     users::delete(state.store.as_ref(), &id).await?;
     state.identity.cache().evict_user(&id);
+    state.targets.evict_owner(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,7 +13,7 @@
 
 mod target;
 
-pub use target::Target;
+pub use target::{Target, Targets};
 
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! provider and model named directly (`<provider name>/<model>`). Anything
 //! missing is a clear 4xx here, before a reservation or a provider call.
 
+use std::time::Duration;
+
 use rust_decimal::Decimal;
 
 use crate::error::{ApiError, ApiResult};
@@ -11,6 +13,33 @@ use crate::repos::models::Prices;
 use crate::repos::providers::{self, Provider};
 use crate::secret::SecretString;
 use crate::state::State;
+use crate::ttl_cache::TtlCache;
+
+/// Agents resolved into targets (provider, decrypted key, prices), kept per
+/// process for `LAMBENT_AUTH_CACHE_SECS`: a turn then skips three reads and a
+/// KMS call. A change made through this process evicts its owner's entries at
+/// once; other processes see it within the lifetime, as with API keys.
+pub struct Targets {
+    cache: TtlCache<(String, String), Target>,
+}
+
+impl Targets {
+    pub fn new(ttl: Duration) -> Targets {
+        Targets {
+            cache: TtlCache::new(ttl),
+        }
+    }
+
+    /// Forgets every agent (a model was repriced).
+    pub fn clear(&self) {
+        self.cache.evict_where(|_, _| true);
+    }
+
+    /// Forgets every agent of `owner` (an agent or a provider changed).
+    pub fn evict_owner(&self, owner: &str) {
+        self.cache.evict_where(|(o, _), _| o == owner);
+    }
+}
 
 #[derive(Clone)]
 pub struct Target {

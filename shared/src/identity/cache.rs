@@ -3,68 +3,40 @@
 //! in every other process within the cache's lifetime
 //! (`LAMBENT_AUTH_CACHE_SECS`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::repos::keys::KeyRecord;
+use crate::ttl_cache::TtlCache;
 
-/// Bound on entries, so a flood of distinct key IDs cannot grow memory.
-const MAX_ENTRIES: usize = 10_000;
-
+/// Key records by key ID.
 pub struct KeyCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (KeyRecord, Instant)>>,
+    entries: TtlCache<String, KeyRecord>,
 }
 
 impl KeyCache {
     pub fn new(ttl: Duration) -> KeyCache {
         KeyCache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: TtlCache::new(ttl),
         }
     }
 
     /// The record if it was read within the cache's lifetime. The caller
     /// still verifies the presented secret against its hash.
     pub fn get(&self, key_id: &str) -> Option<KeyRecord> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key_id)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(record, _)| record.clone())
+        self.entries.get(&key_id.to_owned())
     }
 
     pub fn insert(&self, record: KeyRecord) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        if entries.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(record.key_id.clone(), (record, Instant::now()));
+        self.entries.insert(record.key_id.clone(), record);
     }
 
     /// Forgets every key of a user (deleted, or its role changed).
     pub fn evict_user(&self, user_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, (record, _)| record.user_id != user_id);
-        }
+        self.entries
+            .evict_where(|_, record| record.user_id == user_id);
     }
 
     pub fn evict(&self, key_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key_id);
-        }
+        self.entries.remove(&key_id.to_owned());
     }
 }
