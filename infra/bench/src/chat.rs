@@ -184,6 +184,26 @@ pub fn parse_threads(status: &str) -> Option<u64> {
     })
 }
 
+/// User plus system CPU time of a process, in clock ticks (fields 14 and 15
+/// of `/proc/<pid>/stat`; the command name, field 2, may hold spaces and
+/// parentheses, so fields are counted after its last `)`).
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// User plus system CPU time a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_cpu_ticks(&stat)?;
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
 /// `VmRSS` of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -194,6 +214,22 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 pub fn hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_status_kib(&status, "VmHWM")
+}
+
+/// `RssAnon`, `RssFile` and `RssShmem` of a process, for the progress log.
+pub fn rss_breakdown(pid: u32) -> String {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return "n/a".into();
+    };
+    ["RssAnon", "RssFile", "RssShmem"]
+        .iter()
+        .map(|field| {
+            let value = parse_status_kib(&status, field)
+                .map_or_else(|| "n/a".to_owned(), |kib| format!("{kib} KiB"));
+            format!("{field} {value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Threads of a process.
@@ -246,6 +282,9 @@ fn verdict(met: Option<bool>) -> &'static str {
 pub struct SideBySide {
     pub direct: Option<Latencies>,
     pub through: Option<Latencies>,
+    /// Lambent's user + system CPU time over the measured calls, divided by
+    /// the calls through it.
+    pub lambent_cpu_per_call: Option<Duration>,
 }
 
 impl SideBySide {
@@ -274,6 +313,9 @@ pub struct OpenStreams {
     /// The last sample before the streams were closed.
     pub end_rss_kib: u64,
     pub open_threads: Option<u64>,
+    pub end_threads: Option<u64>,
+    /// Streams that were being opened at once.
+    pub open_concurrency: usize,
     pub hold: Duration,
     /// Time to open all the streams.
     pub opening: Duration,
@@ -348,6 +390,15 @@ pub struct Report {
     pub idle_rss_kib: Option<u64>,
     pub streams: Option<OpenStreams>,
     pub big: Option<BigReply>,
+    /// Plain API calls to lambent, for context: what any request costs.
+    pub probes: Vec<Probe>,
+}
+
+/// Sequential calls of one plain route of lambent.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub what: String,
+    pub latencies: Latencies,
 }
 
 impl Report {
@@ -411,6 +462,16 @@ impl Report {
                     met,
                 ]);
             }
+            if let Some(cpu) = side.lambent_cpu_per_call {
+                row([
+                    format!("{name}: lambent CPU time (user + sys) per call"),
+                    "".into(),
+                    "".into(),
+                    us(Some(cpu)),
+                    "".into(),
+                    "".into(),
+                ]);
+            }
         }
         row([
             "RSS of lambent, idle after setup".into(),
@@ -434,10 +495,13 @@ impl Report {
             ]);
             row([
                 format!(
-                    "RSS with {} open streams: peak over {:.0} s held (at all open / at the end; threads: {})",
+                    "RSS with {} open streams ({} opened at a time): peak over {:.0} s held \
+                     (at all open / at the end; threads at all open / at the end: {} / {})",
                     s.streams,
+                    s.open_concurrency,
                     s.hold.as_secs_f64(),
-                    opt(s.open_threads)
+                    opt(s.open_threads),
+                    opt(s.end_threads)
                 ),
                 "".into(),
                 format!(
@@ -528,6 +592,26 @@ impl Report {
                 "".into(),
             ]);
         }
+        if !self.probes.is_empty() {
+            out.push_str(
+                "\nFor context, plain routes of lambent on the same connection and client:\n\n",
+            );
+            out.push_str(
+                "| request | calls | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n",
+            );
+            for probe in &self.probes {
+                let l = probe.latencies;
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    probe.what,
+                    l.count,
+                    us(Some(l.p50)),
+                    us(Some(l.p90)),
+                    us(Some(l.p99)),
+                    us(Some(l.max))
+                ));
+            }
+        }
         out
     }
 }
@@ -584,6 +668,7 @@ mod tests {
         let side = SideBySide {
             direct: Latencies::of(&[Duration::from_micros(100)]),
             through: Latencies::of(&[Duration::from_micros(350)]),
+            lambent_cpu_per_call: None,
         };
         assert_eq!(side.added_p99_us().map(f64::round), Some(250.0));
         assert_eq!(
@@ -673,6 +758,15 @@ mod tests {
     }
 
     #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4242 (lambent (x) y) S 1 4242 4242 0 -1 4194560 1405 0 0 0 \
+                    170 35 0 0 20 0 9 0 12345 123456789 4000 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(205));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
     fn per_stream_memory_is_the_growth_over_idle_divided() {
         let s = OpenStreams {
             streams: 1000,
@@ -708,18 +802,38 @@ mod tests {
             ttft: SideBySide {
                 direct: Latencies::of(&[Duration::from_micros(100)]),
                 through: Latencies::of(&[Duration::from_micros(200)]),
+                lambent_cpu_per_call: Some(Duration::from_micros(420)),
             },
             whole: SideBySide {
                 direct: Latencies::of(&[Duration::from_micros(100)]),
                 through: Latencies::of(&[Duration::from_micros(300)]),
+                lambent_cpu_per_call: None,
             },
             idle_rss_kib: Some(10_240),
             streams: None,
             big: None,
+            probes: vec![Probe {
+                what: "GET /v1/sessions/{id}".into(),
+                latencies: Latencies {
+                    count: 3,
+                    p50: Duration::from_micros(50),
+                    p90: Duration::from_micros(60),
+                    p99: Duration::from_micros(70),
+                    max: Duration::from_micros(80),
+                },
+            }],
         };
         let table = report.markdown();
         assert!(table.contains("| TTFT, streamed p99 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs | added ≤ 250 µs | yes |"), "{table}");
         assert!(table.contains("| latency, non-streamed p99 (1 calls each) | 100.0 µs | 300.0 µs | +200.0 µs | added ≤ 100 µs | **no** |"), "{table}");
         assert!(table.contains("10.00 MiB"), "{table}");
+        assert!(
+            table.contains("| TTFT, streamed: lambent CPU time (user + sys) per call |  |  | 420.0 µs |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| GET /v1/sessions/{id} | 3 | 50.0 µs | 60.0 µs | 70.0 µs | 80.0 µs |"),
+            "{table}"
+        );
     }
 }

@@ -246,7 +246,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiRes
         Ok(completion) => {
             let mut text = ReplyText::default();
             text.push(&completion.text);
-            settle(
+            let mut settled = settle(
                 state.store.as_ref(),
                 call,
                 Outcome {
@@ -256,7 +256,10 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiRes
                     stop_reason: completion.stop_reason,
                 },
             )
-            .await
+            .await?;
+            // The caller gets the whole reply, even past what is stored.
+            settled.text = completion.text;
+            Ok(settled)
         }
         Err(e) => {
             release(state, call).await;
