@@ -828,7 +828,9 @@ mod tests {
         assert!(table.contains("| latency, non-streamed p99 (1 calls each) | 100.0 µs | 300.0 µs | +200.0 µs | added ≤ 100 µs | **no** |"), "{table}");
         assert!(table.contains("10.00 MiB"), "{table}");
         assert!(
-            table.contains("| TTFT, streamed: lambent CPU time (user + sys) per call |  |  | 420.0 µs |"),
+            table.contains(
+                "| TTFT, streamed: lambent CPU time (user + sys) per call |  |  | 420.0 µs |"
+            ),
             "{table}"
         );
         assert!(

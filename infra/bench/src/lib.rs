@@ -4,6 +4,9 @@
 //!
 //! The orchestration (moto, child processes, valgrind) lives in
 //! `src/bin/coldstart.rs`.
+//!
+//! The streamed chat benchmark's pieces are in [`chat`]; its orchestration
+//! in `src/bin/chatbench.rs`.
 
 pub mod chat;
 
