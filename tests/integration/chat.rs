@@ -103,6 +103,24 @@ async fn a_streamed_reply_arrives_in_order_and_reads_back_from_history() {
     assert_eq!(s["usage"], end["usage"]);
     assert_eq!(s["message_count"], 2);
 
+    // The turn is in the audit log (written beside the stream, not before it).
+    let admin = w.app.admin_key();
+    let mut audited = false;
+    for _ in 0..50 {
+        let (_, audit) = w
+            .app
+            .call(Method::GET, "/v1/audit?limit=100", &admin, None)
+            .await;
+        audited = audit["items"].as_array().unwrap().iter().any(|e| {
+            e["route"] == "/v1/sessions/{id}/messages" && e["user_id"] == w.user_id.as_str()
+        });
+        if audited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(audited, "the streamed turn has no audit entry");
+
     // The next turn sends the history before the new message.
     w.fake.push(Reply::text("Again."));
     let second = w.chat(&session, "Once more").await;

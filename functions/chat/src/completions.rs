@@ -198,7 +198,7 @@ pub async fn create_completion(
         let settled = chat::complete(state, &chat.llm, &call).await?;
         return Ok(Json(completion(&call, &settled, created)).into_response());
     }
-    let upstream = chat::start(state, &chat.llm, &call).await?;
+    let started = chat::start(state, &chat.llm, &call).await?;
     let wire = OpenAiChunks {
         id: completion_id(&call),
         model: call.model.clone(),
@@ -208,7 +208,7 @@ pub async fn create_completion(
     Ok(crate::events::stream_reply(
         state.clone(),
         call,
-        upstream,
+        started,
         wire,
     ))
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use lambent::chat::{self, Outcome, Prepared, ReplyText, Settled};
+use lambent::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
 use lambent::error::ApiError;
-use lambent::llm::{Chunk, ChunkStream, ProviderError, Usage};
+use lambent::llm::{Chunk, ProviderError, Usage};
 use lambent::repos::messages::MessageStatus;
 use lambent::repos::sessions::TokenCounts;
 use lambent::state::State;
@@ -93,15 +93,10 @@ impl Wire for LambentEvents {
 }
 
 /// The response that streams `call`'s reply from `upstream` in `wire`'s format.
-pub fn stream_reply(
-    state: State,
-    call: Prepared,
-    upstream: ChunkStream,
-    wire: impl Wire,
-) -> Response {
+pub fn stream_reply(state: State, call: Prepared, started: Started, wire: impl Wire) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(BUFFERED_EVENTS);
     let request_id = lambent::http::current_request_id();
-    tokio::spawn(pump(state, call, upstream, tx, request_id, wire).in_current_span());
+    tokio::spawn(pump(state, call, started, tx, request_id, wire).in_current_span());
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -148,7 +143,7 @@ impl Client {
 async fn pump(
     state: State,
     call: Prepared,
-    mut upstream: ChunkStream,
+    started: Started,
     tx: mpsc::Sender<Event>,
     request_id: String,
     mut wire: impl Wire,
@@ -164,6 +159,7 @@ async fn pump(
     let mut stop_reason = None;
     let mut failure: Option<ProviderError> = None;
     let mut drain_until: Option<Instant> = None;
+    let mut upstream = started.stream;
     loop {
         if client.gone() && drain_until.is_none() {
             drain_until = Some(Instant::now() + state.config.stream_drain_timeout);
@@ -196,6 +192,13 @@ async fn pump(
         }
     }
     drop(upstream);
+    // The user's message goes before the reply. If it could not be stored
+    // (its session was deleted meanwhile) the settle still counts the cost.
+    match started.user_message.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the user's message was not stored"),
+        Err(e) => tracing::error!(error = %e, "storing the user's message failed"),
+    }
 
     let status = if client.gone() {
         MessageStatus::Incomplete

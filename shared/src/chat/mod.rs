@@ -20,6 +20,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::error::{ApiError, ApiResult};
+use tracing::Instrument;
+
 use crate::llm::{ChatRequest, ChunkStream, Endpoint, LlmClient, ProviderError, Role, Turn, Usage};
 use crate::ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
 use crate::repos::budgets::{self, Reservation};
@@ -215,21 +217,32 @@ async fn prepare(
     })
 }
 
-/// Stores the user's message (for a session turn) while the provider call
-/// starts, and returns the reply stream once the provider has answered. If
-/// either fails, the reservation is given back.
-pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<ChunkStream> {
-    let (stored, stream) = tokio::join!(
-        store_user_message(state, call),
-        llm.stream(&call.endpoint, &call.request)
-    );
-    let failed = match (stored, stream) {
-        (Ok(()), Ok(stream)) => return Ok(stream),
-        (Err(e), _) => e,
-        (Ok(()), Err(e)) => provider_error(e),
-    };
-    release(state, call).await;
-    Err(failed)
+/// A reply on its way: the provider's stream, and the write of the user's
+/// message, which the settle waits for (so the two are stored in order).
+pub struct Started {
+    pub stream: ChunkStream,
+    pub user_message: tokio::task::JoinHandle<ApiResult<()>>,
+}
+
+/// Starts the provider call while the user's message (for a session turn)
+/// is stored, and returns as soon as the provider has answered: the first
+/// token does not wait for the write. If the provider fails, the
+/// reservation is given back.
+pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> ApiResult<Started> {
+    let user_message = tokio::spawn(store_user_message(state, call).in_current_span());
+    match llm.stream(&call.endpoint, &call.request).await {
+        Ok(stream) => Ok(Started {
+            stream,
+            user_message,
+        }),
+        Err(e) => {
+            if let Ok(Err(stored)) = user_message.await {
+                tracing::warn!(error = %stored, "the user's message was not stored");
+            }
+            release(state, call).await;
+            Err(provider_error(e))
+        }
+    }
 }
 
 /// The whole reply at once (`"stream": false`), stored and settled.
@@ -268,28 +281,34 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> ApiRes
     }
 }
 
-/// The user's message of a session turn (nothing for other calls).
-async fn store_user_message(state: &State, call: &Prepared) -> ApiResult<()> {
-    let Record::SessionTurn {
-        session_id,
-        user_message_id,
-        user_content,
-        ..
-    } = &call.record
-    else {
-        return Ok(());
+/// Writes the user's message of a session turn (nothing for other calls).
+fn store_user_message(
+    state: &State,
+    call: &Prepared,
+) -> impl std::future::Future<Output = ApiResult<()>> + Send + 'static {
+    let ops = match &call.record {
+        Record::SessionTurn {
+            session_id,
+            user_message_id,
+            user_content,
+            ..
+        } => Some(messages::user_message_ops(
+            &call.owner,
+            session_id,
+            user_message_id,
+            user_content,
+            call.expires_at,
+        )),
+        Record::Call { .. } => None,
     };
-    let ops = messages::user_message_ops(
-        &call.owner,
-        session_id,
-        user_message_id,
-        user_content,
-        call.expires_at,
-    );
-    match state.store.transact(ops).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_condition_failure() => Err(ApiError::NotFound("session")),
-        Err(e) => Err(e.into()),
+    let store = state.store.clone();
+    async move {
+        let Some(ops) = ops else { return Ok(()) };
+        match store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_condition_failure() => Err(ApiError::NotFound("session")),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::request::Parts;
 use http::Method;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::identity::Principal;
@@ -63,25 +64,59 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
 
     let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if writes && response.status().is_success() {
-        let request_id = super::current_request_id();
-        let entry = audit::NewEntry {
-            user_id: &principal.user_id,
-            key_id: &principal.key_id,
-            method: method.as_str(),
-            route: &route,
-            path: &path,
-            status: response.status().as_u16(),
-            request_id: &request_id,
-        };
-        // The write itself has happened; a lost audit entry is an operator
-        // alarm, not a reason to tell the client it failed.
-        if let Err(e) =
-            audit::record(state.store.as_ref(), entry, state.config.audit_ttl_days).await
-        {
-            tracing::error!(error = %e, %route, "audit entry not recorded");
+        let record = record_audit(
+            state,
+            principal,
+            method,
+            route,
+            path,
+            response.status().as_u16(),
+            super::current_request_id(),
+        );
+        if is_stream(&response) {
+            // A stream's first bytes do not wait for the entry: the
+            // request is still running (in Lambda too, until its body ends),
+            // and the entry is written meanwhile.
+            tokio::spawn(record.in_current_span());
+        } else {
+            record.await;
         }
     }
     response
+}
+
+fn is_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Writes the audit entry of a successful write.
+async fn record_audit(
+    state: State,
+    principal: Principal,
+    method: Method,
+    route: String,
+    path: String,
+    status: u16,
+    request_id: String,
+) {
+    let entry = audit::NewEntry {
+        user_id: &principal.user_id,
+        key_id: &principal.key_id,
+        method: method.as_str(),
+        route: &route,
+        path: &path,
+        status,
+        request_id: &request_id,
+    };
+    // The write itself has happened; a lost audit entry is an operator
+    // alarm, not a reason to tell the client it failed.
+    if let Err(e) = audit::record(state.store.as_ref(), entry, state.config.audit_ttl_days).await {
+        tracing::error!(error = %e, %route, "audit entry not recorded");
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

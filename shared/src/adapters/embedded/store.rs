@@ -47,12 +47,14 @@ fn decode(key: Key, attrs: &str, expires_at: Option<i64>) -> StoreResult<Item> {
 
 /// The live item at `key`; expired items read as absent.
 fn load(conn: &Connection, key: &Key, now: i64) -> StoreResult<Option<Item>> {
+    // Cached statements: parsing the SQL again on every call was a seventh
+    // of the CPU of a chat turn (docs/PERFORMANCE.md).
     let row: Option<(String, Option<i64>)> = conn
-        .query_row(
-            "SELECT attrs, expires_at FROM items WHERE pk = ?1 AND sk = ?2",
-            params![key.pk, key.sk.as_bytes()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT attrs, expires_at FROM items WHERE pk = ?1 AND sk = ?2")
+        .map_err(sql)?
+        .query_row(params![key.pk, key.sk.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
         .map_err(sql)?;
     match row {
@@ -63,21 +65,21 @@ fn load(conn: &Connection, key: &Key, now: i64) -> StoreResult<Option<Item>> {
 }
 
 fn save(conn: &Connection, item: &Item) -> StoreResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO items (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
-        params![item.key.pk, item.key.sk.as_bytes(), encode(item)?, item.expires_at],
     )
+    .map_err(sql)?
+    .execute(params![item.key.pk, item.key.sk.as_bytes(), encode(item)?, item.expires_at])
     .map_err(sql)?;
     Ok(())
 }
 
 fn remove(conn: &Connection, key: &Key) -> StoreResult<()> {
-    conn.execute(
-        "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
-        params![key.pk, key.sk.as_bytes()],
-    )
-    .map_err(sql)?;
+    conn.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
+        .map_err(sql)?
+        .execute(params![key.pk, key.sk.as_bytes()])
+        .map_err(sql)?;
     Ok(())
 }
 
