@@ -1006,25 +1006,3 @@ async fn stream_opening_comes_before_the_first_token_delay() {
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert!(String::from_utf8_lossy(&rest).contains("late"));
 }
-
-/// 200 MB through the stream (run with `--ignored --nocapture` for a figure).
-#[tokio::test]
-#[ignore]
-async fn throughput_200mb() {
-    let fake = FakeProvider::start().await.unwrap();
-    fake.push(Reply::repeated(&"x".repeat(1_000), 200_000));
-    let started = Instant::now();
-    let resp = anthropic(&fake, anthropic_req(true)).await;
-    let mut body = resp.bytes_stream();
-    let mut total = 0usize;
-    while let Some(chunk) = body.next().await {
-        total += chunk.unwrap().len();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{total} bytes in {secs:.2}s: {:.0} MB/s",
-        total as f64 / secs / 1e6
-    );
-    assert!(total > 200_000_000);
-    assert_eq!(fake.completed_streams(), 1);
-}
