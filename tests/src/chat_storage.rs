@@ -265,6 +265,28 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
             .await
             .is_err()
     );
+
+    // A reservation on a session deleted meanwhile still gives the month's
+    // share back.
+    let (owner, _, ses) = session(s, Some("1")).await;
+    let held = budgets::reserve(
+        store,
+        &owner,
+        &month,
+        Some(d("0.02")),
+        Some(&ses),
+        d("0.02"),
+    )
+    .await
+    .unwrap();
+    sessions::delete(store, &owner, &ses.id).await.unwrap();
+    budgets::release(store, &held).await.unwrap();
+    assert!(
+        budgets::reserve(store, &owner, &month, Some(d("0.02")), None, d("0.02"))
+            .await
+            .is_ok(),
+        "the month's share was not released"
+    );
 }
 
 pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {

@@ -162,8 +162,21 @@ pub async fn release(store: &dyn ItemStore, reservation: &Reservation) -> ApiRes
     }
     match store.transact(ops).await {
         Ok(()) => Ok(()),
-        // The session went away meanwhile: nothing of it is left to release.
-        Err(e) if e.is_condition_failure() && reservation.month_amount.is_zero() => Ok(()),
+        // The session went away meanwhile: nothing of it is left to release,
+        // but the month's share still is.
+        Err(e) if e.is_condition_failure() => {
+            if reservation.month_amount.is_zero() {
+                return Ok(());
+            }
+            store
+                .update(
+                    &month_key(&reservation.owner, &reservation.month),
+                    Update::new().add("committed_usd", -reservation.month_amount),
+                    None,
+                )
+                .await?;
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
