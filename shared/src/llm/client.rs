@@ -77,6 +77,22 @@ pub fn request_url(endpoint: &Endpoint) -> String {
     }
 }
 
+/// TLS to providers: rustls on aws-lc-rs (the crypto the AWS SDK already
+/// links) with the Mozilla root store compiled in, certificates always
+/// verified, HTTP/1.1 only.
+fn tls_config() -> Result<rustls::ClientConfig, ProviderError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProviderError::Connection(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 impl LlmClient {
     /// Builds the client (its TLS configuration and connection pool).
     pub fn new(settings: ClientSettings) -> Result<LlmClient, ProviderError> {
@@ -84,7 +100,7 @@ impl LlmClient {
             allow_private: settings.allow_private,
         };
         let http = reqwest::Client::builder()
-            .use_rustls_tls()
+            .use_preconfigured_tls(tls_config()?)
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.idle_timeout)
             .tcp_nodelay(true)
