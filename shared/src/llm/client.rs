@@ -78,24 +78,16 @@ pub fn request_url(endpoint: &Endpoint) -> String {
 }
 
 /// TLS to providers: rustls on aws-lc-rs (the crypto the AWS SDK already
-/// links) with the system's root certificates (as the AWS SDK loads them),
-/// certificates always verified, HTTP/1.1 only. No usable root is a start-up
-/// failure.
+/// links), certificates always verified, HTTP/1.1 only. The Mozilla root
+/// store is compiled in: parsing the system's CA bundle instead costs
+/// millions of instructions at every cold start (docs/PERFORMANCE.md).
 fn tls_config() -> Result<rustls::ClientConfig, ProviderError> {
-    let bad = |why: String| ProviderError::Connection(format!("TLS configuration: {why}"));
     let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(bad(format!(
-            "no root certificate found ({} errors)",
-            found.errors.len()
-        )));
-    }
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| ProviderError::Connection(format!("TLS configuration: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
