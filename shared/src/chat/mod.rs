@@ -370,6 +370,8 @@ pub struct Settled {
     pub usage: Usage,
     pub cost_usd: Decimal,
     pub stop_reason: Option<String>,
+    /// The whole reply, from [`complete`] only (a stream has already
+    /// delivered it); empty otherwise.
     pub text: String,
 }
 
@@ -391,7 +393,7 @@ pub async fn settle(
         usage: outcome.usage,
         cost_usd,
         stop_reason: outcome.stop_reason.clone(),
-        text: outcome.text.text.clone(),
+        text: String::new(),
     };
     let facts = CallFacts {
         owner: &call.owner,

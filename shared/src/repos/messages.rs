@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::models::Prices;
 use super::sessions::{self, TokenCounts};
-use super::{opt_decimal, opt_text, text, PageRequest, Paged};
+use super::{count, opt_decimal, opt_text, text, PageRequest, Paged};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::llm::{Role, Turn, Usage};
@@ -191,10 +191,6 @@ pub fn assistant_message_op(
         item,
         condition: Some(Condition::NotExists),
     }
-}
-
-fn count(item: &Item, name: &str) -> ApiResult<u64> {
-    Ok(super::whole(item, name)?.max(0) as u64)
 }
 
 fn from_item(session_id: &str, item: &Item) -> ApiResult<Message> {

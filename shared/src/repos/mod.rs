@@ -92,6 +92,11 @@ pub(crate) fn whole(item: &Item, name: &str) -> ApiResult<i64> {
         .ok_or_else(|| corrupt(item, name))
 }
 
+/// A required count (tokens, messages): a whole number, never below zero.
+pub(crate) fn count(item: &Item, name: &str) -> ApiResult<u64> {
+    Ok(whole(item, name)?.max(0) as u64)
+}
+
 /// The part of a sort key after its type prefix (`AGENT#agt_1` -> `agt_1`).
 pub(crate) fn id_after<'a>(item: &'a Item, prefix: &str) -> ApiResult<&'a str> {
     item.key

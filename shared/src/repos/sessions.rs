@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::users::{self, alive};
-use super::{cascade, opt_decimal, opt_text, text, whole, PageRequest, Paged};
+use super::{cascade, count, opt_decimal, opt_text, text, PageRequest, Paged};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::llm::Usage;
@@ -79,10 +79,6 @@ pub struct NewSession {
     pub agent_id: String,
     pub title: Option<String>,
     pub budget_usd: Option<Decimal>,
-}
-
-fn count(item: &Item, name: &str) -> ApiResult<u64> {
-    Ok(whole(item, name)?.max(0) as u64)
 }
 
 fn from_item(item: &Item) -> ApiResult<Session> {
