@@ -37,13 +37,13 @@ impl AwsResources {
     /// lacks fails the start, naming the variable.
     pub fn from_env(env: &dyn Env, needs: Needs) -> Result<AwsResources, ConfigError> {
         let mut queue_urls = BTreeMap::new();
-        if needs.queue {
+        for queue in needs.queues {
             queue_urls.insert(
-                QueueName::Steps,
+                *queue,
                 required(
                     env,
-                    "LAMBENT_STEPS_QUEUE_URL",
-                    "the workflow steps queue URL",
+                    queue.url_variable(),
+                    "the URL of a queue the function uses",
                 )?,
             );
         }
@@ -134,7 +134,7 @@ pub async fn aws(
             false => queue
                 .ping()
                 .await
-                .map_err(|e| dependency("queue (LAMBENT_STEPS_QUEUE_URL)")(e.to_string())),
+                .map_err(|e| dependency("queue (LAMBENT_*_QUEUE_URL)")(e.to_string())),
             true => Ok(()),
         }
     };
@@ -214,7 +214,11 @@ mod tests {
     fn a_missing_resource_names_its_variable() {
         let base = [("LAMBENT_TABLE", "t"), ("LAMBENT_SECRET_ID", "s")];
         assert!(AwsResources::from_env(&env(&base), Needs::STORE_ONLY).is_ok());
-        let err = AwsResources::from_env(&env(&base), Needs::ALL);
+        let all = Needs {
+            cipher: true,
+            queues: &[QueueName::Steps, QueueName::StepsDeadLetter],
+        };
+        let err = AwsResources::from_env(&env(&base), all);
         assert!(
             matches!(
                 err,
@@ -237,7 +241,24 @@ mod tests {
             "{err:?}"
         );
         let with_queue = [base[0], base[1], ("LAMBENT_STEPS_QUEUE_URL", "q")];
-        let err = AwsResources::from_env(&env(&with_queue), Needs::ALL);
+        let err = AwsResources::from_env(&env(&with_queue), all);
+        assert!(
+            matches!(
+                err,
+                Err(ConfigError::Missing {
+                    name: "LAMBENT_STEPS_DLQ_URL",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let with_queues = [
+            base[0],
+            base[1],
+            ("LAMBENT_STEPS_QUEUE_URL", "q"),
+            ("LAMBENT_STEPS_DLQ_URL", "d"),
+        ];
+        let err = AwsResources::from_env(&env(&with_queues), all);
         assert!(
             matches!(
                 err,

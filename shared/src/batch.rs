@@ -7,14 +7,14 @@ use std::future::Future;
 
 use futures::future::join_all;
 
-/// Runs `handle` on every `(message_id, body)` concurrently and returns the
-/// IDs of the messages that failed (to be retried, then dead-lettered).
-pub async fn failed_messages<F, Fut, E>(
-    messages: impl IntoIterator<Item = (String, String)>,
+/// Runs `handle` on every `(message_id, message)` concurrently and returns
+/// the IDs of the messages that failed (to be retried, then dead-lettered).
+pub async fn failed_messages<M, F, Fut, E>(
+    messages: impl IntoIterator<Item = (String, M)>,
     handle: F,
 ) -> Vec<String>
 where
-    F: Fn(String) -> Fut,
+    F: Fn(M) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {

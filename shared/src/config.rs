@@ -68,6 +68,14 @@ pub struct Config {
     pub provider_idle_timeout: Duration,
     /// How long a reply is still read (and billed) after its client went away.
     pub stream_drain_timeout: Duration,
+    /// Attempts of a workflow step before it and its run fail.
+    pub step_max_attempts: u32,
+    /// How long a worker holds a step it is running. It bounds the step's
+    /// model call, and a step whose worker died is taken over after it, so
+    /// it must stay below the steps queue's visibility timeout.
+    pub step_lease: Duration,
+    /// Pause before a failed step's first retry; it doubles with each attempt.
+    pub step_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +102,9 @@ impl Default for Config {
             provider_connect_timeout: Duration::from_secs(5),
             provider_idle_timeout: Duration::from_secs(120),
             stream_drain_timeout: Duration::from_secs(120),
+            step_max_attempts: 3,
+            step_lease: Duration::from_secs(150),
+            step_backoff: Duration::from_secs(5),
         }
     }
 }
@@ -173,6 +184,15 @@ impl Config {
             stream_drain_timeout: number(env, "LAMBENT_STREAM_DRAIN_SECS", 0..=900)?
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.stream_drain_timeout),
+            step_max_attempts: number(env, "LAMBENT_STEP_MAX_ATTEMPTS", 1..=20)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.step_max_attempts),
+            step_lease: number(env, "LAMBENT_STEP_LEASE_MS", 100..=3_600_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.step_lease),
+            step_backoff: number(env, "LAMBENT_STEP_BACKOFF_MS", 0..=300_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.step_backoff),
         })
     }
 }

@@ -23,3 +23,4 @@ pub mod state;
 pub mod telemetry;
 pub mod time;
 pub mod ttl_cache;
+pub mod workflows;

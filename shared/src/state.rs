@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::chat::Targets;
 use crate::config::{Config, ConfigError};
 use crate::identity::Identity;
-use crate::ports::{ItemStore, KeyCipher, Queue, Secrets};
+use crate::ports::{ItemStore, KeyCipher, Queue, QueueName, Secrets};
 use crate::repos::models::Catalog;
 
 #[derive(Clone)]
@@ -55,17 +55,14 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Needs {
     pub cipher: bool,
-    pub queue: bool,
+    /// The queues it sends to or acknowledges on.
+    pub queues: &'static [QueueName],
 }
 
 impl Needs {
     pub const STORE_ONLY: Needs = Needs {
         cipher: false,
-        queue: false,
-    };
-    pub const ALL: Needs = Needs {
-        cipher: true,
-        queue: true,
+        queues: &[],
     };
 }
 

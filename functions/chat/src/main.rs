@@ -7,7 +7,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     lambent::telemetry::init(lambent::telemetry::format_from_env());
     let state = lambent::backend::aws_from_env(Needs {
         cipher: true,
-        queue: false,
+        queues: &[],
     })
     .await?;
     let chat = lambent_fn_chat::Chat::new(state)?;

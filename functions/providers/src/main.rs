@@ -6,7 +6,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     lambent::telemetry::init(lambent::telemetry::format_from_env());
     let state = lambent::backend::aws_from_env(Needs {
         cipher: true,
-        queue: false,
+        queues: &[],
     })
     .await?;
     lambda_http::run(lambent_fn_providers::router(state)).await

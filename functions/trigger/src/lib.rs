@@ -1,10 +1,19 @@
 //! Starts workflow runs from events on the triggers queue:
 //! `{"workflow_id": "...", "input": {...}, "idempotency_key": "..."}`.
 //!
-//! Starting runs lands with the workflows issue; until then a well-formed
-//! trigger fails (and is retried, then dead-lettered) rather than being dropped.
+//! A run starts as through `POST /v1/workflows/{id}/runs`, for the
+//! workflow's owner, with the same idempotency: an event without a key uses
+//! its SQS message ID, so a redelivered event never starts a second run. An
+//! event that cannot start a run (malformed, an unknown workflow, input the
+//! prompts cannot use, a deleted agent) moves to the dead-letter queue at
+//! once; the rest of its batch goes on.
+
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambent::error::ApiError;
+use lambent::ports::queue::{QueueName, Received};
+use lambent::repos::{runs, workflows};
 use lambent::state::State;
 use serde::Deserialize;
 
@@ -20,34 +29,92 @@ pub struct Trigger {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
-    #[error("malformed trigger: {0}")]
-    Malformed(String),
-    #[error("starting workflow runs is not implemented yet")]
-    NotImplemented,
+    /// The store or the queue failed: the event is retried.
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
 }
 
-pub fn parse(body: &str) -> Result<Trigger, TriggerError> {
-    serde_json::from_str(body).map_err(|e| TriggerError::Malformed(e.to_string()))
+/// Why an event cannot start a run.
+fn refusal(body: &str) -> Result<Trigger, String> {
+    let trigger: Trigger =
+        serde_json::from_str(body).map_err(|e| format!("malformed trigger: {e}"))?;
+    lambent::http::validate::id(&trigger.workflow_id, workflows::ID_PREFIX, "workflow")
+        .map_err(|_| "workflow_id: not a workflow ID (`wfl_...`)".to_owned())?;
+    if let Some(key) = &trigger.idempotency_key {
+        runs::check_idempotency_key(key).map_err(|e| e.to_string())?;
+    }
+    Ok(trigger)
 }
 
-/// Handles one trigger message.
-pub async fn start_run(_state: &State, body: &str) -> Result<(), TriggerError> {
-    let _trigger = parse(body)?;
-    Err(TriggerError::NotImplemented)
+/// Handles one trigger event. `Ok` means it may be deleted.
+pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerError> {
+    let trigger = match refusal(&message.body) {
+        Ok(trigger) => trigger,
+        Err(reason) => return dead_letter(state, message, &reason).await,
+    };
+    let store = state.store.as_ref();
+    let unavailable = |e: ApiError| TriggerError::Unavailable(e.to_string());
+    let found = match workflows::owner_of(store, &trigger.workflow_id)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(owner) => workflows::get(store, &owner, &trigger.workflow_id)
+            .await
+            .map_err(unavailable)?
+            .map(|w| (owner, w)),
+        None => None,
+    };
+    let Some((owner, workflow)) = found else {
+        return dead_letter(state, message, "there is no such workflow").await;
+    };
+    let key = trigger
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| format!("sqs:{}", message.message_id));
+    match runs::start(state, &owner, &workflow, trigger.input, Some(&key)).await {
+        Ok(started) => {
+            tracing::info!(
+                run_id = %started.run_id,
+                workflow_id = %workflow.id,
+                created = started.created,
+                "run started from a trigger"
+            );
+            Ok(())
+        }
+        Err(e @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => Err(unavailable(e)),
+        Err(refused) => dead_letter(state, message, &refused.to_string()).await,
+    }
+}
+
+async fn dead_letter(state: &State, message: &Received, reason: &str) -> Result<(), TriggerError> {
+    tracing::warn!(message_id = %message.message_id, reason, "trigger dead-lettered");
+    let body = if message.body.is_empty() {
+        "(empty message)"
+    } else {
+        &message.body
+    };
+    state
+        .queue
+        .send(QueueName::TriggersDeadLetter, body, Duration::ZERO)
+        .await
+        .map_err(|e| TriggerError::Unavailable(e.to_string()))?;
+    Ok(())
 }
 
 /// Handles an SQS batch, reporting each failed message by ID.
 pub async fn handle_batch(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    let messages = event
-        .records
-        .into_iter()
-        .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()));
+    let messages = event.records.into_iter().map(|m| {
+        let received = Received {
+            receive_count: 1,
+            message_id: m.message_id.unwrap_or_default(),
+            receipt: m.receipt_handle.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+        };
+        (received.message_id.clone(), received)
+    });
     let failed =
-        lambent::batch::failed_messages(
-            messages,
-            |body| async move { start_run(state, &body).await },
-        )
-        .await;
+        lambent::batch::failed_messages(messages, |m| async move { start_run(state, &m).await })
+            .await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failed
         .into_iter()

@@ -1,51 +1,126 @@
 //! The workflow worker: consumes the steps queue (an SQS event source with
-//! `ReportBatchItemFailures` in AWS; the queue port in `lambent serve`).
+//! `ReportBatchItemFailures` in AWS; the queue port in `lambent serve`) and
+//! runs each step to completion at most once in effect.
 //!
-//! Running steps lands with the workflows issue; until then every step
-//! message fails, so it is retried and then dead-lettered, never lost.
+//! A step message `{"run_id", "step_id"}` is handled in [`step`]:
+//!
+//! 1. **claim**: one conditional write takes the step (`ready`, or
+//!    `running` under a lease that ran out) and returns all it needs;
+//! 2. the model call, with the step's budget reserved first;
+//! 3. **checkpoint**: one transaction stores the output and cost on the
+//!    step, counts them in the run, the month and the usage aggregates, and
+//!    passes the output to the successors, guarded by the step's move to
+//!    `succeeded`: a redelivery finds it done and only moves on;
+//! 4. **enqueue** the successors that are ready, each once;
+//! 5. the run succeeds with its last step.
+//!
+//! A failure is retried with backoff (the message's visibility timeout);
+//! after the last attempt, or at once when retrying cannot help (a deleted
+//! agent, a refused key, a budget), the step and its run fail and the
+//! message moves to the dead-letter queue. So does a message that is not a
+//! step message at all.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use lambent::state::State;
+mod step;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// Not a step message at all: retrying cannot help.
-    #[error("malformed step message: {0}")]
-    Malformed(String),
-    #[error("running workflow steps is not implemented yet")]
-    NotImplemented,
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambent::llm::LlmClient;
+use lambent::ports::queue::Received;
+use lambent::state::{StartError, State};
+
+pub use step::StepError;
+
+/// The points of a step where a test may stop the worker as if its process
+/// died there: nothing after it happens, and the message is not deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// The step is claimed; the model was not called.
+    Claimed,
+    /// The model answered; nothing is stored.
+    Answered,
+    /// Output and cost are stored; no successor is enqueued.
+    Checkpointed,
+    /// The successors are enqueued; the message is not deleted.
+    Enqueued,
 }
 
-/// Handles one step message.
-pub async fn run_step(_state: &State, body: &str) -> Result<(), StepError> {
-    let message: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| StepError::Malformed(e.to_string()))?;
-    if !message.is_object() {
-        return Err(StepError::Malformed("expected a JSON object".into()));
+/// Decides, at each [`Point`] of a step, whether the worker stops there.
+pub type CrashAt = Arc<dyn Fn(Point, &str) -> bool + Send + Sync>;
+
+/// What the worker keeps across messages: the state, the provider HTTP
+/// client (built once per cold start) and, in tests, where to crash.
+#[derive(Clone)]
+pub struct Worker {
+    pub state: State,
+    pub llm: LlmClient,
+    crash_at: Option<CrashAt>,
+}
+
+impl Worker {
+    pub fn new(state: State) -> Result<Worker, StartError> {
+        let llm =
+            LlmClient::new(state.config.llm_client()).map_err(|e| StartError::Dependency {
+                name: "provider HTTP client",
+                detail: e.to_string(),
+            })?;
+        Ok(Worker {
+            state,
+            llm,
+            crash_at: None,
+        })
     }
-    Err(StepError::NotImplemented)
-}
 
-/// Handles an SQS batch, reporting each failed message by ID.
-pub async fn handle_batch(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    let messages = event
-        .records
-        .into_iter()
-        .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()));
-    let failed =
-        lambent::batch::failed_messages(
-            messages,
-            |body| async move { run_step(state, &body).await },
+    /// A worker that stops where `crash_at(point, step_id)` says, to test
+    /// recovery from a crash at every point of a step.
+    pub fn crashing(mut self, crash_at: CrashAt) -> Worker {
+        self.crash_at = Some(crash_at);
+        self
+    }
+
+    fn crashes(&self, point: Point, step_id: &str) -> bool {
+        self.crash_at.as_ref().is_some_and(|f| f(point, step_id))
+    }
+
+    /// Handles one step message. `Ok` means it may be deleted; an error
+    /// leaves it on the queue to come back after its visibility timeout
+    /// (which a retry has set to its backoff).
+    pub async fn handle(&self, message: &Received) -> Result<(), StepError> {
+        step::handle(self, message).await
+    }
+
+    /// Handles an SQS batch, each message at once, reporting the failed
+    /// ones by ID.
+    pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        let messages = event.records.into_iter().map(received);
+        let failed = lambent::batch::failed_messages(
+            messages.map(|m| (m.message_id.clone(), m)),
+            |m| async move { self.handle(&m).await },
         )
         .await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .map(|id| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            failure
-        })
-        .collect();
-    response
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failed
+            .into_iter()
+            .map(|id| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                failure
+            })
+            .collect();
+        response
+    }
+}
+
+/// An SQS record as the queue port presents a received message.
+fn received(m: SqsMessage) -> Received {
+    Received {
+        receive_count: m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1),
+        message_id: m.message_id.unwrap_or_default(),
+        receipt: m.receipt_handle.unwrap_or_default(),
+        body: m.body.unwrap_or_default(),
+    }
 }

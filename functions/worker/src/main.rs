@@ -2,14 +2,20 @@
 //! handle SQS batches with partial batch failures.
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
+use lambent::ports::QueueName;
 use lambent::state::Needs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambent::telemetry::init(lambent::telemetry::format_from_env());
-    let state = &lambent::backend::aws_from_env(Needs::ALL).await?;
+    let state = lambent::backend::aws_from_env(Needs {
+        cipher: true,
+        queues: &[QueueName::Steps, QueueName::StepsDeadLetter],
+    })
+    .await?;
+    let worker = &lambent_fn_worker::Worker::new(state)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(lambent_fn_worker::handle_batch(state, event.payload).await)
+        Ok::<_, lambda_runtime::Error>(worker.handle_batch(event.payload).await)
     }))
     .await
 }

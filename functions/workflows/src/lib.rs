@@ -1,4 +1,6 @@
-//! Workflow definitions and runs.
+//! Workflow definitions and runs. A definition is checked whole when it is
+//! created; a run starts with one transaction and its first steps on the
+//! steps queue, and the worker (`functions/worker`) does the rest.
 //!
 //! | method | route |
 //! |---|---|
@@ -7,26 +9,35 @@
 //! | POST | `/v1/workflows/{id}/runs` |
 //! | GET | `/v1/runs/{id}` |
 //! | POST | `/v1/runs/{id}/cancel` |
-//!
-//! The routes need an API key, then answer 501 until their issue lands; the crate, its template
-//! resource and its wiring into `lambent serve` already exist.
 
-use axum::routing::{get, post};
-use axum::Router;
-use lambent::http::not_implemented;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use lambent::error::{ApiError, ApiResult};
+use lambent::http::pagination::listed;
+use lambent::http::{validate, Body, ListPage, ListParams};
+use lambent::identity::Principal;
+use lambent::repos::runs::{self, RunView};
+use lambent::repos::workflows::{self, Workflow};
 use lambent::state::State;
+use lambent::workflows::{Definition, StepSpec};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes with their OpenAPI description.
+pub fn documented() -> OpenApiRouter<State> {
+    OpenApiRouter::new()
+        .routes(routes!(list_workflows, create_workflow))
+        .routes(routes!(get_workflow, delete_workflow))
+        .routes(routes!(start_run))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+}
 
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
-    let routes = Router::new()
-        .route("/v1/workflows", get(not_implemented).post(not_implemented))
-        .route(
-            "/v1/workflows/{id}",
-            get(not_implemented).delete(not_implemented),
-        )
-        .route("/v1/workflows/{id}/runs", post(not_implemented))
-        .route("/v1/runs/{id}", get(not_implemented))
-        .route("/v1/runs/{id}/cancel", post(not_implemented));
+    let (routes, _) = documented().split_for_parts();
     lambent::http::protect(routes, &state).with_state(state)
 }
 
@@ -34,4 +45,154 @@ pub fn routes(state: State) -> Router {
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
     lambent::http::service(routes(state), &config)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateWorkflow {
+    #[schema(pattern = "\\S", max_length = 200)]
+    name: String,
+    /// 1 to 40 steps; `depends_on` must not form a cycle.
+    #[schema(min_items = 1, max_items = 40)]
+    steps: Vec<StepSpec>,
+}
+
+/// Define a workflow. Every step's ID, dependencies, placeholders and
+/// agent are checked now; a mistake is a 400 that names it.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = CreateWorkflow,
+    responses((status = 201, body = Workflow)))]
+async fn create_workflow(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Body(body): Body<CreateWorkflow>,
+) -> ApiResult<(StatusCode, Json<Workflow>)> {
+    let definition = Definition::validate(&body.name, body.steps)?;
+    let workflow = workflows::create(state.store.as_ref(), &principal.user_id, definition).await?;
+    Ok((StatusCode::CREATED, Json(workflow)))
+}
+
+/// List your workflows.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListParams),
+    responses((status = 200, body = ListPage<Workflow>)))]
+async fn list_workflows(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<ListPage<Workflow>>> {
+    let scope = format!("workflows:{}", principal.user_id);
+    let page = params.page(&state, &scope).await?;
+    let found = workflows::list(state.store.as_ref(), &principal.user_id, page).await?;
+    Ok(Json(listed(&state, &scope, found).await?))
+}
+
+async fn own_workflow(state: &State, principal: &Principal, id: &str) -> ApiResult<Workflow> {
+    validate::id(id, workflows::ID_PREFIX, "workflow")?;
+    workflows::get(state.store.as_ref(), &principal.user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("workflow"))
+}
+
+/// Read one of your workflows.
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "workflow ID (`wfl_...`)")),
+    responses((status = 200, body = Workflow)))]
+async fn get_workflow(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Workflow>> {
+    Ok(Json(own_workflow(&state, &principal, &id).await?))
+}
+
+/// Delete one of your workflows. Its runs go on and stay readable.
+#[utoipa::path(delete, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "workflow ID (`wfl_...`)")),
+    responses((status = 204, description = "deleted")))]
+async fn delete_workflow(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    validate::id(&id, workflows::ID_PREFIX, "workflow")?;
+    workflows::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    /// The values of the prompts' `{{input.<name>}}` placeholders.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: serde_json::Map<String, serde_json::Value>,
+    /// Starting again with the same key returns the same run.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunStarted {
+    run_id: String,
+}
+
+/// Start a run of one of your workflows. Its first steps are queued at
+/// once; follow it with `GET /v1/runs/{id}`.
+#[utoipa::path(post, path = "/v1/workflows/{id}/runs", tag = "workflows",
+    params(("id" = String, Path, description = "workflow ID (`wfl_...`)")),
+    request_body = StartRun,
+    responses((status = 202, body = RunStarted)))]
+async fn start_run(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<StartRun>,
+) -> ApiResult<(StatusCode, Json<RunStarted>)> {
+    let workflow = own_workflow(&state, &principal, &id).await?;
+    let started = runs::start(
+        &state,
+        &principal.user_id,
+        &workflow,
+        body.input,
+        body.idempotency_key.as_deref(),
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunStarted {
+            run_id: started.run_id,
+        }),
+    ))
+}
+
+/// Read one of your runs: its status, each step's status, attempts, output,
+/// error and cost, and the run's total cost, while it runs and after.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "run ID (`run_...`)")),
+    responses((status = 200, body = RunView)))]
+async fn get_run(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    validate::id(&id, runs::ID_PREFIX, "run")?;
+    runs::get(state.store.as_ref(), &principal.user_id, &id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("run"))
+}
+
+/// Cancel one of your runs: no further step starts (one already running
+/// finishes and is billed). 409 if the run has already finished.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "workflows",
+    params(("id" = String, Path, description = "run ID (`run_...`)")),
+    responses((status = 200, body = RunView)))]
+async fn cancel_run(
+    Extract(state): Extract<State>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    validate::id(&id, runs::ID_PREFIX, "run")?;
+    Ok(Json(
+        runs::cancel(state.store.as_ref(), &principal.user_id, &id).await?,
+    ))
 }

@@ -47,6 +47,7 @@ pub fn document() -> OpenApi {
         lambent_fn_agents::documented(),
         lambent_fn_sessions::documented(),
         lambent_fn_usage::documented(),
+        lambent_fn_workflows::documented(),
     ] {
         let (_, doc) = part.split_for_parts();
         api.merge(doc);

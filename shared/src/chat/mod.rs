@@ -15,8 +15,6 @@ mod target;
 
 pub use target::{Target, Targets};
 
-use std::time::Duration;
-
 use rust_decimal::Decimal;
 
 use crate::error::{ApiError, ApiResult};
@@ -375,10 +373,6 @@ pub struct Settled {
     pub text: String,
 }
 
-/// Attempts of a settle that meets concurrent writers (DynamoDB cancels
-/// transactions that touch an item another transaction is writing).
-const SETTLE_ATTEMPTS: u32 = 6;
-
 /// Stores the reply, counts its cost in every aggregate and settles the
 /// reservation: one transaction, guarded by the create-only reply (or call
 /// marker), so it counts once however often it is retried.
@@ -437,7 +431,7 @@ pub async fn settle(
             },
         ];
         ops.extend(common.iter().cloned());
-        match transact_retrying(store, ops).await {
+        match crate::repos::transact_retrying(store, ops).await {
             Ok(()) => return Ok(settled),
             Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => {
                 // Already stored and counted by an earlier attempt.
@@ -464,7 +458,7 @@ pub async fn settle(
         condition: Some(Condition::NotExists),
     }];
     ops.extend(common);
-    match transact_retrying(store, ops).await {
+    match crate::repos::transact_retrying(store, ops).await {
         Ok(()) => Ok(settled),
         Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => Ok(settled),
         Err(e) => Err(e.into()),
@@ -485,18 +479,4 @@ fn session_totals(call: &Prepared, u: &Usage, cost_usd: Decimal) -> Update {
         .add("message_count", Decimal::TWO)
         .set("updated_at", crate::time::now_rfc3339())
         .expire_at(Some(call.expires_at))
-}
-
-async fn transact_retrying(store: &dyn ItemStore, ops: Vec<TxOp>) -> Result<(), StoreError> {
-    let mut attempt = 0;
-    loop {
-        match store.transact(ops.clone()).await {
-            Err(StoreError::Conflict) if attempt + 1 < SETTLE_ATTEMPTS => {
-                attempt += 1;
-                let jitter = u64::from(crate::ids::random_bytes::<1>()[0]) % 10;
-                tokio::time::sleep(Duration::from_millis((10 << attempt) + jitter)).await;
-            }
-            other => return other,
-        }
-    }
 }

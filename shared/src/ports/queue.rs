@@ -33,6 +33,16 @@ impl QueueName {
         }
     }
 
+    /// The environment variable that holds its URL in a Lambda function.
+    pub fn url_variable(self) -> &'static str {
+        match self {
+            QueueName::Steps => "LAMBENT_STEPS_QUEUE_URL",
+            QueueName::Triggers => "LAMBENT_TRIGGERS_QUEUE_URL",
+            QueueName::StepsDeadLetter => "LAMBENT_STEPS_DLQ_URL",
+            QueueName::TriggersDeadLetter => "LAMBENT_TRIGGERS_DLQ_URL",
+        }
+    }
+
     /// The dead-letter queue this queue redrives to, if any.
     pub fn dead_letter(self) -> Option<QueueName> {
         match self {

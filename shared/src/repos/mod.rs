@@ -11,14 +11,16 @@ pub mod messages;
 pub mod models;
 pub mod providers;
 pub mod rate_limits;
+pub mod runs;
 pub mod sessions;
 pub mod usage;
 pub mod users;
+pub mod workflows;
 
 use rust_decimal::Decimal;
 
 use crate::error::{ApiError, ApiResult};
-use crate::ports::{Item, ItemStore, Query, StoreCursor, Value};
+use crate::ports::{Item, ItemStore, Query, StoreCursor, StoreError, TxOp, Value};
 
 /// What a listing asks of the store: a page size and where to continue.
 #[derive(Debug, Clone, Default)]
@@ -103,4 +105,28 @@ pub(crate) fn id_after<'a>(item: &'a Item, prefix: &str) -> ApiResult<&'a str> {
         .sk
         .strip_prefix(prefix)
         .ok_or_else(|| corrupt(item, "sk"))
+}
+
+/// Attempts of a transaction that meets concurrent writers (DynamoDB
+/// cancels transactions that touch an item another transaction is writing).
+const TRANSACT_ATTEMPTS: u32 = 6;
+
+/// Runs a transaction, retrying conflicts with concurrent writers with
+/// growing, jittered pauses. A failed condition is returned at once.
+pub(crate) async fn transact_retrying(
+    store: &dyn ItemStore,
+    ops: Vec<TxOp>,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.transact(ops.clone()).await {
+            Err(StoreError::Conflict) if attempt + 1 < TRANSACT_ATTEMPTS => {
+                attempt += 1;
+                let jitter = u64::from(crate::ids::random_bytes::<1>()[0]) % 10;
+                tokio::time::sleep(std::time::Duration::from_millis((10 << attempt) + jitter))
+                    .await;
+            }
+            other => return other,
+        }
+    }
 }

@@ -87,6 +87,8 @@ impl Text {
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
     Text(Text),
+    /// The request's last user message after a prefix.
+    Echo(String),
     HttpError {
         status: u16,
         kind: String,
@@ -143,12 +145,22 @@ impl Reply {
 
     /// A text reply, streamed in deltas of [`TEXT_CHUNK_CHARS`] characters.
     pub fn text(text: &str) -> Reply {
-        let chars: Vec<char> = text.chars().collect();
-        let chunks: Vec<String> = chars
-            .chunks(TEXT_CHUNK_CHARS)
-            .map(|c| c.iter().collect())
-            .collect();
-        Reply::with_body(Body::Text(Text::Chunks(chunks.into())))
+        Reply::with_body(Body::Text(text_chunks(text)))
+    }
+
+    /// A reply that answers `prefix` followed by the text of the request's
+    /// last user message, so a test can see what each call was asked.
+    pub fn echo(prefix: &str) -> Reply {
+        Reply::with_body(Body::Echo(prefix.to_owned()))
+    }
+
+    /// The reply to `request`: an echo becomes its text.
+    pub(crate) fn answering(mut self, request: &serde_json::Map<String, serde_json::Value>) -> Reply {
+        if let Body::Echo(prefix) = &self.body {
+            let text = format!("{prefix}{}", last_user_text(request));
+            self.body = Body::Text(text_chunks(&text));
+        }
+        self
     }
 
     /// A text reply streamed as exactly these deltas.
@@ -270,7 +282,7 @@ impl Reply {
                 output: text.len(),
                 ..FakeUsage::default()
             },
-            (None, Body::HttpError { .. }) => FakeUsage::default(),
+            (None, Body::HttpError { .. } | Body::Echo(_)) => FakeUsage::default(),
         }
     }
 }
@@ -360,5 +372,35 @@ pub(crate) fn default_error_message(kind: &str) -> String {
         "rate_limit_error" => "Rate limit exceeded (fake provider)".to_owned(),
         "api_error" => "Internal server error".to_owned(),
         other => format!("Fake provider error: {other}"),
+    }
+}
+
+pub(crate) fn text_chunks(text: &str) -> Text {
+    let chars: Vec<char> = text.chars().collect();
+    let chunks: Vec<String> = chars
+        .chunks(TEXT_CHUNK_CHARS)
+        .map(|c| c.iter().collect())
+        .collect();
+    Text::Chunks(chunks.into())
+}
+
+/// The text of the last `user` message of either wire format: a string, or
+/// the concatenated `text` parts.
+fn last_user_text(request: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let Some(message) = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+    else {
+        return String::new();
+    };
+    match &message["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect(),
+        _ => String::new(),
     }
 }

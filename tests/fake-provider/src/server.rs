@@ -328,7 +328,7 @@ async fn handle(
             .unwrap_or(false),
     };
 
-    let reply = shared.next_reply();
+    let reply = shared.next_reply().answering(&body);
     if reply.hang {
         std::future::pending::<()>().await;
     }
@@ -425,6 +425,8 @@ fn respond(
             )
         }
         ReplyBody::Text(text) => text.clone(),
+        // Resolved by `answering` before; an echo of nothing is its prefix.
+        ReplyBody::Echo(prefix) => crate::reply::text_chunks(prefix),
     };
     let usage = reply.effective_usage();
     let id = shared.next_id();

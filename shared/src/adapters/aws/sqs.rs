@@ -206,7 +206,9 @@ impl Queue for SqsQueue {
     }
 
     async fn ping(&self) -> QueueResult<()> {
-        let url = self.url(QueueName::Steps)?;
+        let Some(url) = self.urls.values().next() else {
+            return Err(QueueError::NotConfigured("any"));
+        };
         self.client
             .get_queue_attributes()
             .queue_url(url)

@@ -1,0 +1,456 @@
+//! One step message, from claim to the next steps. See the crate's docs for
+//! the protocol; each store write named here is one round trip.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lambent::chat::Target;
+use lambent::error::ApiError;
+use lambent::llm::{ChatRequest, ProviderError, Role, Turn};
+use lambent::ports::queue::{QueueName, Received, MAX_DELAY};
+use lambent::repos::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
+use lambent::repos::{budgets, messages, usage};
+use lambent::workflows::MAX_OUTPUT_BYTES;
+use tracing::Instrument;
+
+use crate::{Point, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step will run again after `after` (the message's visibility
+    /// timeout was set to it).
+    #[error("retrying in {after:?}: {reason}")]
+    Retry { reason: String, after: Duration },
+    /// A test stopped the worker here, as if its process died.
+    #[error("worker stopped at {0:?} (injected crash)")]
+    Crashed(Point),
+    /// The store or the queue failed; the message comes back after its
+    /// visibility timeout.
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StepError {
+    StepError::Unavailable(e.to_string())
+}
+
+/// Why an attempt did not produce a result.
+enum Failure {
+    /// Retrying cannot help: a deleted agent, a refused key, a budget.
+    Permanent(String),
+    /// A provider hiccup or an unavailable dependency.
+    Retryable(String),
+}
+
+pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), StepError> {
+    let parsed = serde_json::from_str::<StepMessage>(&message.body)
+        .ok()
+        .filter(|m| {
+            lambent::http::validate::id(&m.run_id, runs::ID_PREFIX, "run").is_ok()
+                && !m.step_id.is_empty()
+                && m.step_id.len() <= 64
+        });
+    let Some(step) = parsed else {
+        return dead_letter(worker, message, "not a step message").await;
+    };
+    let span = tracing::info_span!("step", run_id = %step.run_id, step_id = %step.step_id);
+    run(worker, message, &step).instrument(span).await
+}
+
+async fn run(worker: &Worker, message: &Received, at: &StepMessage) -> Result<(), StepError> {
+    let config = &worker.state.config;
+    let store = worker.state.store.as_ref();
+    let claimed = runs::claim(
+        store,
+        &at.run_id,
+        &at.step_id,
+        config.step_lease,
+        config.step_max_attempts,
+    )
+    .await
+    .map_err(unavailable)?;
+    match claimed {
+        Some(step) => attempt(worker, message, step).await,
+        None => not_claimed(worker, message, at).await,
+    }
+}
+
+/// The claim was refused: the step is done, held by another worker, out of
+/// attempts, or not a step at all.
+async fn not_claimed(
+    worker: &Worker,
+    message: &Received,
+    at: &StepMessage,
+) -> Result<(), StepError> {
+    let store = worker.state.store.as_ref();
+    let Some(step) = runs::read_step(store, &at.run_id, &at.step_id)
+        .await
+        .map_err(unavailable)?
+    else {
+        return dead_letter(worker, message, "there is no such step").await;
+    };
+    let now = lambent::time::now_epoch_millis();
+    let max = worker.state.config.step_max_attempts;
+    match step.status {
+        // A redelivery of a finished step only moves on.
+        StepStatus::Succeeded => follow_up(worker, &step).await,
+        StepStatus::Failed | StepStatus::Cancelled => Ok(()),
+        StepStatus::Waiting => {
+            dead_letter(
+                worker,
+                message,
+                "the step's dependencies have not succeeded",
+            )
+            .await
+        }
+        StepStatus::Running if step.lease_until_ms >= now => {
+            // Another worker holds it: come back when its lease ends, to
+            // take over if that worker died.
+            let left = Duration::from_millis((step.lease_until_ms - now) as u64);
+            retry(
+                worker,
+                message,
+                left + Duration::from_millis(500),
+                "another worker holds the step",
+            )
+            .await
+        }
+        StepStatus::Running | StepStatus::Ready if step.attempts >= max => {
+            let reason = format!(
+                "the step was started {} times without finishing (its worker stopped or timed out)",
+                step.attempts
+            );
+            runs::fail(store, &step, None, &reason)
+                .await
+                .map_err(unavailable)?;
+            dead_letter(worker, message, &reason).await
+        }
+        StepStatus::Running | StepStatus::Ready => {
+            retry(
+                worker,
+                message,
+                Duration::from_secs(1),
+                "the step changed while it was claimed",
+            )
+            .await
+        }
+    }
+}
+
+/// One attempt of a claimed step.
+async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Result<(), StepError> {
+    let store = worker.state.store.as_ref();
+    let lease = step.lease.clone().unwrap_or_default();
+    if worker.crashes(Point::Claimed, &step.id) {
+        return Err(StepError::Crashed(Point::Claimed));
+    }
+    let result = match call(worker, &step).await? {
+        Ok(result) => result,
+        Err(failure) => {
+            let (reason, permanent) = match failure {
+                Failure::Permanent(r) => (r, true),
+                Failure::Retryable(r) => (r, false),
+            };
+            tracing::warn!(attempt = step.attempts, permanent, error = %reason, "step attempt failed");
+            if permanent || step.attempts >= worker.state.config.step_max_attempts {
+                runs::fail(store, &step, Some(&lease), &reason)
+                    .await
+                    .map_err(unavailable)?;
+                return dead_letter(worker, message, &reason).await;
+            }
+            runs::release(store, &step, &lease, &reason)
+                .await
+                .map_err(unavailable)?;
+            return retry(worker, message, backoff(worker, step.attempts), &reason).await;
+        }
+    };
+
+    match runs::complete(store, &step, &result)
+        .await
+        .map_err(unavailable)?
+    {
+        Completed::Earlier => {
+            // Another attempt stored its result first; this one is not billed.
+            if let Err(e) = budgets::release(store, &result.reservation).await {
+                tracing::error!(error = %e, "could not release a budget reservation");
+            }
+            let Some(now) = runs::read_step(store, &step.run_id, &step.id)
+                .await
+                .map_err(unavailable)?
+            else {
+                return Ok(());
+            };
+            if now.status == StepStatus::Succeeded {
+                return follow_up(worker, &now).await;
+            }
+            Ok(())
+        }
+        Completed::Now {
+            ready,
+            joins,
+            run_finished,
+        } => {
+            tracing::info!(
+                attempt = step.attempts,
+                cost_usd = %result.cost_usd,
+                input_tokens = result.usage.input_tokens,
+                output_tokens = result.usage.output_tokens,
+                run_finished,
+                "step succeeded"
+            );
+            if worker.crashes(Point::Checkpointed, &step.id) {
+                return Err(StepError::Crashed(Point::Checkpointed));
+            }
+            let mut next = ready;
+            for join in step.successors.iter().filter(|s| joins.contains(&s.id)) {
+                if runs::ready_join(store, &step.run_id, join)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    next.push(join.id.clone());
+                }
+            }
+            enqueue(worker, &step.run_id, &next).await?;
+            if worker.crashes(Point::Enqueued, &step.id) {
+                return Err(StepError::Crashed(Point::Enqueued));
+            }
+            if step.sink && !run_finished && step.run_sinks > 1 {
+                runs::finish_if_done(store, &step.run_id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The model call of a claimed step: its agent, its prompt, its budget.
+/// The outer error is a crash or an outage; the inner one the attempt's
+/// failure.
+async fn call(
+    worker: &Worker,
+    step: &StepRecord,
+) -> Result<Result<StepResult, Failure>, StepError> {
+    let state = &worker.state;
+    let target =
+        match Target::of_agent(state, &step.owner, &step.agent_id, "the step's agent").await {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(api_failure(e))),
+        };
+    let prompt = match step
+        .template
+        .render(|id| step.inputs.get(id).map(String::as_str))
+    {
+        Ok(prompt) => prompt,
+        Err(e) => return Ok(Err(Failure::Permanent(e.to_string()))),
+    };
+    let prompt_tokens = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + messages::estimate_tokens(&prompt);
+    if prompt_tokens > target.context_token_budget {
+        return Ok(Err(Failure::Permanent(format!(
+            "the prompt needs about {prompt_tokens} tokens, more than the agent's \
+             context_token_budget of {}",
+            target.context_token_budget
+        ))));
+    }
+    let day = lambent::time::today();
+    let worst = usage::worst_case(prompt_tokens, u64::from(target.max_tokens), &target.prices);
+    let reservation = match budgets::reserve(
+        state.store.as_ref(),
+        &step.owner,
+        lambent::time::month_of(&day),
+        step.monthly_budget_usd,
+        None,
+        worst,
+    )
+    .await
+    {
+        Ok(reservation) => reservation,
+        Err(e) => return Ok(Err(api_failure(e))),
+    };
+    let request = ChatRequest {
+        model: target.model.clone(),
+        system: target.system.clone(),
+        turns: vec![Turn {
+            role: Role::User,
+            content: prompt,
+        }],
+        max_tokens: target.max_tokens,
+        temperature: target.temperature,
+    };
+    // The call must end while the lease holds, or another worker takes over.
+    let limit = state.config.step_lease.mul_f64(0.8);
+    let answered =
+        tokio::time::timeout(limit, worker.llm.complete(&target.endpoint, &request)).await;
+    let completion = match answered {
+        Ok(Ok(completion)) => completion,
+        failed => {
+            if let Err(e) = budgets::release(state.store.as_ref(), &reservation).await {
+                tracing::error!(error = %e, "could not release a budget reservation");
+            }
+            return Ok(Err(match failed {
+                Ok(Err(e)) => provider_failure(e),
+                _ => Failure::Retryable(format!(
+                    "the model call took longer than {} ms",
+                    limit.as_millis()
+                )),
+            }));
+        }
+    };
+    if worker.crashes(Point::Answered, &step.id) {
+        return Err(StepError::Crashed(Point::Answered));
+    }
+    let (output, truncated) = cut(completion.text, MAX_OUTPUT_BYTES);
+    Ok(Ok(StepResult {
+        output,
+        truncated,
+        model: target.model,
+        usage: completion.usage,
+        cost_usd: usage::cost(&completion.usage, &target.prices),
+        day,
+        reservation,
+    }))
+}
+
+fn api_failure(e: ApiError) -> Failure {
+    match e {
+        ApiError::Unavailable(_) | ApiError::Internal(_) => {
+            Failure::Retryable("a dependency is unavailable".into())
+        }
+        ApiError::BudgetExceeded(m) => Failure::Permanent(format!("budget_exceeded: {m}")),
+        other => Failure::Permanent(other.to_string()),
+    }
+}
+
+fn provider_failure(e: ProviderError) -> Failure {
+    let message = e.to_string();
+    match e {
+        ProviderError::Unauthorized { .. }
+        | ProviderError::Rejected { .. }
+        | ProviderError::Forbidden(_) => Failure::Permanent(message),
+        ProviderError::RateLimited { .. }
+        | ProviderError::Overloaded
+        | ProviderError::Upstream { .. }
+        | ProviderError::StreamError { .. }
+        | ProviderError::Connection(_)
+        | ProviderError::Timeout
+        | ProviderError::Protocol(_) => Failure::Retryable(message),
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    (text, true)
+}
+
+/// After a redelivery found the step succeeded: enqueue what its first
+/// delivery may not have (a successor still `ready`, or a join whose
+/// dependencies are all done), and finish the run if it was the last.
+/// Duplicates are harmless: only one claim of a step can win.
+async fn follow_up(worker: &Worker, step: &StepRecord) -> Result<(), StepError> {
+    let store = worker.state.store.as_ref();
+    if !step.successors.is_empty() {
+        let steps = runs::read_steps(store, &step.run_id)
+            .await
+            .map_err(unavailable)?;
+        let by_id: BTreeMap<&str, &StepRecord> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut next = Vec::new();
+        for successor in &step.successors {
+            let Some(found) = by_id.get(successor.id.as_str()) else {
+                continue;
+            };
+            let join_complete = found.status == StepStatus::Waiting
+                && found.deps_done >= successor.deps_total
+                && runs::ready_join(store, &step.run_id, successor)
+                    .await
+                    .map_err(unavailable)?;
+            if found.status == StepStatus::Ready || join_complete {
+                next.push(successor.id.clone());
+            }
+        }
+        enqueue(worker, &step.run_id, &next).await?;
+    }
+    if step.sink {
+        runs::finish_if_done(store, &step.run_id)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+async fn enqueue(worker: &Worker, run_id: &str, steps: &[String]) -> Result<(), StepError> {
+    runs::enqueue(&worker.state, run_id, steps.iter().map(String::as_str))
+        .await
+        .map_err(unavailable)
+}
+
+/// The pause before the retry after attempt `attempts`: the configured
+/// backoff, doubled per attempt, at most SQS's longest delay.
+fn backoff(worker: &Worker, attempts: u32) -> Duration {
+    let base = worker.state.config.step_backoff;
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_DELAY)
+}
+
+/// Leaves the message to come back after `after`.
+async fn retry(
+    worker: &Worker,
+    message: &Received,
+    after: Duration,
+    reason: &str,
+) -> Result<(), StepError> {
+    if let Err(e) = worker
+        .state
+        .queue
+        .change_visibility(QueueName::Steps, &message.receipt, after)
+        .await
+    {
+        // It still comes back, after the queue's own visibility timeout.
+        tracing::warn!(error = %e, "could not set the retry delay");
+    }
+    Err(StepError::Retry {
+        reason: reason.to_owned(),
+        after,
+    })
+}
+
+/// Moves the message to the dead-letter queue (then it may be deleted).
+async fn dead_letter(worker: &Worker, message: &Received, reason: &str) -> Result<(), StepError> {
+    tracing::warn!(message_id = %message.message_id, reason, "step message dead-lettered");
+    let body = if message.body.is_empty() {
+        "(empty message)"
+    } else {
+        &message.body
+    };
+    worker
+        .state
+        .queue
+        .send(QueueName::StepsDeadLetter, body, Duration::ZERO)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        let (text, cut_off) = cut("héllo".to_owned(), 2);
+        assert_eq!((text.as_str(), cut_off), ("h", true));
+        let (text, cut_off) = cut("hi".to_owned(), 2);
+        assert_eq!((text.as_str(), cut_off), ("hi", false));
+    }
+}

@@ -1,0 +1,162 @@
+//! Workflow definitions: `USER#<owner>/WORKFLOW#<id>`, with the steps as
+//! JSON. A lookup record `WORKFLOW#<id>/OWNER` names the owner, so a trigger
+//! event that carries only the workflow's ID finds it; the definition owns
+//! the lookup (see [`super::cascade`]).
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use super::users::{self, alive};
+use super::{cascade, text, PageRequest, Paged};
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::ports::{Condition, Item, ItemStore, Key, Query, TxOp};
+use crate::repos::agents;
+use crate::workflows::{Definition, StepSpec};
+
+pub const ID_PREFIX: &str = "wfl";
+
+pub fn item_key(owner: &str, id: &str) -> Key {
+    Key::new(users::partition(owner), format!("WORKFLOW#{id}"))
+}
+
+fn lookup_key(id: &str) -> Key {
+    Key::new(format!("WORKFLOW#{id}"), "OWNER")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Workflow {
+    pub id: String,
+    pub name: String,
+    /// The steps, each after its dependencies.
+    pub steps: Vec<StepSpec>,
+    pub created_at: String,
+}
+
+fn from_item(item: &Item) -> ApiResult<Workflow> {
+    let steps = serde_json::from_str(&text(item, "steps")?)
+        .map_err(|e| ApiError::Internal(format!("item {} has unreadable steps: {e}", item.key)))?;
+    Ok(Workflow {
+        id: super::id_after(item, "WORKFLOW#")?.to_owned(),
+        name: text(item, "name")?,
+        steps,
+        created_at: text(item, "created_at")?,
+    })
+}
+
+/// Checks that every agent the steps use is the owner's (one read each, at
+/// once), naming the first step whose agent is not.
+pub async fn check_agents(
+    store: &dyn ItemStore,
+    owner: &str,
+    definition: &Definition,
+) -> ApiResult<()> {
+    let ids: Vec<&str> = definition.agent_ids().into_iter().collect();
+    let found = join_all(ids.iter().map(|id| agents::get(store, owner, id))).await;
+    for (id, agent) in ids.iter().zip(found) {
+        if agent?.is_none() {
+            let step = definition
+                .steps
+                .iter()
+                .position(|s| s.agent_id == *id)
+                .unwrap_or_default();
+            return Err(ApiError::BadRequest(format!(
+                "steps[{step}].agent_id: you have no agent {id:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    store: &dyn ItemStore,
+    owner: &str,
+    definition: Definition,
+) -> ApiResult<Workflow> {
+    check_agents(store, owner, &definition).await?;
+    let workflow = Workflow {
+        id: ids::new_id(ID_PREFIX),
+        name: definition.name,
+        steps: definition.steps,
+        created_at: crate::time::now_rfc3339(),
+    };
+    let steps = serde_json::to_string(&workflow.steps)
+        .map_err(|e| ApiError::Internal(format!("encoding steps: {e}")))?;
+    let lookup = lookup_key(&workflow.id);
+    let item = cascade::owns_item(Item::new(item_key(owner, &workflow.id)), &lookup)
+        .with("name", workflow.name.as_str())
+        .with("steps", steps)
+        .with("created_at", workflow.created_at.as_str());
+    let result = store
+        .transact(vec![
+            TxOp::Check {
+                key: users::profile_key(owner),
+                condition: alive(),
+            },
+            TxOp::Put {
+                item,
+                condition: Some(Condition::NotExists),
+            },
+            TxOp::Put {
+                item: Item::new(lookup).with("owner", owner),
+                condition: Some(Condition::NotExists),
+            },
+        ])
+        .await;
+    match result {
+        Ok(()) => Ok(workflow),
+        Err(e) if e.is_condition_failure() => Err(ApiError::NotFound("user")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get(store: &dyn ItemStore, owner: &str, id: &str) -> ApiResult<Option<Workflow>> {
+    match store.get(&item_key(owner, id)).await? {
+        Some(item) => Ok(Some(from_item(&item)?)),
+        None => Ok(None),
+    }
+}
+
+/// The owner of workflow `id`, for events that name only the workflow.
+pub async fn owner_of(store: &dyn ItemStore, id: &str) -> ApiResult<Option<String>> {
+    Ok(store
+        .get(&lookup_key(id))
+        .await?
+        .and_then(|item| item.get_str("owner").map(str::to_owned)))
+}
+
+pub async fn list(
+    store: &dyn ItemStore,
+    owner: &str,
+    page: PageRequest,
+) -> ApiResult<Paged<Workflow>> {
+    super::page_of(
+        store,
+        Query::partition(users::partition(owner)).prefix("WORKFLOW#"),
+        page,
+        from_item,
+    )
+    .await
+}
+
+/// Deletes the definition and its lookup. Runs keep their own copy of the
+/// steps, so runs in progress go on.
+pub async fn delete(store: &dyn ItemStore, owner: &str, id: &str) -> ApiResult<()> {
+    let result = store
+        .transact(vec![
+            TxOp::Delete {
+                key: item_key(owner, id),
+                condition: Some(Condition::Exists),
+            },
+            TxOp::Delete {
+                key: lookup_key(id),
+                condition: None,
+            },
+        ])
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_condition_failure() => Err(ApiError::NotFound("workflow")),
+        Err(e) => Err(e.into()),
+    }
+}
