@@ -77,3 +77,55 @@ mod chat_storage {
         suite::usage_reports_cover_exactly_their_days(&Storage::emulator().await).await;
     }
 }
+
+mod workflow_storage {
+    //! The worker and the run repository on this backend (see the suite).
+    use lambent_tests::workflow_storage::{self as suite, Flow};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_flows_between_steps() {
+        suite::data_flows_between_steps(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_message_delivered_twice_changes_nothing() {
+        suite::every_message_delivered_twice_changes_nothing(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_at_each_point_of_a_step_bills_it_once() {
+        suite::a_crash_at_each_point_of_a_step_bills_it_once(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poison_messages_go_to_the_dead_letter_queue() {
+        suite::poison_messages_go_to_the_dead_letter_queue(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_that_keeps_failing_fails_the_run_after_n_attempts() {
+        suite::a_step_that_keeps_failing_fails_the_run_after_n_attempts(&Flow::emulator().await)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_agent_fails_its_step_clearly() {
+        suite::a_deleted_agent_fails_its_step_clearly(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_run_starts_no_further_step() {
+        suite::a_cancelled_run_starts_no_further_step(&Flow::emulator().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn triggers_start_runs_once_and_dead_letter_the_malformed() {
+        suite::triggers_start_runs_once_and_dead_letter_the_malformed(&Flow::emulator().await)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idempotency_key_starts_one_run() {
+        suite::an_idempotency_key_starts_one_run(&Flow::emulator().await).await;
+    }
+}

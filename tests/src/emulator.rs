@@ -43,11 +43,17 @@ pub async fn sdk() -> SdkConfig {
     sdk_for(&endpoint()).await
 }
 
-/// A fresh set of resources (table, queues, key, secret) under a random prefix.
+/// A fresh set of resources (table, queues, key, secret) under a random
+/// prefix, the queues redriving after the queue contract's receives.
 pub async fn provision(sdk: &SdkConfig) -> Provisioned {
+    provision_with(sdk, contract::queue::MAX_RECEIVES).await
+}
+
+/// Like [`provision`], with queues that redrive after `max_receives`.
+pub async fn provision_with(sdk: &SdkConfig, max_receives: u32) -> Provisioned {
     let prefix = lambent::ids::new_id("t").replace('_', "-");
     let mut names = Names::with_prefix(&prefix);
-    names.max_receives = contract::queue::MAX_RECEIVES;
+    names.max_receives = max_receives;
     ensure_all(sdk, &names).await.unwrap()
 }
 

@@ -155,7 +155,10 @@ impl Reply {
     }
 
     /// The reply to `request`: an echo becomes its text.
-    pub(crate) fn answering(mut self, request: &serde_json::Map<String, serde_json::Value>) -> Reply {
+    pub(crate) fn answering(
+        mut self,
+        request: &serde_json::Map<String, serde_json::Value>,
+    ) -> Reply {
         if let Body::Echo(prefix) = &self.body {
             let text = format!("{prefix}{}", last_user_text(request));
             self.body = Body::Text(text_chunks(&text));
@@ -397,10 +400,7 @@ fn last_user_text(request: &serde_json::Map<String, serde_json::Value>) -> Strin
     };
     match &message["content"] {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
         _ => String::new(),
     }
 }

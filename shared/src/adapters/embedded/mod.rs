@@ -45,11 +45,18 @@ pub fn open(data_dir: &Path, config: Config) -> Result<State, StartError> {
             detail: e.to_string(),
         }
     })?;
+    let max_attempts = config.step_max_attempts;
     Ok(State::new(
         config,
         Arc::new(EmbeddedStore::new(db.clone())),
         Arc::new(cipher),
-        Arc::new(EmbeddedQueue::new(db, DEFAULT_MAX_RECEIVES)),
+        // More receives than a step's attempts: duplicates and waits for a
+        // lease also use receives, and the worker, not the redrive, must
+        // decide when a step has failed.
+        Arc::new(EmbeddedQueue::new(
+            db,
+            DEFAULT_MAX_RECEIVES.max(max_attempts + 2),
+        )),
         Arc::new(FileSecrets::new(PathBuf::from(data_dir))),
     ))
 }
