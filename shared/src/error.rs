@@ -30,9 +30,6 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     BudgetExceeded(String),
-    /// The route exists in the contract but is not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(String),
     /// The model provider failed; the message says how (status, error type),
     /// never echoing the provider's body.
     #[error("{0}")]
@@ -60,7 +57,6 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::BudgetExceeded(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::ProviderFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::ProviderTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,7 +75,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BudgetExceeded(_) => "budget_exceeded",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::ProviderFailed(_) => "provider_error",
             ApiError::ProviderTimeout => "provider_timeout",
             ApiError::Unavailable(_) => "dependency_unavailable",

@@ -89,3 +89,66 @@ async fn the_authorizer_decides_an_api_gateway_authorization_event() {
         .unwrap();
     assert!(!refused.is_authorized);
 }
+
+#[tokio::test]
+async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
+    use aws_lambda_events::sqs::SqsEvent;
+    use lambent::ports::QueueName;
+    use lambent::repos::runs::{self, RunStatus};
+    use lambent_tests::workflow_storage::Flow;
+
+    let flow = Flow::embedded().await;
+    let workflow = flow
+        .workflow(&[("done", "Hi", &[]), ("held", "Wait", &[])])
+        .await;
+    let run_id = flow.start(&workflow, serde_json::json!({}), None).await;
+    // Another worker holds "held" under a live lease.
+    let store = flow.state.store.as_ref();
+    runs::claim(
+        store,
+        &run_id,
+        "held",
+        std::time::Duration::from_secs(60),
+        3,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let fixture: Value = serde_json::from_str(include_str!("../../events/sqs-steps.json")).unwrap();
+    let record = |id: &str, body: String| {
+        let mut r = fixture["Records"][0].clone();
+        r["messageId"] = id.into();
+        r["body"] = body.into();
+        r
+    };
+    let step = |s: &str| serde_json::json!({"run_id": run_id, "step_id": s}).to_string();
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+        record("m-done", step("done")),
+        record("m-held", step("held")),
+        record("m-poison", "{\"not\": \"a step\"}".to_owned()),
+    ]}))
+    .unwrap();
+
+    let response = flow.worker.handle_batch(event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    // Only the step another worker holds comes back; the poison message was
+    // dead-lettered and acknowledged, the other step ran.
+    assert_eq!(failed, ["m-held"]);
+    let run = flow.run(&run_id).await;
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.steps[0].output.as_deref(), Some("out:Hi"));
+    assert_eq!(
+        flow.dead_letters(QueueName::StepsDeadLetter).await,
+        ["{\"not\": \"a step\"}"]
+    );
+    let wire: Value = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        wire["batchItemFailures"],
+        serde_json::json!([{"itemIdentifier": "m-held"}])
+    );
+}

@@ -196,10 +196,3 @@ fn rejection_message(text: &str, fallback: &str) -> String {
     }
     text.chars().take(MAX_REJECTION_MESSAGE).collect()
 }
-
-/// The answer of a route whose issue has not landed yet: a 501 envelope
-/// naming the route.
-pub async fn not_implemented(method: http::Method, route: Option<MatchedPath>) -> Response {
-    let route = route.map_or_else(|| "this route".to_owned(), |p| p.as_str().to_owned());
-    crate::error::ApiError::NotImplemented(format!("{method} {route}")).into_response()
-}
