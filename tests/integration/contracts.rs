@@ -128,4 +128,9 @@ mod workflow_storage {
     async fn an_idempotency_key_starts_one_run() {
         suite::an_idempotency_key_starts_one_run(&Flow::embedded().await).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_costs_count_against_the_monthly_budget() {
+        suite::run_costs_count_against_the_monthly_budget(&Flow::embedded().await).await;
+    }
 }

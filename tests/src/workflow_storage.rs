@@ -763,3 +763,53 @@ pub async fn an_idempotency_key_starts_one_run(flow: &Flow) {
     assert_eq!(run.idempotency_key.as_deref(), Some("same-key"));
     assert_eq!(run.status, RunStatus::Succeeded);
 }
+
+pub async fn run_costs_count_against_the_monthly_budget(flow: &Flow) {
+    // Each step reserves its worst case (the prompt at the dearest input
+    // rate plus 100 output tokens, about 0.0016 USD) and costs 0.0006: the
+    // first step fits 0.002, the second no longer does.
+    users::update(
+        flow.state.store.as_ref(),
+        &flow.owner,
+        users::UserChange {
+            monthly_budget_usd: Some(Some(d("0.002"))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let workflow = flow
+        .workflow(&[
+            ("first", "One", &[]),
+            ("second", "Two {{steps.first.output}}", &["first"]),
+        ])
+        .await;
+    let run_id = flow.start(&workflow, json!({}), None).await;
+    flow.drive(&flow.worker, &[&run_id], 1).await;
+    let run = flow.run(&run_id).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:#?}");
+    assert_eq!(run.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(run.steps[1].status, StepStatus::Failed);
+    assert_eq!(run.steps[1].attempts, 1, "a budget refusal is not retried");
+    let error = run.steps[1].error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("budget_exceeded: the monthly budget of 0.002 USD"),
+        "{error}"
+    );
+    assert_eq!(run.cost_usd, d(STEP_COST));
+    assert_eq!(flow.provider_calls(), 1);
+    assert_eq!(flow.billed_today().await, (d(STEP_COST), 1));
+    // The month counts what was spent, and nothing stays reserved.
+    let month = flow
+        .state
+        .store
+        .get(&lambent::repos::budgets::month_key(
+            &flow.owner,
+            lambent::time::month_of(&lambent::time::today()),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(month.get_decimal("spent_usd"), Some(d(STEP_COST)));
+    assert_eq!(month.get_decimal("committed_usd"), Some(d(STEP_COST)));
+}
