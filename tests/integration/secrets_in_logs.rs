@@ -1,6 +1,6 @@
 //! No secret reaches the logs: the real `lambent` binary, logging everything
-//! down to `debug` as JSON, driven through every identity route and a chat
-//! with the fake provider; then its whole log output is searched for every
+//! down to `debug` as JSON, driven through every identity route, a chat and a
+//! workflow run with the fake provider; then its whole log output is searched for every
 //! API key and provider key used, and for the conversation's text.
 
 use lambent_fake_provider::{FakeProvider, Reply};
@@ -144,6 +144,34 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
     )
     .await;
     assert_eq!(status, 200);
+    // A workflow run: its prompts, input and outputs are content too.
+    fake.set_default(Reply::text(REPLY_WORDS));
+    let steps = json!([
+        {"id": "a", "agent_id": agent_id, "prompt": format!("{USER_WORDS} {{{{input.x}}}}")},
+        {"id": "b", "agent_id": agent_id, "prompt": "Then {{steps.a.output}}", "depends_on": ["a"]},
+    ]);
+    let (status, workflow) = call(
+        M::POST,
+        "/v1/workflows",
+        &member,
+        Some(json!({"name": "w", "steps": steps})),
+    )
+    .await;
+    assert_eq!(status, 201, "{workflow}");
+    let runs = format!("/v1/workflows/{}/runs", workflow["id"].as_str().unwrap());
+    let input = json!({"input": {"x": "CONTENTCANARY-input"}});
+    let (status, started) = call(M::POST, &runs, &member, Some(input)).await;
+    assert_eq!(status, 202, "{started}");
+    let run = format!("/v1/runs/{}", started["run_id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, state) = call(M::GET, &run, &member, None).await;
+        if state["status"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     fake.set_api_key(Some("sk-another-key"));
     let (status, _) = call(
         M::POST,
