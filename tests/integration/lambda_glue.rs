@@ -152,3 +152,41 @@ async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
         serde_json::json!([{"itemIdentifier": "m-held"}])
     );
 }
+
+#[tokio::test]
+async fn the_trigger_answers_an_sqs_batch_and_dead_letters_the_malformed() {
+    use aws_lambda_events::sqs::SqsEvent;
+    use lambent::ports::QueueName;
+    use lambent_tests::workflow_storage::Flow;
+
+    let flow = Flow::embedded().await;
+    let workflow = flow
+        .workflow(&[("only", "About {{input.topic}}", &[])])
+        .await;
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../events/sqs-triggers.json")).unwrap();
+    let good = event["Records"][0]["body"]
+        .as_str()
+        .unwrap()
+        .replace("wf_2Kd7Ls9Pq1Wm4Rt6Yv8Xz0", &workflow.id);
+    event["Records"][0]["body"] = good.into();
+    let mut malformed = event["Records"][0].clone();
+    malformed["messageId"] = "m-malformed".into();
+    malformed["body"] = "{\"workflow_id\": 7}".into();
+    event["Records"].as_array_mut().unwrap().push(malformed);
+    let event: SqsEvent = serde_json::from_value(event).unwrap();
+
+    let response = lambent_fn_trigger::handle_batch(&flow.state, event.clone()).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(
+        flow.dead_letters(QueueName::TriggersDeadLetter).await,
+        ["{\"workflow_id\": 7}"]
+    );
+    // The fixture's event started one run, and delivering the batch again
+    // (its idempotency key) starts no other.
+    lambent_fn_trigger::handle_batch(&flow.state, event).await;
+    flow.drive(&flow.worker, &[], 1).await;
+    assert_eq!(flow.provider_calls(), 1);
+    let asked = flow.fake.requests()[0].body["messages"][0]["content"].clone();
+    assert_eq!(asked, "About quarterly report");
+}
