@@ -11,3 +11,4 @@ mod llm_clients;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;
+mod workflows;
