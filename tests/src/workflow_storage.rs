@@ -317,6 +317,20 @@ impl Flow {
         (totals.cost_usd, totals.calls)
     }
 
+    /// The prompt of every call the fake provider answered.
+    pub fn prompts_asked(&self) -> BTreeSet<String> {
+        self.fake
+            .requests()
+            .iter()
+            .map(|r| {
+                r.body["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// How many calls the fake provider answered.
     pub fn provider_calls(&self) -> usize {
         self.fake
@@ -412,17 +426,7 @@ pub async fn data_flows_between_steps(flow: &Flow) {
     assert_succeeded_once(&run, "bees");
     assert!(run.steps.iter().all(|s| s.attempts == 1));
     // Each model call was asked the prompt built from the outputs before it.
-    let asked: BTreeSet<String> = flow
-        .fake
-        .requests()
-        .iter()
-        .map(|r| {
-            r.body["messages"][0]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let asked = flow.prompts_asked();
     let expected_prompts: BTreeSet<String> = expected_outputs("bees")
         .values()
         .map(|o| o.trim_start_matches(ECHO).to_owned())
@@ -723,17 +727,7 @@ pub async fn triggers_start_runs_once_and_dead_letter_the_malformed(flow: &Flow)
     // Two runs: evt-1 (once) and the one without a key.
     flow.drive(&flow.worker, &[], 1).await;
     assert_eq!(flow.provider_calls(), 2);
-    let asked: BTreeSet<String> = flow
-        .fake
-        .requests()
-        .iter()
-        .map(|r| {
-            r.body["messages"][0]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let asked = flow.prompts_asked();
     assert_eq!(
         asked,
         BTreeSet::from(["Hi A".to_owned(), "Hi B".to_owned()])

@@ -8,9 +8,7 @@
 //! prompts cannot use, a deleted agent) moves to the dead-letter queue at
 //! once; the rest of its batch goes on.
 
-use std::time::Duration;
-
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambent::error::ApiError;
 use lambent::ports::queue::{QueueName, Received};
 use lambent::repos::{runs, workflows};
@@ -87,42 +85,13 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
 }
 
 async fn dead_letter(state: &State, message: &Received, reason: &str) -> Result<(), TriggerError> {
-    tracing::warn!(message_id = %message.message_id, reason, "trigger dead-lettered");
-    let body = if message.body.is_empty() {
-        "(empty message)"
-    } else {
-        &message.body
-    };
-    state
-        .queue
-        .send(QueueName::TriggersDeadLetter, body, Duration::ZERO)
+    let queue = state.queue.as_ref();
+    lambent::batch::dead_letter(queue, QueueName::TriggersDeadLetter, message, reason)
         .await
-        .map_err(|e| TriggerError::Unavailable(e.to_string()))?;
-    Ok(())
+        .map_err(|e| TriggerError::Unavailable(e.to_string()))
 }
 
 /// Handles an SQS batch, reporting each failed message by ID.
 pub async fn handle_batch(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    let messages = event.records.into_iter().map(|m| {
-        let received = Received {
-            receive_count: 1,
-            message_id: m.message_id.unwrap_or_default(),
-            receipt: m.receipt_handle.unwrap_or_default(),
-            body: m.body.unwrap_or_default(),
-        };
-        (received.message_id.clone(), received)
-    });
-    let failed =
-        lambent::batch::failed_messages(messages, |m| async move { start_run(state, &m).await })
-            .await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .map(|id| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            failure
-        })
-        .collect();
-    response
+    lambent::batch::sqs_batch(event, |m| async move { start_run(state, &m).await }).await
 }

@@ -24,7 +24,7 @@ mod step;
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambent::llm::LlmClient;
 use lambent::ports::queue::Received;
 use lambent::state::{StartError, State};
@@ -92,35 +92,6 @@ impl Worker {
     /// Handles an SQS batch, each message at once, reporting the failed
     /// ones by ID.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let messages = event.records.into_iter().map(received);
-        let failed = lambent::batch::failed_messages(
-            messages.map(|m| (m.message_id.clone(), m)),
-            |m| async move { self.handle(&m).await },
-        )
-        .await;
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failed
-            .into_iter()
-            .map(|id| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
-            })
-            .collect();
-        response
-    }
-}
-
-/// An SQS record as the queue port presents a received message.
-fn received(m: SqsMessage) -> Received {
-    Received {
-        receive_count: m
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1),
-        message_id: m.message_id.unwrap_or_default(),
-        receipt: m.receipt_handle.unwrap_or_default(),
-        body: m.body.unwrap_or_default(),
+        lambent::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
     }
 }

@@ -427,19 +427,10 @@ async fn retry(
 
 /// Moves the message to the dead-letter queue (then it may be deleted).
 async fn dead_letter(worker: &Worker, message: &Received, reason: &str) -> Result<(), StepError> {
-    tracing::warn!(message_id = %message.message_id, reason, "step message dead-lettered");
-    let body = if message.body.is_empty() {
-        "(empty message)"
-    } else {
-        &message.body
-    };
-    worker
-        .state
-        .queue
-        .send(QueueName::StepsDeadLetter, body, Duration::ZERO)
+    let queue = worker.state.queue.as_ref();
+    lambent::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
         .await
-        .map_err(unavailable)?;
-    Ok(())
+        .map_err(unavailable)
 }
 
 #[cfg(test)]

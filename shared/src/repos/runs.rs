@@ -449,11 +449,19 @@ pub async fn start(
         }
         templates.push(template);
     }
-    let (agents_ok, user) = tokio::join!(
-        agents_exist(store, owner, workflow),
+    // A run must not start with an agent that is gone (requirement 19): it
+    // would fail halfway, after spending on the steps before.
+    let (missing, user) = tokio::join!(
+        super::workflows::step_without_agent(store, owner, &workflow.steps),
         users::get(store, owner)
     );
-    agents_ok?;
+    if let Some(i) = missing? {
+        let step = &workflow.steps[i];
+        return Err(ApiError::Conflict(format!(
+            "step {}: its agent {} no longer exists; update the workflow",
+            step.id, step.agent_id
+        )));
+    }
     let Some(user) = user? else {
         return Err(ApiError::NotFound("user"));
     };
@@ -606,28 +614,6 @@ fn successors_of(workflow: &Workflow) -> BTreeMap<&str, Vec<Successor>> {
         }
     }
     next
-}
-
-/// A run must not start with an agent that is gone (requirement 19): it
-/// would fail halfway, after spending on the steps before.
-async fn agents_exist(store: &dyn ItemStore, owner: &str, workflow: &Workflow) -> ApiResult<()> {
-    let mut ids: Vec<&str> = workflow.steps.iter().map(|s| s.agent_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let found = join_all(ids.iter().map(|id| super::agents::get(store, owner, id))).await;
-    for (id, agent) in ids.iter().zip(found) {
-        if agent?.is_none() {
-            let step = workflow
-                .steps
-                .iter()
-                .find(|s| s.agent_id == *id)
-                .map_or("?", |s| s.id.as_str());
-            return Err(ApiError::Conflict(format!(
-                "step {step}: its agent {id} no longer exists; update the workflow"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Puts a message for each step on the steps queue.

@@ -3,6 +3,8 @@
 //! event that carries only the workflow's ID finds it; the definition owns
 //! the lookup (see [`super::cascade`]).
 
+use std::collections::BTreeSet;
+
 use futures::future::join_all;
 use serde::Serialize;
 
@@ -44,28 +46,24 @@ fn from_item(item: &Item) -> ApiResult<Workflow> {
     })
 }
 
-/// Checks that every agent the steps use is the owner's (one read each, at
-/// once), naming the first step whose agent is not.
-pub async fn check_agents(
+/// The index of the first step whose agent is not one of the owner's, if
+/// any: each distinct agent is read once, all at once.
+pub async fn step_without_agent(
     store: &dyn ItemStore,
     owner: &str,
-    definition: &Definition,
-) -> ApiResult<()> {
-    let ids: Vec<&str> = definition.agent_ids().into_iter().collect();
+    steps: &[StepSpec],
+) -> ApiResult<Option<usize>> {
+    let ids: BTreeSet<&str> = steps.iter().map(|s| s.agent_id.as_str()).collect();
     let found = join_all(ids.iter().map(|id| agents::get(store, owner, id))).await;
+    let mut missing = BTreeSet::new();
     for (id, agent) in ids.iter().zip(found) {
         if agent?.is_none() {
-            let step = definition
-                .steps
-                .iter()
-                .position(|s| s.agent_id == *id)
-                .unwrap_or_default();
-            return Err(ApiError::BadRequest(format!(
-                "steps[{step}].agent_id: you have no agent {id:?}"
-            )));
+            missing.insert(*id);
         }
     }
-    Ok(())
+    Ok(steps
+        .iter()
+        .position(|s| missing.contains(s.agent_id.as_str())))
 }
 
 pub async fn create(
@@ -73,7 +71,12 @@ pub async fn create(
     owner: &str,
     definition: Definition,
 ) -> ApiResult<Workflow> {
-    check_agents(store, owner, &definition).await?;
+    if let Some(i) = step_without_agent(store, owner, &definition.steps).await? {
+        return Err(ApiError::BadRequest(format!(
+            "steps[{i}].agent_id: you have no agent {:?}",
+            definition.steps[i].agent_id
+        )));
+    }
     let workflow = Workflow {
         id: ids::new_id(ID_PREFIX),
         name: definition.name,
