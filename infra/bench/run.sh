@@ -52,7 +52,9 @@ packages=()
 for f in "${functions[@]}"; do packages+=(-p "lambent-fn-$f"); done
 
 echo "==> building the baseline and the harness" >&2
-nice -n "$nice_level" cargo build --release -p lambent-bench --bins
+# Without the default `flow` feature (flowbench's product dependencies), whose
+# features would otherwise grow the baseline.
+nice -n "$nice_level" cargo build --release -p lambent-bench --no-default-features --bins
 echo "==> building the function binaries" >&2
 nice -n "$nice_level" cargo build --release --bins "${packages[@]}"
 echo "==> building lambent (for lambent bootstrap)" >&2
@@ -71,7 +73,7 @@ if [[ -n "$annotate" ]]; then
     CARGO_TARGET_DIR="$symbols" nice -n "$nice_level" \
         cargo rustc --release -p "$package" --bin "$annotate" -- -C strip=none
     CARGO_TARGET_DIR="$symbols" nice -n "$nice_level" \
-        cargo rustc --release -p lambent-bench --bin hello-lambda -- -C strip=none
+        cargo rustc --release -p lambent-bench --no-default-features --bin hello-lambda -- -C strip=none
     profiles="$symbols/profiles"
     "$release/coldstart" --release-dir "$symbols/release" \
         --lambent "$CARGO_TARGET_DIR/debug/lambent" --only "$annotate" \

@@ -6,9 +6,13 @@
 //! `src/bin/coldstart.rs`.
 //!
 //! The streamed chat benchmark's pieces are in [`chat`]; its orchestration
-//! in `src/bin/chatbench.rs`.
+//! in `src/bin/chatbench.rs`. The workflow benchmark's (counting ports,
+//! tallies, summaries) are in `flow` (feature `flow`, on by default); its
+//! orchestration in `src/bin/flowbench.rs`.
 
 pub mod chat;
+#[cfg(feature = "flow")]
+pub mod flow;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

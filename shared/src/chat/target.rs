@@ -39,6 +39,15 @@ impl Targets {
     pub fn evict_owner(&self, owner: &str) {
         self.cache.evict_where(|(o, _), _| o == owner);
     }
+
+    fn get(&self, owner: &str, agent_id: &str) -> Option<Target> {
+        self.cache.get(&(owner.to_owned(), agent_id.to_owned()))
+    }
+
+    fn keep(&self, owner: &str, agent_id: &str, target: &Target) {
+        self.cache
+            .insert((owner.to_owned(), agent_id.to_owned()), target.clone());
+    }
 }
 
 #[derive(Clone)]
@@ -71,6 +80,16 @@ impl Target {
         agent_id: &str,
         what: &str,
     ) -> ApiResult<Target> {
+        if let Some(cached) = state.targets.get(owner, agent_id) {
+            return Ok(cached);
+        }
+        let target = Self::resolve(state, owner, agent_id, what).await?;
+        state.targets.keep(owner, agent_id, &target);
+        Ok(target)
+    }
+
+    /// [`Target::of_agent`] from the store (three reads and a decryption).
+    async fn resolve(state: &State, owner: &str, agent_id: &str, what: &str) -> ApiResult<Target> {
         let store = state.store.as_ref();
         let Some(agent) = agents::get(store, owner, agent_id).await? else {
             return Err(ApiError::Conflict(format!(
