@@ -47,11 +47,7 @@ pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), St
         .ok()
         .filter(|m| {
             lambent::http::validate::id(&m.run_id, runs::ID_PREFIX, "run").is_ok()
-                && !m.step_id.is_empty()
-                && m.step_id.len() <= 64
-                && m.step_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && lambent::workflows::template::is_identifier(&m.step_id)
         });
     let Some(step) = parsed else {
         return dead_letter(worker, message, "not a step message").await;

@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::template::Template;
+use super::template::{self, Template};
 use super::{MAX_OUTPUTS_USED, MAX_PROMPT_BYTES, MAX_STEPS};
 use crate::error::{ApiError, ApiResult};
 use crate::http::validate;
 use crate::repos::agents;
 
-const STEP_ID_MAX: usize = 64;
 const NAME_MAX: usize = 200;
 
 /// One step as a client defines it.
@@ -55,15 +54,9 @@ impl Definition {
         }
         let mut ids = BTreeSet::new();
         for (i, step) in steps.iter().enumerate() {
-            let valid = !step.id.is_empty()
-                && step.id.len() <= STEP_ID_MAX
-                && step
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid {
+            if !template::is_identifier(&step.id) {
                 return Err(bad(format!(
-                    "steps[{i}].id: must be 1 to {STEP_ID_MAX} letters, digits, _ or -"
+                    "steps[{i}].id: must be 1 to 64 letters, digits, _ or -"
                 )));
             }
             if !ids.insert(step.id.as_str()) {

@@ -26,7 +26,8 @@ pub struct Template(pub Vec<Segment>);
 #[error("{0}")]
 pub struct TemplateError(pub String);
 
-fn is_name(s: &str) -> bool {
+/// A step ID or an input name: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -160,7 +161,7 @@ fn placeholder(inner: &str) -> Result<Segment, TemplateError> {
         ))
     };
     if let Some(name) = inner.strip_prefix("input.") {
-        return if is_name(name) {
+        return if is_identifier(name) {
             Ok(Segment::Input(name.to_owned()))
         } else {
             Err(unknown())
@@ -170,7 +171,7 @@ fn placeholder(inner: &str) -> Result<Segment, TemplateError> {
         .strip_prefix("steps.")
         .and_then(|r| r.strip_suffix(".output"))
     {
-        return if is_name(step) {
+        return if is_identifier(step) {
             Ok(Segment::StepOutput(step.to_owned()))
         } else {
             Err(unknown())
