@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use lambent::backend::{self, AwsResources};
-use lambent::state::StartError;
+use lambent_app::state::StartError;
+use lambent_boot::AwsResources;
 use lambent_tests::app::{run_lambent, LambentProcess};
 use lambent_tests::emulator::{self, PrivateEmulator};
 use serde_json::Value;
@@ -20,7 +20,7 @@ async fn a_missing_table_fails_the_start_and_names_it() {
         kms_key_id: Some(made.kms_key_id.clone()),
         queue_urls: made.queue_urls.clone(),
     };
-    let err = backend::aws(&sdk, Default::default(), resources)
+    let err = lambent_boot::aws(&sdk, Default::default(), resources)
         .await
         .err()
         .unwrap();
@@ -35,7 +35,7 @@ async fn a_missing_table_fails_the_start_and_names_it() {
         kms_key_id: Some("alias/no-such-key".into()),
         queue_urls: made.queue_urls.clone(),
     };
-    let err = backend::aws(&sdk, Default::default(), resources)
+    let err = lambent_boot::aws(&sdk, Default::default(), resources)
         .await
         .err()
         .unwrap();
@@ -51,10 +51,10 @@ async fn a_missing_table_fails_the_start_and_names_it() {
         kms_key_id: Some(made.kms_key_id),
         queue_urls: made.queue_urls,
     };
-    let state = backend::aws(&sdk, Default::default(), resources)
+    let state = lambent_boot::aws(&sdk, Default::default(), resources)
         .await
         .unwrap();
-    assert!(lambent::health::check(&state).await.is_ok());
+    assert!(lambent_app::health::check(&state).await.is_ok());
 }
 
 #[tokio::test]

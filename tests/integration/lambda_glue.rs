@@ -9,7 +9,7 @@ use tower::ServiceExt;
 #[tokio::test]
 async fn the_health_function_answers_an_api_gateway_event() {
     let dir = tempfile::tempdir().unwrap();
-    let state = lambent::backend::embedded(dir.path(), Default::default()).unwrap();
+    let state = lambent_boot::embedded(dir.path(), Default::default()).unwrap();
     let mut adapter: Adapter<'_, _, _> = Adapter::from(lambent_fn_health::router(state));
 
     let fixture = include_str!("../../events/health-apigw-v2.json");
@@ -32,14 +32,14 @@ async fn the_health_function_answers_an_api_gateway_event() {
 #[tokio::test]
 async fn the_authorizer_decides_an_api_gateway_authorization_event() {
     use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
-    use lambent::adapters::embedded::write_secret_file;
-    use lambent::identity::Role;
-    use lambent::repos::{keys, users};
-    use lambent::secret::ExposeSecret;
+    use lambent_core::auth::Role;
+    use lambent_core::secret::ExposeSecret;
+    use lambent_embedded::write_secret_file;
+    use lambent_store::{keys, users};
 
     let dir = tempfile::tempdir().unwrap();
     write_secret_file(&dir.path().join("signing-key"), b"authorizer-test-root").unwrap();
-    let state = lambent::backend::embedded(dir.path(), Default::default()).unwrap();
+    let state = lambent_boot::embedded(dir.path(), Default::default()).unwrap();
     let user = users::create(
         state.store.as_ref(),
         users::NewUser {
@@ -93,8 +93,8 @@ async fn the_authorizer_decides_an_api_gateway_authorization_event() {
 #[tokio::test]
 async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
     use aws_lambda_events::sqs::SqsEvent;
-    use lambent::ports::QueueName;
-    use lambent::repos::runs::{self, RunStatus};
+    use lambent_ports::QueueName;
+    use lambent_store::runs::{self, RunStatus};
     use lambent_tests::workflow_storage::Flow;
 
     let flow = Flow::embedded().await;
@@ -156,7 +156,7 @@ async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
 #[tokio::test]
 async fn the_trigger_answers_an_sqs_batch_and_dead_letters_the_malformed() {
     use aws_lambda_events::sqs::SqsEvent;
-    use lambent::ports::QueueName;
+    use lambent_ports::QueueName;
     use lambent_tests::workflow_storage::Flow;
 
     let flow = Flow::embedded().await;

@@ -1,4 +1,4 @@
-//! The provider clients (`lambent::llm::LlmClient`) against the fake provider
+//! The provider clients (`lambent_llm::LlmClient`) against the fake provider
 //! server over real HTTP: both wire formats, streamed and whole, every usage
 //! shape, the HTTP and mid-stream errors, cut and silent streams, and the
 //! SSRF guard.
@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lambent::llm::{
+use lambent_core::provider::ProviderKind;
+use lambent_fake_provider::{FakeProvider, FakeUsage, FinalChunk, Reply, UsageAt};
+use lambent_llm::{
     ChatRequest, Chunk, ChunkStream, ClientSettings, Endpoint, LlmClient, ProviderError, Role,
     Turn, Usage,
 };
-use lambent::repos::providers::ProviderKind;
-use lambent_fake_provider::{FakeProvider, FakeUsage, FinalChunk, Reply, UsageAt};
 use rust_decimal::Decimal;
 
 const KEY: &str = "sk-fake-LLMCLIENT-0123456789abcdef";

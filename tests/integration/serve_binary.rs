@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use lambent::ports::{Item, Key};
+use lambent_ports::{Item, Key};
 use lambent_tests::app::LambentProcess;
 use serde_json::Value;
 
@@ -64,10 +64,10 @@ async fn first_start_prints_the_admin_key_once_and_later_starts_reuse_it() {
 #[tokio::test]
 async fn data_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = lambent::config::Config::default();
+    let config = lambent_app::config::Config::default();
     let key = Key::new("USR#1", "PROFILE");
     {
-        let state = lambent::backend::embedded(dir.path(), config.clone()).unwrap();
+        let state = lambent_boot::embedded(dir.path(), config.clone()).unwrap();
         state
             .store
             .put(Item::new(key.clone()).with("name", "Ada"), None)
@@ -76,20 +76,20 @@ async fn data_survives_a_restart() {
         state
             .queue
             .send(
-                lambent::ports::QueueName::Steps,
+                lambent_ports::QueueName::Steps,
                 "step",
                 std::time::Duration::ZERO,
             )
             .await
             .unwrap();
     }
-    let state = lambent::backend::embedded(dir.path(), config).unwrap();
+    let state = lambent_boot::embedded(dir.path(), config).unwrap();
     let item = state.store.get(&key).await.unwrap().unwrap();
     assert_eq!(item.get_str("name"), Some("Ada"));
     let got = state
         .queue
         .receive(
-            lambent::ports::QueueName::Steps,
+            lambent_ports::QueueName::Steps,
             10,
             std::time::Duration::from_secs(30),
             std::time::Duration::ZERO,
@@ -104,10 +104,10 @@ async fn data_survives_a_restart() {
 async fn a_world_readable_master_key_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    drop(lambent::backend::embedded(&data, Default::default()).unwrap());
+    drop(lambent_boot::embedded(&data, Default::default()).unwrap());
     let key = data.join("master.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = lambent::backend::embedded(&data, Default::default())
+    let err = lambent_boot::embedded(&data, Default::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("chmod 600"), "{err}");

@@ -299,7 +299,7 @@ fn rank(status: &str) -> usize {
 
 #[tokio::test]
 async fn a_user_journey_from_key_to_costs() {
-    let first_day = lambent::time::today();
+    let first_day = lambent_core::time::today();
     let app = spawn_app().await;
     let api = Api::of(&app);
     let fake = FakeProvider::start().await.unwrap();
@@ -587,7 +587,7 @@ fn step_count(runs: &[Value], status: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_ten_runs_then_restart_finishes_all_billed_once() {
-    let first_day = lambent::time::today();
+    let first_day = lambent_core::time::today();
     let fake = FakeProvider::start().await.unwrap();
     // Slow enough to be caught in flight, well inside the step's call limit
     // (0.8 x the 1 s lease).

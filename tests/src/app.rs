@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use lambent::config::Config;
+use lambent_app::config::Config;
 use lambent_local::serve::{self, Backend, Options};
 use tokio::sync::oneshot;
 
@@ -295,7 +295,7 @@ pub struct ServeOnEmulator {
 
 impl ServeOnEmulator {
     pub fn start(tag: &str) -> ServeOnEmulator {
-        let prefix = lambent::ids::new_id(tag).replace('_', "-");
+        let prefix = lambent_core::ids::new_id(tag).replace('_', "-");
         let env = vec![
             ("AWS_ENDPOINT_URL", crate::emulator::endpoint()),
             ("AWS_REGION", crate::emulator::REGION.to_owned()),

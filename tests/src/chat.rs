@@ -34,7 +34,7 @@ impl ChatWorld {
     /// the configuration changed by `configure`.
     pub async fn start_with(
         kind: &str,
-        configure: impl FnOnce(&mut lambent::config::Config),
+        configure: impl FnOnce(&mut lambent_app::config::Config),
     ) -> ChatWorld {
         let app = spawn_app_with(configure).await;
         let fake = FakeProvider::start().await.unwrap();

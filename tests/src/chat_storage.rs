@@ -7,17 +7,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::join_all;
-use lambent::chat::{self, Outcome, Prepared, Record, ReplyText};
-use lambent::error::ApiError;
-use lambent::llm::{ChatRequest, Endpoint, Usage};
-use lambent::repos::agents::{self, AgentSpec};
-use lambent::repos::budgets;
-use lambent::repos::messages::{self, MessageStatus};
-use lambent::repos::models::{Catalog, Prices};
-use lambent::repos::providers::ProviderKind;
-use lambent::repos::sessions::{self, NewSession, Session};
-use lambent::repos::usage::{self, CallFacts, Dimension, Scope};
-use lambent::secret::SecretString;
+use lambent_app::chat::{self, Outcome, Prepared, Record, ReplyText};
+use lambent_core::provider::ProviderKind;
+use lambent_core::secret::SecretString;
+use lambent_core::Error;
+use lambent_llm::{ChatRequest, Endpoint, Usage};
+use lambent_store::agents::{self, AgentSpec};
+use lambent_store::budgets;
+use lambent_store::messages::{self, MessageStatus};
+use lambent_store::models::{Catalog, Prices};
+use lambent_store::sessions::{self, NewSession, Session};
+use lambent_store::usage::{self, CallFacts, Dimension, Scope};
 use rust_decimal::Decimal;
 
 use crate::identity_storage::{provider, user, Storage};
@@ -101,8 +101,8 @@ fn turn(
             assistant_message_id,
             user_content: "hi".into(),
         },
-        day: lambent::time::today(),
-        expires_at: lambent::time::now_epoch_secs() + 3600,
+        day: lambent_core::time::today(),
+        expires_at: lambent_core::time::now_epoch_secs() + 3600,
     }
 }
 
@@ -130,7 +130,7 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
     let (owner, agent, ses) = session(s, Some("1")).await;
     let store = s.store.as_ref();
     let worst = d("0.01");
-    let month = lambent::time::today()[..7].to_owned();
+    let month = lambent_core::time::today()[..7].to_owned();
     let reservation = budgets::reserve(store, &owner, &month, Some(d("5")), Some(&ses), worst)
         .await
         .unwrap();
@@ -154,7 +154,7 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
     // The reservation was settled once: committed is the cost, nothing held.
     assert_eq!(after.committed_usd, d(COST));
     let scope = Scope::User(owner.clone());
-    let today = lambent::time::today();
+    let today = lambent_core::time::today();
     for dimension in [
         Dimension::Day,
         Dimension::Agent,
@@ -188,8 +188,8 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
     let page = messages::page(
         store,
         &ses.id,
-        lambent::ports::Order::Ascending,
-        lambent::repos::PageRequest {
+        lambent_ports::Order::Ascending,
+        lambent_store::PageRequest {
             limit: 10,
             after: None,
         },
@@ -205,13 +205,13 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
 
     // Deleting the user deletes the session, its messages, its aggregates
     // and its month: nothing of theirs is left.
-    lambent::repos::users::delete(store, &owner).await.unwrap();
+    lambent_store::users::delete(store, &owner).await.unwrap();
     for pk in [
-        lambent::repos::users::partition(&owner),
+        lambent_store::users::partition(&owner),
         sessions::messages_partition(&ses.id),
     ] {
         let left = store
-            .query(lambent::ports::Query::partition(pk.as_str()))
+            .query(lambent_ports::Query::partition(pk.as_str()))
             .await
             .unwrap();
         assert!(left.items.is_empty(), "{pk} keeps {:?}", left.items);
@@ -222,7 +222,7 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     // A session budget of 0.05 fits five reservations of 0.01, never six.
     let (owner, _, ses) = session(s, Some("0.05")).await;
     let store = s.store.as_ref();
-    let month = lambent::time::today()[..7].to_owned();
+    let month = lambent_core::time::today()[..7].to_owned();
     let results = join_all(
         (0..16).map(|_| budgets::reserve(store, &owner, &month, None, Some(&ses), d("0.01"))),
     )
@@ -230,10 +230,7 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     let granted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(granted, 5, "{results:?}");
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(
-            matches!(refused, ApiError::BudgetExceeded(_)),
-            "{refused:?}"
-        );
+        assert!(matches!(refused, Error::BudgetExceeded(_)), "{refused:?}");
     }
     let after = sessions::get(store, &owner, &ses.id)
         .await

@@ -1,8 +1,8 @@
 //! Fresh embedded adapters, each in its own temporary data directory.
 
-use lambent::adapters::embedded::write_secret_file;
-use lambent::adapters::embedded::{Db, EmbeddedQueue, EmbeddedStore, FileSecrets, LocalCipher};
-use lambent::ports::{ItemStore, KeyCipher, Queue, Secrets};
+use lambent_embedded::write_secret_file;
+use lambent_embedded::{Db, EmbeddedQueue, EmbeddedStore, FileSecrets, LocalCipher};
+use lambent_ports::{ItemStore, KeyCipher, Queue, Secrets};
 
 use crate::contract;
 use crate::Held;

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use lambent::adapters::aws::{
-    ensure_all, DynamoStore, KmsCipher, Names, Provisioned, SecretsManagerSecrets, SqsQueue,
-};
-use lambent::ports::{ItemStore, KeyCipher, Queue, Secrets};
+use lambent_aws::{DynamoStore, KmsCipher, SecretsManagerSecrets, SqsQueue};
+use lambent_local::resources::{ensure_all, Names, Provisioned};
+use lambent_ports::{ItemStore, KeyCipher, Queue, Secrets};
 
 use crate::contract;
 use crate::Held;
@@ -34,7 +33,7 @@ pub async fn sdk_for(endpoint: &str) -> SdkConfig {
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .timeout_config(lambent::adapters::aws::sdk::timeout_config())
+        .timeout_config(lambent_aws::sdk::timeout_config())
         .load()
         .await
 }
@@ -51,7 +50,7 @@ pub async fn provision(sdk: &SdkConfig) -> Provisioned {
 
 /// Like [`provision`], with queues that redrive after `max_receives`.
 pub async fn provision_with(sdk: &SdkConfig, max_receives: u32) -> Provisioned {
-    let prefix = lambent::ids::new_id("t").replace('_', "-");
+    let prefix = lambent_core::ids::new_id("t").replace('_', "-");
     let mut names = Names::with_prefix(&prefix);
     names.max_receives = max_receives;
     ensure_all(sdk, &names).await.unwrap()
@@ -77,7 +76,7 @@ pub async fn cipher() -> Held<dyn KeyCipher> {
 
 pub async fn secrets() -> Held<dyn Secrets> {
     let sdk = sdk().await;
-    let name = lambent::ids::new_id("secret");
+    let name = lambent_core::ids::new_id("secret");
     let body = serde_json::json!({ "signing_key": contract::secrets::SIGNING_KEY_VALUE });
     let created = aws_sdk_secretsmanager::Client::new(&sdk)
         .create_secret()

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
-use lambent::error::ApiError;
-use lambent::identity::Role;
-use lambent::ports::{Item, ItemStore, Key, KeyCipher, Query};
-use lambent::repos::agents::{self, AgentSpec};
-use lambent::repos::models::Catalog;
-use lambent::repos::providers::{self, NewProvider, ProviderKind};
-use lambent::repos::rate_limits::{self, Limit};
-use lambent::repos::users::{self, NewUser};
-use lambent::repos::{cascade, keys};
-use lambent::secret::{ExposeSecret, SecretString};
+use lambent_core::auth::Role;
+use lambent_core::secret::{ExposeSecret, SecretString};
+use lambent_core::Error;
+use lambent_ports::{Item, ItemStore, Key, KeyCipher, Query};
+use lambent_store::agents::{self, AgentSpec};
+use lambent_store::models::Catalog;
+use lambent_store::providers::{self, NewProvider, ProviderKind};
+use lambent_store::rate_limits::{self, Limit};
+use lambent_store::users::{self, NewUser};
+use lambent_store::{cascade, keys};
 
 const CANARY: &str = "sk-CANARY-9d8c7b6a5f4e3d2c1b0a";
 
@@ -40,14 +40,11 @@ impl Storage {
             .prefix("lambent-id-")
             .tempdir()
             .unwrap();
-        let db =
-            lambent::adapters::embedded::Db::open(&dir.path().join("lambent.sqlite3")).unwrap();
-        let cipher = lambent::adapters::embedded::LocalCipher::open_or_create(
-            &dir.path().join("master.key"),
-        )
-        .unwrap();
+        let db = lambent_embedded::Db::open(&dir.path().join("lambent.sqlite3")).unwrap();
+        let cipher =
+            lambent_embedded::LocalCipher::open_or_create(&dir.path().join("master.key")).unwrap();
         Storage {
-            store: Box::new(lambent::adapters::embedded::EmbeddedStore::new(db)),
+            store: Box::new(lambent_embedded::EmbeddedStore::new(db)),
             cipher: Box::new(cipher),
             raw: Raw::Files(dir.path().to_path_buf()),
             _dir: Some(dir),
@@ -58,14 +55,8 @@ impl Storage {
         let sdk = crate::emulator::sdk().await;
         let made = crate::emulator::provision(&sdk).await;
         Storage {
-            store: Box::new(lambent::adapters::aws::DynamoStore::from_conf(
-                &sdk,
-                &made.table,
-            )),
-            cipher: Box::new(lambent::adapters::aws::KmsCipher::from_conf(
-                &sdk,
-                &made.kms_key_id,
-            )),
+            store: Box::new(lambent_aws::DynamoStore::from_conf(&sdk, &made.table)),
+            cipher: Box::new(lambent_aws::KmsCipher::from_conf(&sdk, &made.kms_key_id)),
             raw: Raw::Table {
                 sdk: Box::new(sdk),
                 table: made.table,
@@ -202,7 +193,7 @@ pub async fn provider_keys_are_ciphertext_bound_to_owner_and_provider(s: &Storag
     }
     // And under the right owner but the wrong provider ID.
     let result = providers::decrypt_api_key(s.store.as_ref(), s.cipher.as_ref(), &bob, &a).await;
-    assert!(matches!(result, Err(ApiError::NotFound(_))));
+    assert!(matches!(result, Err(Error::NotFound(_))));
 }
 
 pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
@@ -264,7 +255,7 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
                                                              // A second delete finds nothing.
     assert!(matches!(
         users::delete(store, &leaver).await,
-        Err(ApiError::NotFound(_))
+        Err(Error::NotFound(_))
     ));
     // Nothing can be attached to a deleted user.
     assert!(keys::create(store, &hash_key, &leaver, None).await.is_err());
@@ -275,7 +266,7 @@ pub async fn a_role_change_reaches_every_key(s: &Storage) {
     let id = user(s, "promoted").await;
     let (k1, _) = keys::create(store, &[1u8; 32], &id, None).await.unwrap();
     let (k2, _) = keys::create(store, &[1u8; 32], &id, None).await.unwrap();
-    users::update(
+    lambent_app::identity::update_user(
         store,
         &id,
         users::UserChange {
@@ -306,7 +297,7 @@ pub async fn rate_limits_hold_across_processes(s: &Storage) {
             .unwrap();
     }
     match rate_limits::take(s.store.as_ref(), "key_a", limit, now + 5).await {
-        Err(ApiError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 45),
+        Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 45),
         other => panic!("expected 429, got {other:?}"),
     }
     rate_limits::take(s.store.as_ref(), "key_b", limit, now)

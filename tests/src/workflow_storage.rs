@@ -10,21 +10,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use lambent::config::Config;
-use lambent::identity::Role;
-use lambent::ports::queue::{QueueName, Received};
-use lambent::repos::agents::{self, AgentSpec};
-use lambent::repos::models::Prices;
-use lambent::repos::providers::{self, NewProvider, ProviderKind};
-use lambent::repos::runs::{self, RunStatus, RunView, StepStatus};
-use lambent::repos::usage::{self, Dimension, Scope};
-use lambent::repos::users::{self, NewUser};
-use lambent::repos::workflows::{self, Workflow};
-use lambent::secret::SecretString;
-use lambent::state::State;
-use lambent::workflows::{Definition, StepSpec};
+use lambent_app::config::Config;
+use lambent_app::state::State;
+use lambent_core::auth::Role;
+use lambent_core::secret::SecretString;
+use lambent_core::workflow::{Definition, StepSpec};
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
 use lambent_fn_worker::{Point, Worker};
+use lambent_ports::queue::{QueueName, Received};
+use lambent_store::agents::{self, AgentSpec};
+use lambent_store::models::Prices;
+use lambent_store::providers::{self, NewProvider, ProviderKind};
+use lambent_store::runs::{self, RunStatus, RunView, StepStatus};
+use lambent_store::usage::{self, Dimension, Scope};
+use lambent_store::users::{self, NewUser};
+use lambent_store::workflows::{self, Workflow};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -86,7 +86,7 @@ impl Flow {
             .prefix("lambent-flow-")
             .tempdir()
             .unwrap();
-        let state = lambent::backend::embedded(dir.path(), config(Timing::EMBEDDED)).unwrap();
+        let state = lambent_boot::embedded(dir.path(), config(Timing::EMBEDDED)).unwrap();
         Flow::world(state, Timing::EMBEDDED, Some(dir)).await
     }
 
@@ -95,13 +95,13 @@ impl Flow {
         // As deployed: more receives than attempts, so the worker, not the
         // redrive, decides when a step has failed.
         let made = crate::emulator::provision_with(&sdk, 5).await;
-        let resources = lambent::backend::AwsResources {
+        let resources = lambent_boot::AwsResources {
             table: made.table,
             secret_id: made.secret_id,
             kms_key_id: Some(made.kms_key_id),
             queue_urls: made.queue_urls,
         };
-        let state = lambent::backend::aws(&sdk, config(Timing::SQS), resources)
+        let state = lambent_boot::aws(&sdk, config(Timing::SQS), resources)
             .await
             .unwrap();
         Flow::world(state, Timing::SQS, None).await
@@ -202,10 +202,17 @@ impl Flow {
 
     pub async fn start(&self, workflow: &Workflow, input: Value, key: Option<&str>) -> String {
         let input = input.as_object().cloned().unwrap_or_default();
-        runs::start(&self.state, &self.owner, workflow, input, key)
-            .await
-            .unwrap()
-            .run_id
+        runs::start(
+            self.state.store.as_ref(),
+            self.state.queue.as_ref(),
+            &self.owner,
+            workflow,
+            input,
+            key,
+        )
+        .await
+        .unwrap()
+        .run_id
     }
 
     pub async fn run(&self, run_id: &str) -> RunView {
@@ -304,7 +311,7 @@ impl Flow {
 
     /// Today's cost and calls in the owner's usage.
     pub async fn billed_today(&self) -> (Decimal, u64) {
-        let today = lambent::time::today();
+        let today = lambent_core::time::today();
         let (_, totals) = usage::report(
             self.state.store.as_ref(),
             &Scope::User(self.owner.clone()),
@@ -600,7 +607,8 @@ pub async fn a_deleted_agent_fails_its_step_clearly(flow: &Flow) {
     assert_eq!(flow.provider_calls(), 0);
     // A new run is refused before it starts.
     let refused = runs::start(
-        &flow.state,
+        flow.state.store.as_ref(),
+        flow.state.queue.as_ref(),
         &flow.owner,
         &workflow,
         Default::default(),
@@ -738,7 +746,8 @@ pub async fn an_idempotency_key_starts_one_run(flow: &Flow) {
     let workflow = flow.workflow(&[("only", "Hi", &[])]).await;
     let starts = join_all((0..6).map(|_| {
         runs::start(
-            &flow.state,
+            flow.state.store.as_ref(),
+            flow.state.queue.as_ref(),
             &flow.owner,
             &workflow,
             Default::default(),
@@ -762,7 +771,7 @@ pub async fn run_costs_count_against_the_monthly_budget(flow: &Flow) {
     // Each step reserves its worst case (the prompt at the dearest input
     // rate plus 100 output tokens, about 0.0016 USD) and costs 0.0006: the
     // first step fits 0.002, the second no longer does.
-    users::update(
+    lambent_app::identity::update_user(
         flow.state.store.as_ref(),
         &flow.owner,
         users::UserChange {
@@ -797,9 +806,9 @@ pub async fn run_costs_count_against_the_monthly_budget(flow: &Flow) {
     let month = flow
         .state
         .store
-        .get(&lambent::repos::budgets::month_key(
+        .get(&lambent_store::budgets::month_key(
             &flow.owner,
-            lambent::time::month_of(&lambent::time::today()),
+            lambent_core::time::month_of(&lambent_core::time::today()),
         ))
         .await
         .unwrap()

@@ -9,13 +9,14 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::Principal;
-use lambent::repos::agents::{self, AgentSpec, AgentView};
-use lambent::repos::providers;
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_store::agents::{self, AgentSpec, AgentView};
+use lambent_store::providers;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Number;
@@ -32,13 +33,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 const NAME_MAX: usize = 200;
@@ -105,7 +106,7 @@ fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 
 /// A JSON number from 0 to 2, as an exact decimal.
 fn temperature(n: &Number) -> ApiResult<Decimal> {
-    validate::temperature(n)
+    Ok(validate::temperature(n)?)
 }
 
 /// A provider ID that cannot exist is refused here, before the store sees it.
@@ -116,7 +117,7 @@ fn provider_id(raw: String) -> ApiResult<String> {
 }
 
 fn system_prompt(raw: &str) -> ApiResult<String> {
-    validate::text("system_prompt", raw, SYSTEM_PROMPT_MAX)
+    Ok(validate::text("system_prompt", raw, SYSTEM_PROMPT_MAX)?)
 }
 
 /// Create an agent.
@@ -124,7 +125,7 @@ fn system_prompt(raw: &str) -> ApiResult<String> {
     responses((status = 201, body = AgentView)))]
 async fn create_agent(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
     let spec = AgentSpec {
@@ -160,7 +161,7 @@ async fn create_agent(
     responses((status = 200, body = ListPage<AgentView>)))]
 async fn list_agents(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<AgentView>>> {
     let scope = format!("agents:{}", principal.user_id);
@@ -181,7 +182,7 @@ async fn list_agents(
     responses((status = 200, body = AgentView)))]
 async fn get_agent(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
     validate::id(&id, agents::ID_PREFIX, "agent")?;
@@ -199,7 +200,7 @@ async fn get_agent(
     responses((status = 200, body = AgentView)))]
 async fn update_agent(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Body(body): Body<UpdateAgent>,
 ) -> ApiResult<Json<AgentView>> {
@@ -264,7 +265,7 @@ async fn update_agent(
     responses((status = 204, description = "deleted")))]
 async fn delete_agent(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate::id(&id, agents::ID_PREFIX, "agent")?;

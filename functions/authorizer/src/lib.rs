@@ -10,8 +10,8 @@
 use aws_lambda_events::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
-use lambent::error::ApiError;
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::Error as ApiError;
 use serde_json::json;
 
 /// Decides one request. `context` reaches the route function as

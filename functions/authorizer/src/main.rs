@@ -2,12 +2,12 @@
 //! answer API Gateway's authorization requests.
 use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use lambda_runtime::{service_fn, LambdaEvent};
-use lambent::state::Needs;
+use lambent_boot::Needs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambent::telemetry::init(lambent::telemetry::format_from_env());
-    let state = &lambent::backend::aws_from_env(Needs::STORE_ONLY).await?;
+    lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
+    let state = &lambent_boot::aws_from_env(Needs::STORE_ONLY).await?;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
             lambent_fn_authorizer::authorize(state, &event.payload)

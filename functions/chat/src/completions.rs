@@ -8,12 +8,12 @@ use axum::extract::State as Extract;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lambent::chat::{self, Prepared, Settled, Target};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::Body;
-use lambent::identity::Principal;
-use lambent::llm::{Role, Turn, Usage};
-use lambent::repos::agents;
+use lambent_app::chat::{self, Prepared, Settled, Target};
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::Body;
+use lambent_http::Caller;
+use lambent_llm::{Role, Turn, Usage};
+use lambent_store::agents;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -131,18 +131,18 @@ fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<T
 
 async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
     if model.starts_with("agt_") {
-        lambent::http::validate::id(model, agents::ID_PREFIX, "agent")
+        lambent_core::validate::id(model, agents::ID_PREFIX, "agent")
             .map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
         return match Target::of_agent(&chat.state, owner, model, "the agent").await {
-            Err(ApiError::Conflict(m)) if m.starts_with("the agent ") => {
+            Err(lambent_core::Error::Conflict(m)) if m.starts_with("the agent ") => {
                 Err(bad(format!("model: you have no agent {model:?}")))
             }
-            other => other,
+            other => Ok(other?),
         };
     }
     match model.split_once('/') {
         Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
-            Target::of_provider_model(&chat.state, owner, provider, name, "model").await
+            Ok(Target::of_provider_model(&chat.state, owner, provider, name, "model").await?)
         }
         _ => Err(bad(format!(
             "model: {model:?} is neither an agent ID (agt_...) nor <provider name>/<model>"
@@ -167,7 +167,7 @@ async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
     ))]
 pub async fn create_completion(
     Extract(chat): Extract<Chat>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CompletionRequest>,
 ) -> ApiResult<Response> {
     if body.n.is_some_and(|n| n != 1) {
@@ -189,11 +189,11 @@ pub async fn create_completion(
         target.max_tokens = max as u32;
     }
     if let Some(t) = &body.temperature {
-        target.temperature = Some(lambent::http::validate::temperature(t)?);
+        target.temperature = Some(lambent_core::validate::temperature(t)?);
     }
     let state = &chat.state;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
-    let created = lambent::time::now_epoch_secs();
+    let created = lambent_core::time::now_epoch_secs();
     if !body.stream {
         let settled = chat::complete(state, &chat.llm, &call).await?;
         return Ok(Json(completion(&call, &settled, created)).into_response());

@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use lambent::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
-use lambent::error::ApiError;
-use lambent::llm::{Chunk, ProviderError, Usage};
-use lambent::repos::messages::MessageStatus;
-use lambent::repos::sessions::TokenCounts;
-use lambent::state::State;
+use lambent_app::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
+use lambent_app::state::State;
+use lambent_http::error::ApiError;
+use lambent_llm::{Chunk, ProviderError, Usage};
+use lambent_store::messages::MessageStatus;
+use lambent_store::sessions::TokenCounts;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -95,7 +95,7 @@ impl Wire for LambentEvents {
 /// The response that streams `call`'s reply from `upstream` in `wire`'s format.
 pub fn stream_reply(state: State, call: Prepared, started: Started, wire: impl Wire) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(BUFFERED_EVENTS);
-    let request_id = lambent::http::current_request_id();
+    let request_id = lambent_http::current_request_id();
     tokio::spawn(pump(state, call, started, tx, request_id, wire).in_current_span());
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -220,12 +220,14 @@ async fn pump(
             if let Err(store_error) = settled {
                 tracing::error!(error = %store_error, "could not store a failed reply");
             }
-            let error = chat::provider_error(e);
+            let error = ApiError::from(chat::provider_error(e));
             client.send_all(wire.error(&error, &request_id)).await;
         }
         (None, Err(e)) => {
             tracing::error!(error = %e, "could not store a reply");
-            client.send_all(wire.error(&e, &request_id)).await;
+            client
+                .send_all(wire.error(&ApiError::from(e), &request_id))
+                .await;
         }
     }
 }

@@ -14,8 +14,8 @@ mod turn;
 
 use axum::extract::FromRef;
 use axum::Router;
-use lambent::llm::LlmClient;
-use lambent::state::{StartError, State};
+use lambent_app::state::{StartError, State};
+use lambent_llm::LlmClient;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -50,11 +50,11 @@ pub fn documented() -> OpenApiRouter<Chat> {
 pub fn routes(chat: Chat) -> Router {
     let (routes, _) = documented().split_for_parts();
     let state = chat.state.clone();
-    lambent::http::protect(routes, &state).with_state(chat)
+    lambent_http::protect(routes, &state).with_state(chat)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(chat: Chat) -> Router {
     let config = chat.state.config.clone();
-    lambent::http::service(routes(chat), &config)
+    lambent_http::service(routes(chat), &config)
 }

@@ -4,12 +4,13 @@
 use axum::extract::{Path, State as Extract};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lambent::chat;
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::{validate, Body};
-use lambent::identity::Principal;
-use lambent::repos::messages::{self, Message, MAX_STORED_BYTES};
-use lambent::repos::sessions;
+use lambent_app::chat;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::Body;
+use lambent_http::Caller;
+use lambent_store::messages::{self, Message, MAX_STORED_BYTES};
+use lambent_store::sessions;
 use serde::Deserialize;
 
 use crate::Chat;
@@ -46,7 +47,7 @@ pub struct PostMessage {
     ))]
 pub async fn post_message(
     Extract(chat): Extract<Chat>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Body(body): Body<PostMessage>,
 ) -> ApiResult<Response> {

@@ -1,5 +1,5 @@
 //! The public routes: `GET /health` checks the store, the key cipher and the
-//! queue (see `lambent::health`), 200 when all pass, 503 naming the failed
+//! queue (see `lambent_app::health`), 200 when all pass, 503 naming the failed
 //! ones; `GET /openapi.json` serves the API's OpenAPI document.
 //!
 //! The document is generated from the route crates' annotations by
@@ -10,8 +10,8 @@ use axum::extract::State as Extract;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use lambent::health::Report;
-use lambent::state::State;
+use lambent_app::health::Report;
+use lambent_app::state::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +35,7 @@ pub fn routes(state: State) -> Router {
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 /// Check every dependency.
@@ -44,7 +44,7 @@ pub fn router(state: State) -> Router {
         (status = 200, description = "every check passed", body = Report),
         (status = 503, description = "a dependency failed; `checks` names it", body = Report)))]
 async fn health(Extract(state): Extract<State>) -> Response {
-    let report = lambent::health::check(&state).await;
+    let report = lambent_app::health::check(&state).await;
     let status = if report.is_ok() {
         StatusCode::OK
     } else {

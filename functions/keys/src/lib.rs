@@ -10,15 +10,17 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::ApiResult;
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::api_key::KEY_ID_PREFIX;
-use lambent::identity::Principal;
-use lambent::repos::keys::{self, ApiKeyInfo};
-use lambent::repos::users;
-use lambent::secret::ExposeSecret;
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::api_key::KEY_ID_PREFIX;
+use lambent_core::auth::Principal;
+use lambent_core::secret::ExposeSecret;
+use lambent_core::validate;
+use lambent_http::error::ApiResult;
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_store::keys::{self, ApiKeyInfo};
+use lambent_store::users;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,13 +35,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -80,7 +82,7 @@ fn target_user(principal: &Principal, requested: Option<String>) -> ApiResult<St
     responses((status = 201, body = CreatedKey)))]
 async fn create_key(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let user_id = target_user(&principal, body.user_id)?;
@@ -113,7 +115,7 @@ struct KeyListParams {
     responses((status = 200, body = ListPage<ApiKeyInfo>)))]
 async fn list_keys(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<KeyListParams>,
 ) -> ApiResult<Json<ListPage<ApiKeyInfo>>> {
     let user_id = target_user(&principal, params.user_id)?;
@@ -133,7 +135,7 @@ async fn list_keys(
     responses((status = 204, description = "revoked")))]
 async fn revoke_key(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate::id(&id, KEY_ID_PREFIX, "key")?;

@@ -9,12 +9,13 @@
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::{validate, Body, ListPage};
-use lambent::identity::Principal;
-use lambent::repos::models::{Model, Prices};
-use lambent::repos::providers::ProviderKind;
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::provider::ProviderKind;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage};
+use lambent_store::models::{Model, Prices};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,13 +31,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 const NAME_MAX: usize = 100;
@@ -68,7 +69,7 @@ struct UpsertModel {
     responses((status = 200, body = ListPage<Model>)))]
 async fn list_models(
     Extract(state): Extract<State>,
-    _principal: Principal,
+    _principal: Caller,
 ) -> ApiResult<Json<ListPage<Model>>> {
     let models = state.catalog.all(state.store.as_ref()).await?;
     Ok(Json(ListPage {
@@ -83,7 +84,7 @@ async fn list_models(
     responses((status = 200, body = Model)))]
 async fn get_model(
     Extract(state): Extract<State>,
-    _principal: Principal,
+    _principal: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Model>> {
     state
@@ -103,7 +104,7 @@ async fn get_model(
     ))]
 async fn upsert_model(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<UpsertModel>,
 ) -> ApiResult<(StatusCode, Json<Model>)> {
     principal.require_admin()?;

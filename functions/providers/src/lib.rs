@@ -9,13 +9,14 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::Principal;
-use lambent::repos::providers::{self, NewProvider, Provider, ProviderChange, ProviderKind};
-use lambent::secret::{ExposeSecret, SecretString};
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::secret::{ExposeSecret, SecretString};
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_store::providers::{self, NewProvider, Provider, ProviderChange, ProviderKind};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,13 +31,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 /// Provider names appear in `<provider name>/<model>`, so they are slugs.
@@ -117,7 +118,7 @@ fn api_key(raw: &SecretString) -> ApiResult<SecretString> {
 
 /// The SSRF guard on a base URL; the URL as parsed.
 async fn base_url(state: &State, raw: &str) -> ApiResult<String> {
-    lambent::net_guard::check_base_url(raw, state.config.allow_private_provider_urls)
+    lambent_llm::net_guard::check_base_url(raw, state.config.allow_private_provider_urls)
         .await
         .map(|url| url.as_str().to_owned())
         .map_err(|refused| ApiError::BadRequest(refused.to_string()))
@@ -132,7 +133,7 @@ fn base_url_required() -> ApiError {
     responses((status = 201, body = Provider)))]
 async fn create_provider(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateProvider>,
 ) -> ApiResult<(StatusCode, Json<Provider>)> {
     let name = validate::slug("name", &body.name, NAME_MAX)?;
@@ -163,7 +164,7 @@ async fn create_provider(
     responses((status = 200, body = ListPage<Provider>)))]
 async fn list_providers(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Provider>>> {
     let scope = format!("providers:{}", principal.user_id);
@@ -178,7 +179,7 @@ async fn list_providers(
     responses((status = 200, body = Provider)))]
 async fn get_provider(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Provider>> {
     validate::id(&id, providers::ID_PREFIX, "provider")?;
@@ -195,7 +196,7 @@ async fn get_provider(
     responses((status = 200, body = Provider)))]
 async fn update_provider(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Body(body): Body<UpdateProvider>,
 ) -> ApiResult<Json<Provider>> {
@@ -241,7 +242,7 @@ async fn update_provider(
     responses((status = 204, description = "deleted")))]
 async fn delete_provider(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate::id(&id, providers::ID_PREFIX, "provider")?;

@@ -11,15 +11,17 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::Principal;
-use lambent::ports::Order;
-use lambent::repos::messages::{self, Message};
-use lambent::repos::sessions::{self, NewSession, Session};
-use lambent::repos::{agents, PageRequest};
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::auth::Principal;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_ports::Order;
+use lambent_store::messages::{self, Message};
+use lambent_store::sessions::{self, NewSession, Session};
+use lambent_store::{agents, PageRequest};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -36,13 +38,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 const TITLE_MAX: usize = 200;
@@ -66,7 +68,7 @@ struct CreateSession {
     responses((status = 201, body = Session)))]
 async fn create_session(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateSession>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     validate::id(&body.agent_id, agents::ID_PREFIX, "agent")
@@ -97,7 +99,7 @@ async fn create_session(
     responses((status = 200, body = ListPage<Session>)))]
 async fn list_sessions(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Session>>> {
     let scope = format!("sessions:{}", principal.user_id);
@@ -119,7 +121,7 @@ async fn own_session(state: &State, principal: &Principal, id: &str) -> ApiResul
     responses((status = 200, body = Session)))]
 async fn get_session(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Session>> {
     Ok(Json(own_session(&state, &principal, &id).await?))
@@ -131,7 +133,7 @@ async fn get_session(
     responses((status = 204, description = "deleted")))]
 async fn delete_session(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate::id(&id, sessions::ID_PREFIX, "session")?;
@@ -170,7 +172,7 @@ struct HistoryParams {
     responses((status = 200, body = ListPage<Message>)))]
 async fn list_messages(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Query(params): Query<HistoryParams>,
 ) -> ApiResult<Json<ListPage<Message>>> {

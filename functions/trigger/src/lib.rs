@@ -9,10 +9,10 @@
 //! once; the rest of its batch goes on.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use lambent::error::ApiError;
-use lambent::ports::queue::{QueueName, Received};
-use lambent::repos::{runs, workflows};
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::Error;
+use lambent_ports::queue::{QueueName, Received};
+use lambent_store::{runs, workflows};
 use serde::Deserialize;
 
 /// The trigger message of API.md.
@@ -36,7 +36,7 @@ pub enum TriggerError {
 fn refusal(body: &str) -> Result<Trigger, String> {
     let trigger: Trigger =
         serde_json::from_str(body).map_err(|e| format!("malformed trigger: {e}"))?;
-    lambent::http::validate::id(&trigger.workflow_id, workflows::ID_PREFIX, "workflow")
+    lambent_core::validate::id(&trigger.workflow_id, workflows::ID_PREFIX, "workflow")
         .map_err(|_| "workflow_id: not a workflow ID (`wfl_...`)".to_owned())?;
     if let Some(key) = &trigger.idempotency_key {
         runs::check_idempotency_key(key).map_err(|e| e.to_string())?;
@@ -51,7 +51,7 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
         Err(reason) => return dead_letter(state, message, &reason).await,
     };
     let store = state.store.as_ref();
-    let unavailable = |e: ApiError| TriggerError::Unavailable(e.to_string());
+    let unavailable = |e: Error| TriggerError::Unavailable(e.to_string());
     let found = match workflows::owner_of(store, &trigger.workflow_id)
         .await
         .map_err(unavailable)?
@@ -69,7 +69,16 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
         .idempotency_key
         .clone()
         .unwrap_or_else(|| format!("sqs:{}", message.message_id));
-    match runs::start(state, &owner, &workflow, trigger.input, Some(&key)).await {
+    match runs::start(
+        store,
+        state.queue.as_ref(),
+        &owner,
+        &workflow,
+        trigger.input,
+        Some(&key),
+    )
+    .await
+    {
         Ok(started) => {
             tracing::info!(
                 run_id = %started.run_id,
@@ -79,19 +88,19 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
             );
             Ok(())
         }
-        Err(e @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => Err(unavailable(e)),
+        Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => Err(unavailable(e)),
         Err(refused) => dead_letter(state, message, &refused.to_string()).await,
     }
 }
 
 async fn dead_letter(state: &State, message: &Received, reason: &str) -> Result<(), TriggerError> {
     let queue = state.queue.as_ref();
-    lambent::batch::dead_letter(queue, QueueName::TriggersDeadLetter, message, reason)
+    lambent_app::batch::dead_letter(queue, QueueName::TriggersDeadLetter, message, reason)
         .await
         .map_err(|e| TriggerError::Unavailable(e.to_string()))
 }
 
 /// Handles an SQS batch, reporting each failed message by ID.
 pub async fn handle_batch(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    lambent::batch::sqs_batch(event, |m| async move { start_run(state, &m).await }).await
+    lambent_app::batch::sqs_batch(event, |m| async move { start_run(state, &m).await }).await
 }

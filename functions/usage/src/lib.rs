@@ -8,12 +8,12 @@
 
 use axum::extract::{Query, State as Extract};
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::validate;
-use lambent::identity::Principal;
-use lambent::repos::usage::{self, Dimension, Group, Scope, Totals};
-use lambent::repos::users;
-use lambent::state::State;
+use lambent_app::state::State;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::Caller;
+use lambent_store::usage::{self, Dimension, Group, Scope, Totals};
+use lambent_store::users;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,13 +26,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 /// The longest range one report covers.
@@ -83,7 +83,7 @@ fn text(d: time::Date) -> String {
     responses((status = 200, body = UsageReport)))]
 async fn get_usage(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<UsageParams>,
 ) -> ApiResult<Json<UsageReport>> {
     let today = time::OffsetDateTime::now_utc().date();

@@ -9,13 +9,15 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::{Principal, Role};
-use lambent::repos::audit::{self, AuditEntry};
-use lambent::repos::users::{self, NewUser, User, UserChange};
-use lambent::state::State;
+use lambent_app::identity::{self, Principal, Role};
+use lambent_app::state::State;
+use lambent_core::validate;
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_store::audit::{self, AuditEntry};
+use lambent_store::users::{self, NewUser, User, UserChange};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,13 +34,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 const NAME_MAX: usize = 200;
@@ -83,7 +85,7 @@ fn scope(principal: &Principal, listing: &str) -> String {
     responses((status = 201, body = User)))]
 async fn create_user(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     principal.require_admin()?;
@@ -104,7 +106,7 @@ async fn create_user(
     responses((status = 200, body = ListPage<User>)))]
 async fn list_users(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<User>>> {
     principal.require_admin()?;
@@ -120,7 +122,7 @@ async fn list_users(
     responses((status = 200, body = User)))]
 async fn get_user(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<User>> {
     principal.require_admin()?;
@@ -137,7 +139,7 @@ async fn get_user(
     responses((status = 200, body = User)))]
 async fn update_user(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Body(body): Body<UpdateUser>,
 ) -> ApiResult<Json<User>> {
@@ -154,12 +156,12 @@ async fn update_user(
             other => other,
         },
     };
-    if id == lambent::identity::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
+    if id == lambent_core::auth::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
         return Err(ApiError::BadRequest(
             "role: the bootstrap admin stays an admin".into(),
         ));
     }
-    let user = users::update(state.store.as_ref(), &id, change).await?;
+    let user = identity::update_user(state.store.as_ref(), &id, change).await?;
     state.identity.cache().evict_user(&id);
     Ok(Json(user))
 }
@@ -171,7 +173,7 @@ async fn update_user(
     responses((status = 204, description = "deleted")))]
 async fn delete_user(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     principal.require_admin()?;
@@ -198,13 +200,13 @@ struct AuditParams {
     responses((status = 200, body = ListPage<AuditEntry>)))]
 async fn list_audit(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Json<ListPage<AuditEntry>>> {
     principal.require_admin()?;
     let day = match &params.day {
-        None => lambent::time::today(),
-        Some(raw) => lambent::time::parse_day(raw)
+        None => lambent_core::time::today(),
+        Some(raw) => lambent_core::time::parse_day(raw)
             .ok_or_else(|| ApiError::BadRequest("day: expected yyyy-mm-dd".into()))?,
     };
     let scope = format!("{}:{day}", scope(&principal, "audit"));

@@ -1,9 +1,9 @@
 //! Lambda glue: logging, configuration and clients once per cold start, then serve.
-use lambent::state::Needs;
+use lambent_boot::Needs;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambent::telemetry::init(lambent::telemetry::format_from_env());
-    let state = lambent::backend::aws_from_env(Needs::STORE_ONLY).await?;
+    lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
+    let state = lambent_boot::aws_from_env(Needs::STORE_ONLY).await?;
     lambda_http::run(lambent_fn_users::router(state)).await
 }

@@ -25,9 +25,9 @@ mod step;
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use lambent::llm::LlmClient;
-use lambent::ports::queue::Received;
-use lambent::state::{StartError, State};
+use lambent_app::state::{StartError, State};
+use lambent_llm::LlmClient;
+use lambent_ports::queue::Received;
 
 pub use step::StepError;
 
@@ -92,6 +92,6 @@ impl Worker {
     /// Handles an SQS batch, each message at once, reporting the failed
     /// ones by ID.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        lambent::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
+        lambent_app::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
     }
 }

@@ -2,13 +2,13 @@
 //! handle SQS batches with partial batch failures.
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use lambent::ports::QueueName;
-use lambent::state::Needs;
+use lambent_boot::Needs;
+use lambent_boot::QueueName;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambent::telemetry::init(lambent::telemetry::format_from_env());
-    let state = lambent::backend::aws_from_env(Needs {
+    lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
+    let state = lambent_boot::aws_from_env(Needs {
         cipher: true,
         queues: &[QueueName::Steps, QueueName::StepsDeadLetter],
     })

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lambent::chat::Target;
-use lambent::error::ApiError;
-use lambent::llm::{ChatRequest, ProviderError, Role, Turn};
-use lambent::ports::queue::{QueueName, Received, MAX_DELAY};
-use lambent::repos::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
-use lambent::repos::{budgets, messages, usage};
-use lambent::workflows::MAX_OUTPUT_BYTES;
+use lambent_app::chat::{self, Prepared, Record, Target, Unanswered};
+use lambent_core::workflow::MAX_OUTPUT_BYTES;
+use lambent_core::Error as ApiError;
+use lambent_llm::ProviderError;
+use lambent_ports::queue::{QueueName, Received, MAX_DELAY};
+use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
 use tracing::Instrument;
 
 use crate::{Point, Worker};
@@ -46,8 +45,8 @@ pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), St
     let parsed = serde_json::from_str::<StepMessage>(&message.body)
         .ok()
         .filter(|m| {
-            lambent::http::validate::id(&m.run_id, runs::ID_PREFIX, "run").is_ok()
-                && lambent::workflows::template::is_identifier(&m.step_id)
+            lambent_core::validate::id(&m.run_id, runs::ID_PREFIX, "run").is_ok()
+                && lambent_core::workflow::template::is_identifier(&m.step_id)
         });
     let Some(step) = parsed else {
         return dead_letter(worker, message, "not a step message").await;
@@ -88,7 +87,7 @@ async fn not_claimed(
     else {
         return dead_letter(worker, message, "there is no such step").await;
     };
-    let now = lambent::time::now_epoch_millis();
+    let now = lambent_core::time::now_epoch_millis();
     let max = worker.state.config.step_max_attempts;
     match step.status {
         // A redelivery of a finished step only moves on.
@@ -143,8 +142,8 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
     if worker.crashes(Point::Claimed, &step.id) {
         return Err(StepError::Crashed(Point::Claimed));
     }
-    let result = match call(worker, &step).await? {
-        Ok(result) => result,
+    let (result, call) = match call(worker, &step).await? {
+        Ok(done) => done,
         Err(failure) => {
             let (reason, permanent) = match failure {
                 Failure::Permanent(r) => (r, true),
@@ -170,9 +169,7 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
     {
         Completed::Earlier => {
             // Another attempt stored its result first; this one is not billed.
-            if let Err(e) = budgets::release(store, &result.reservation).await {
-                tracing::error!(error = %e, "could not release a budget reservation");
-            }
+            chat::release(&worker.state, &call).await;
             let Some(now) = runs::read_step(store, &step.run_id, &step.id)
                 .await
                 .map_err(unavailable)?
@@ -223,13 +220,13 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
     }
 }
 
-/// The model call of a claimed step: its agent, its prompt, its budget.
-/// The outer error is a crash or an outage; the inner one the attempt's
-/// failure.
+/// The model call of a claimed step, through the model-call pipeline: its
+/// agent, its prompt, its budget reserved, the answer priced. The outer
+/// error is a crash or an outage; the inner one the attempt's failure.
 async fn call(
     worker: &Worker,
     step: &StepRecord,
-) -> Result<Result<StepResult, Failure>, StepError> {
+) -> Result<Result<(StepResult, Prepared), Failure>, StepError> {
     let state = &worker.state;
     let target =
         match Target::of_agent(state, &step.owner, &step.agent_id, "the step's agent").await {
@@ -243,75 +240,49 @@ async fn call(
         Ok(prompt) => prompt,
         Err(e) => return Ok(Err(Failure::Permanent(e.to_string()))),
     };
-    let prompt_tokens = target
-        .system
-        .as_deref()
-        .map_or(0, messages::estimate_tokens)
-        + messages::estimate_tokens(&prompt);
-    if prompt_tokens > target.context_token_budget {
-        return Ok(Err(Failure::Permanent(format!(
-            "the prompt needs about {prompt_tokens} tokens, more than the agent's \
-             context_token_budget of {}",
-            target.context_token_budget
-        ))));
-    }
-    let day = lambent::time::today();
-    let worst = usage::worst_case(prompt_tokens, u64::from(target.max_tokens), &target.prices);
-    let reservation = match budgets::reserve(
-        state.store.as_ref(),
-        &step.owner,
-        lambent::time::month_of(&day),
-        step.monthly_budget_usd,
-        None,
-        worst,
-    )
-    .await
-    {
-        Ok(reservation) => reservation,
-        Err(e) => return Ok(Err(api_failure(e))),
+    let record = Record::Step {
+        run_id: step.run_id.clone(),
+        step_id: step.id.clone(),
     };
-    let request = ChatRequest {
-        model: target.model.clone(),
-        system: target.system.clone(),
-        turns: vec![Turn {
-            role: Role::User,
-            content: prompt,
-        }],
-        max_tokens: target.max_tokens,
-        temperature: target.temperature,
+    let prepared = chat::prepare_step(
+        state,
+        &step.owner,
+        target,
+        prompt,
+        step.monthly_budget_usd,
+        record,
+    )
+    .await;
+    let call = match prepared {
+        Ok(call) => call,
+        Err(e) => return Ok(Err(api_failure(e))),
     };
     // The call must end while the lease holds, or another worker takes over.
     let limit = state.config.step_lease.mul_f64(0.8);
-    let answered =
-        tokio::time::timeout(limit, worker.llm.complete(&target.endpoint, &request)).await;
-    let completion = match answered {
-        Ok(Ok(completion)) => completion,
-        failed => {
-            if let Err(e) = budgets::release(state.store.as_ref(), &reservation).await {
-                tracing::error!(error = %e, "could not release a budget reservation");
-            }
-            return Ok(Err(match failed {
-                Ok(Err(e)) => provider_failure(e),
-                _ => Failure::Retryable(format!(
-                    "the model call took longer than {} ms",
-                    limit.as_millis()
-                )),
-            }));
+    let completion = match chat::answer(state, &worker.llm, &call, limit).await {
+        Ok(completion) => completion,
+        Err(Unanswered::Provider(e)) => return Ok(Err(provider_failure(e))),
+        Err(Unanswered::TimedOut(limit)) => {
+            return Ok(Err(Failure::Retryable(format!(
+                "the model call took longer than {} ms",
+                limit.as_millis()
+            ))))
         }
     };
     if worker.crashes(Point::Answered, &step.id) {
         return Err(StepError::Crashed(Point::Answered));
     }
     let (output, truncated) = cut(completion.text, MAX_OUTPUT_BYTES);
-    Ok(Ok(StepResult {
+    let charge = chat::charge(&call, &completion.usage);
+    let result = StepResult {
         output,
         truncated,
-        model: target.model,
+        model: call.model.clone(),
         usage: completion.usage,
-        cost_usd: usage::cost(&completion.usage, &target.prices),
-        day,
-        reservation,
-    }))
+        cost_usd: charge.cost_usd,
+        billing: charge.ops,
+    };
+    Ok(Ok((result, call)))
 }
 
 fn api_failure(e: ApiError) -> Failure {
@@ -389,9 +360,13 @@ async fn follow_up(worker: &Worker, step: &StepRecord) -> Result<(), StepError> 
 }
 
 async fn enqueue(worker: &Worker, run_id: &str, steps: &[String]) -> Result<(), StepError> {
-    runs::enqueue(&worker.state, run_id, steps.iter().map(String::as_str))
-        .await
-        .map_err(unavailable)
+    runs::enqueue(
+        worker.state.queue.as_ref(),
+        run_id,
+        steps.iter().map(String::as_str),
+    )
+    .await
+    .map_err(unavailable)
 }
 
 /// The pause before the retry after attempt `attempts`: the configured
@@ -427,7 +402,7 @@ async fn retry(
 /// Moves the message to the dead-letter queue (then it may be deleted).
 async fn dead_letter(worker: &Worker, message: &Received, reason: &str) -> Result<(), StepError> {
     let queue = worker.state.queue.as_ref();
-    lambent::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
+    lambent_app::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
         .await
         .map_err(unavailable)
 }

@@ -13,14 +13,16 @@
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::{Json, Router};
-use lambent::error::{ApiError, ApiResult};
-use lambent::http::pagination::listed;
-use lambent::http::{validate, Body, ListPage, ListParams};
-use lambent::identity::Principal;
-use lambent::repos::runs::{self, RunView};
-use lambent::repos::workflows::{self, Workflow};
-use lambent::state::State;
-use lambent::workflows::{Definition, StepSpec};
+use lambent_app::state::State;
+use lambent_core::auth::Principal;
+use lambent_core::validate;
+use lambent_core::workflow::{Definition, StepSpec};
+use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::pagination::listed;
+use lambent_http::Caller;
+use lambent_http::{Body, ListPage, ListParams};
+use lambent_store::runs::{self, RunView};
+use lambent_store::workflows::{self, Workflow};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,13 +40,13 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The bare routes, for merging into the local runner's single app.
 pub fn routes(state: State) -> Router {
     let (routes, _) = documented().split_for_parts();
-    lambent::http::protect(routes, &state).with_state(state)
+    lambent_http::protect(routes, &state).with_state(state)
 }
 
 /// The routes with the shared layers, as this function's Lambda serves them.
 pub fn router(state: State) -> Router {
     let config = state.config.clone();
-    lambent::http::service(routes(state), &config)
+    lambent_http::service(routes(state), &config)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -63,7 +65,7 @@ struct CreateWorkflow {
     responses((status = 201, body = Workflow)))]
 async fn create_workflow(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Body(body): Body<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<Workflow>)> {
     let definition = Definition::validate(&body.name, body.steps)?;
@@ -76,7 +78,7 @@ async fn create_workflow(
     responses((status = 200, body = ListPage<Workflow>)))]
 async fn list_workflows(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Workflow>>> {
     let scope = format!("workflows:{}", principal.user_id);
@@ -98,7 +100,7 @@ async fn own_workflow(state: &State, principal: &Principal, id: &str) -> ApiResu
     responses((status = 200, body = Workflow)))]
 async fn get_workflow(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Workflow>> {
     Ok(Json(own_workflow(&state, &principal, &id).await?))
@@ -110,7 +112,7 @@ async fn get_workflow(
     responses((status = 204, description = "deleted")))]
 async fn delete_workflow(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate::id(&id, workflows::ID_PREFIX, "workflow")?;
@@ -143,13 +145,14 @@ struct RunStarted {
     responses((status = 202, body = RunStarted)))]
 async fn start_run(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
     Body(body): Body<StartRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let workflow = own_workflow(&state, &principal, &id).await?;
     let started = runs::start(
-        &state,
+        state.store.as_ref(),
+        state.queue.as_ref(),
         &principal.user_id,
         &workflow,
         body.input,
@@ -171,7 +174,7 @@ async fn start_run(
     responses((status = 200, body = RunView)))]
 async fn get_run(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     validate::id(&id, runs::ID_PREFIX, "run")?;
@@ -188,7 +191,7 @@ async fn get_run(
     responses((status = 200, body = RunView)))]
 async fn cancel_run(
     Extract(state): Extract<State>,
-    principal: Principal,
+    principal: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     validate::id(&id, runs::ID_PREFIX, "run")?;

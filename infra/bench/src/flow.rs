@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lambent::ports::cipher::{CipherResult, EncryptionContext};
-use lambent::ports::queue::{QueueResult, Received};
-use lambent::ports::store::StoreResult;
-use lambent::ports::{
+use lambent_ports::cipher::{CipherResult, EncryptionContext};
+use lambent_ports::queue::{QueueResult, Received};
+use lambent_ports::store::StoreResult;
+use lambent_ports::{
     Condition, Item, ItemStore, Key, KeyCipher, Page, Query, Queue, QueueName, TxOp, Update,
 };
 

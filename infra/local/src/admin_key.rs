@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lambent::adapters::embedded::{read_secret_file, write_secret_file};
-use lambent::bootstrap::{self, SIGNING_KEY};
-use lambent::secret::{ExposeSecret, SecretString};
-use lambent::state::State;
+use lambent_app::bootstrap::{self, SIGNING_KEY};
+use lambent_app::state::State;
+use lambent_core::secret::{ExposeSecret, SecretString};
+use lambent_embedded::{read_secret_file, write_secret_file};
 
 pub const ADMIN_KEY_FILE: &str = "admin-key";
 
@@ -57,8 +57,8 @@ pub async fn ensure(state: &State, data_dir: &Path) -> anyhow::Result<AdminKey> 
 /// The admin key of a deployment whose root secret is the Secrets Manager
 /// secret `secret_id` (the stack output `BootstrapSecretArn`).
 pub async fn from_aws_secret(secret_id: &str) -> anyhow::Result<SecretString> {
-    let sdk = lambent::adapters::aws::load_sdk_config().await;
-    let secrets = lambent::adapters::aws::SecretsManagerSecrets::from_conf(&sdk, secret_id);
+    let sdk = lambent_aws::load_sdk_config().await;
+    let secrets = lambent_aws::SecretsManagerSecrets::from_conf(&sdk, secret_id);
     let root = bootstrap::signing_key(&secrets).await?;
     Ok(bootstrap::admin_api_key(&root))
 }

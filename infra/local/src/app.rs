@@ -2,7 +2,7 @@
 //! present them in AWS.
 
 use axum::Router;
-use lambent::state::{StartError, State};
+use lambent_app::state::{StartError, State};
 
 /// The bare routes of every HTTP function, merged and wrapped once with the
 /// shared layers.
@@ -19,5 +19,5 @@ pub fn app(state: State) -> Result<Router, StartError> {
         .merge(lambent_fn_chat::routes(chat))
         .merge(lambent_fn_usage::routes(state.clone()))
         .merge(lambent_fn_workflows::routes(state.clone()));
-    Ok(lambent::http::service(routes, &state.config))
+    Ok(lambent_http::service(routes, &state.config))
 }

@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lambent::ports::queue::{QueueName, Received, MAX_RECEIVE};
-use lambent::state::State;
+use lambent_app::state::State;
 use lambent_fn_worker::Worker;
+use lambent_ports::queue::{QueueName, Received, MAX_RECEIVE};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 

@@ -7,4 +7,5 @@ pub mod app;
 pub mod consumers;
 pub mod openapi;
 pub mod provision;
+pub mod resources;
 pub mod serve;

@@ -53,7 +53,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lambent::telemetry::init(lambent::telemetry::format_from_env());
+    lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
     match Cli::parse().command {
         Command::Serve {
             addr,
@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
                 backend,
                 prefix,
-                config: lambent::config::Config::from_env(&lambent::config::ProcessEnv)?,
+                config: lambent_app::config::Config::from_env(&lambent_core::env::ProcessEnv)?,
             };
             serve::run(options, shutdown_signal(), |bound| {
                 println!("lambent listening on http://{bound}");
@@ -87,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::AdminKey { secret_id } => {
             let key = lambent_local::admin_key::from_aws_secret(&secret_id).await?;
-            println!("{}", lambent::secret::ExposeSecret::expose_secret(&key));
+            println!(
+                "{}",
+                lambent_core::secret::ExposeSecret::expose_secret(&key)
+            );
             Ok(())
         }
     }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, OpenApi, RefOr, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
-use lambent::error::ErrorBody;
+use lambent_http::error::ErrorBody;
 
 const SECURITY_SCHEME: &str = "api_key";
 

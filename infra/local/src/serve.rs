@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use lambent::backend::{self, AwsResources};
-use lambent::config::Config;
-use lambent::secret::ExposeSecret;
-use lambent::state::State;
+use lambent_app::config::Config;
+use lambent_app::state::State;
+use lambent_boot::AwsResources;
+use lambent_core::secret::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,17 +39,17 @@ pub struct Options {
 /// Builds the state for the chosen backend.
 pub async fn open_state(options: &Options) -> anyhow::Result<State> {
     let config = options.config.clone();
-    lambent::adapters::embedded::ensure_data_dir(&options.data_dir)
+    lambent_embedded::ensure_data_dir(&options.data_dir)
         .with_context(|| format!("data directory {}", options.data_dir.display()))?;
     match options.backend {
         Backend::Embedded => {
             admin_key::ensure_embedded_signing_key(&options.data_dir)?;
-            Ok(backend::embedded(&options.data_dir, config)?)
+            Ok(lambent_boot::embedded(&options.data_dir, config)?)
         }
         Backend::Aws => {
-            let sdk = lambent::adapters::aws::load_sdk_config().await;
+            let sdk = lambent_aws::load_sdk_config().await;
             let names = Names::with_prefix(&options.prefix);
-            let found = lambent::adapters::aws::provision::resolve(&sdk, &names)
+            let found = crate::resources::resolve(&sdk, &names)
                 .await
                 .context("AWS resources not found: run `lambent bootstrap` first")?;
             let resources = AwsResources {
@@ -58,7 +58,7 @@ pub async fn open_state(options: &Options) -> anyhow::Result<State> {
                 kms_key_id: Some(found.kms_key_id),
                 queue_urls: found.queue_urls,
             };
-            Ok(backend::aws(&sdk, config, resources).await?)
+            Ok(lambent_boot::aws(&sdk, config, resources).await?)
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The key-cipher contract (see `lambent::ports::cipher`).
+//! The key-cipher contract (see `lambent_ports::cipher`).
 
-use lambent::ports::cipher::*;
+use lambent_ports::cipher::*;
 
 fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
     pairs

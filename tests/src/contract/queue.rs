@@ -1,9 +1,9 @@
-//! The queue contract (see `lambent::ports::queue`). The adapter under test
+//! The queue contract (see `lambent_ports::queue`). The adapter under test
 //! moves a message to the dead-letter queue after [`MAX_RECEIVES`] receives.
 
 use std::time::Duration;
 
-use lambent::ports::queue::*;
+use lambent_ports::queue::*;
 
 pub const MAX_RECEIVES: u32 = 2;
 

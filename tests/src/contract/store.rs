@@ -1,10 +1,10 @@
-//! The item-store contract (see `lambent::ports::store`).
+//! The item-store contract (see `lambent_ports::store`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
-use lambent::ports::store::*;
-use lambent::time::now_epoch_secs;
+use lambent_core::time::now_epoch_secs;
+use lambent_ports::store::*;
 use rust_decimal::Decimal;
 
 pub const CASES: &[&str] = &[
@@ -19,7 +19,7 @@ pub const CASES: &[&str] = &[
 ];
 
 fn unique(prefix: &str) -> String {
-    lambent::ids::new_id(prefix)
+    lambent_core::ids::new_id(prefix)
 }
 
 pub async fn round_trip_keeps_every_value_exactly(store: &dyn ItemStore) {

@@ -33,35 +33,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use lambent::adapters::aws::{
-    ensure_all, DynamoStore, KmsCipher, Names, SecretsManagerSecrets, SqsQueue,
-};
-use lambent::adapters::embedded::{
-    Db, EmbeddedQueue, EmbeddedStore, FileSecrets, LocalCipher, DATABASE_FILE,
-    DEFAULT_MAX_RECEIVES, MASTER_KEY_FILE,
-};
-use lambent::config::Config;
-use lambent::identity::Role;
-use lambent::llm::{ChatRequest, Endpoint, Turn};
-use lambent::ports::queue::{QueueName, Received};
-use lambent::ports::{ItemStore, KeyCipher, Queue, Secrets};
-use lambent::repos::agents::{self, AgentSpec};
-use lambent::repos::models::Prices;
-use lambent::repos::providers::{self, NewProvider, ProviderKind};
-use lambent::repos::runs::{self, RunStatus, StepMessage, StepStatus};
-use lambent::repos::users::{self, NewUser};
-use lambent::repos::workflows::{self, Workflow};
-use lambent::secret::SecretString;
-use lambent::state::State;
-use lambent::workflows::{Definition, StepSpec};
+use lambent_app::config::Config;
+use lambent_app::state::State;
+use lambent_aws::{DynamoStore, KmsCipher, SecretsManagerSecrets, SqsQueue};
 use lambent_bench::chat::{percentile, Latencies};
 use lambent_bench::flow::{
     describe_histogram, micros, overheads, per_sample_means, round_trip_histogram, thousands, Call,
     CountingCipher, CountingQueue, CountingStore, CpuMark, CpuUse, Meter, Spread, StepSample,
     Tally, Traced, GOAL_OVERHEAD_US, GOAL_ROUND_TRIPS_PER_STEP,
 };
+use lambent_core::auth::Role;
+use lambent_core::secret::SecretString;
+use lambent_core::workflow::{Definition, StepSpec};
+use lambent_embedded::{
+    Db, EmbeddedQueue, EmbeddedStore, FileSecrets, LocalCipher, DATABASE_FILE,
+    DEFAULT_MAX_RECEIVES, MASTER_KEY_FILE,
+};
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
 use lambent_fn_worker::Worker;
+use lambent_llm::{ChatRequest, Endpoint, Turn};
+use lambent_local::resources::{ensure_all, Names};
+use lambent_ports::queue::{QueueName, Received};
+use lambent_ports::{ItemStore, KeyCipher, Queue, Secrets};
+use lambent_store::agents::{self, AgentSpec};
+use lambent_store::models::Prices;
+use lambent_store::providers::{self, NewProvider, ProviderKind};
+use lambent_store::runs::{self, RunStatus, StepMessage, StepStatus};
+use lambent_store::users::{self, NewUser};
+use lambent_store::workflows::{self, Workflow};
 use rust_decimal::Decimal;
 
 /// The model's catalog name and prices (USD per million tokens).
@@ -312,11 +311,11 @@ impl World {
                 None,
                 "flowbench",
             ))
-            .timeout_config(lambent::adapters::aws::sdk::timeout_config())
-            .retry_config(lambent::adapters::aws::sdk::retry_config())
+            .timeout_config(lambent_aws::sdk::timeout_config())
+            .retry_config(lambent_aws::sdk::retry_config())
             .load()
             .await;
-        let prefix = lambent::ids::new_id("flowbench").replace('_', "-");
+        let prefix = lambent_core::ids::new_id("flowbench").replace('_', "-");
         let names = Names::with_prefix(&prefix);
         let made = ensure_all(&sdk, &names)
             .await
@@ -412,14 +411,15 @@ impl World {
             ..Measured::default()
         };
         for i in 0..runs {
-            let key = keyed.then(|| format!("bench-{}", lambent::ids::new_id("k")));
+            let key = keyed.then(|| format!("bench-{}", lambent_core::ids::new_id("k")));
             if i == 0 {
                 self.meter.start_trace();
             }
             let before = self.meter.snapshot();
             let started = Instant::now();
             let run = runs::start(
-                &self.state,
+                self.state.store.as_ref(),
+                self.state.queue.as_ref(),
                 &member.id,
                 &workflow,
                 input.clone(),
@@ -519,7 +519,7 @@ impl World {
             model: MODEL.into(),
             system: None,
             turns: vec![Turn {
-                role: lambent::llm::Role::User,
+                role: lambent_core::chat::Role::User,
                 content: chain_prompt(step_id)?,
             }],
             max_tokens: MAX_TOKENS,

@@ -1,0 +1,572 @@
+//! A model call, accounted for: the one place where spending is reserved,
+//! priced, settled and released. Every call (a session turn, an
+//! OpenAI-compatible completion, a workflow step) goes the same way:
+//!
+//! 1. [`Target`]: the agent (or provider and model) is resolved and checked,
+//!    with a clear 4xx for anything missing;
+//! 2. [`prepare`]: the context is built within the agent's token budget, the
+//!    worst case is reserved under every spending limit (429
+//!    `budget_exceeded` if it does not fit), and the provider key decrypted;
+//! 3. [`start`]: the user's message is stored while the provider call starts;
+//! 4. [`settle`]: the reply, its usage and cost are stored, the aggregates
+//!    counted and the reservation settled ([`charge`]), in one transaction
+//!    guarded by a create-only record, so a retried settle counts the call
+//!    once. A workflow step's record is its checkpoint: the step protocol
+//!    (`lambent_store::runs::complete`) writes the same [`charge`] with it;
+//! 5. [`release`]: a call that did not happen gives its reservation back.
+
+mod target;
+
+pub use target::{Target, Targets};
+
+use rust_decimal::Decimal;
+
+use lambent_core::error::{Error, Result};
+use tracing::Instrument;
+
+use crate::state::State;
+use lambent_llm::{
+    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, ProviderError, Role, Turn, Usage,
+};
+use lambent_ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
+use lambent_store::budgets::{self, Reservation};
+use lambent_store::messages::{self, MessageStatus, Reply, MAX_STORED_BYTES};
+use lambent_store::models::Prices;
+use lambent_store::sessions::{self, Session};
+use lambent_store::usage::{self, CallFacts};
+use lambent_store::users;
+
+/// Where a call is recorded; the record is create-only and so makes the
+/// call count once.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A turn of a session: the user's message, then the assistant's.
+    SessionTurn {
+        session_id: String,
+        user_message_id: String,
+        assistant_message_id: String,
+        user_content: String,
+    },
+    /// A call outside any session: a marker `USER#<owner>/CALL#<id>`.
+    Call { call_id: String },
+    /// A workflow step's call: the step's checkpoint is its record, written
+    /// by the step protocol with [`charge`].
+    Step { run_id: String, step_id: String },
+}
+
+/// How long a call marker is kept; retries of a settle come within seconds.
+const CALL_MARKER_SECS: i64 = 35 * 86_400;
+
+fn call_marker_key(owner: &str, call_id: &str) -> Key {
+    Key::new(users::partition(owner), format!("CALL#{call_id}"))
+}
+
+/// A call ready to start: checked, budgeted, with its context.
+pub struct Prepared {
+    pub owner: String,
+    pub agent_id: Option<String>,
+    pub model: String,
+    pub prices: Prices,
+    pub endpoint: Endpoint,
+    pub request: ChatRequest,
+    pub reservation: Reservation,
+    pub record: Record,
+    /// `yyyy-mm-dd` the call counts in.
+    pub day: String,
+    /// Expiry of what the call writes into a session.
+    pub expires_at: i64,
+}
+
+impl Prepared {
+    /// The ID clients see for the reply: the assistant message's, or the call's.
+    pub fn reply_id(&self) -> &str {
+        match &self.record {
+            Record::SessionTurn {
+                assistant_message_id,
+                ..
+            } => assistant_message_id,
+            Record::Call { call_id } => call_id,
+            Record::Step { step_id, .. } => step_id,
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.record {
+            Record::SessionTurn { session_id, .. } => Some(session_id),
+            Record::Call { .. } | Record::Step { .. } => None,
+        }
+    }
+}
+
+/// A new turn of `session`: the newest history that fits the agent's
+/// `context_token_budget`, then `content`.
+pub async fn prepare_session_turn(
+    state: &State,
+    owner: &str,
+    session_id: &str,
+    content: String,
+) -> Result<Prepared> {
+    let store = state.store.as_ref();
+    let Some(session) = sessions::get(store, owner, session_id).await? else {
+        return Err(Error::NotFound("session"));
+    };
+    // The agent (with its provider and key) and the user's limit, at once.
+    let (target, user) = tokio::join!(
+        Target::of_agent(state, owner, &session.agent_id, "the session's agent"),
+        users::get(store, owner),
+    );
+    let (target, user) = (target?, user?.ok_or(Error::NotFound("user"))?);
+    let budget = target.context_token_budget;
+    let fixed = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + messages::estimate_tokens(&content);
+    if fixed > budget {
+        return Err(Error::BadRequest(format!(
+            "content: the message and the agent's system prompt need about {fixed} tokens, \
+             more than the agent's context_token_budget of {budget}"
+        )));
+    }
+    let (mut turns, history_tokens) =
+        messages::recent_turns(store, &session.id, budget - fixed).await?;
+    turns.push(Turn {
+        role: Role::User,
+        content: content.clone(),
+    });
+    let (user_message_id, assistant_message_id) = messages::turn_ids();
+    let record = Record::SessionTurn {
+        session_id: session.id.clone(),
+        user_message_id,
+        assistant_message_id,
+        user_content: content,
+    };
+    let prompt_tokens = fixed + history_tokens;
+    let limits = Limits {
+        monthly: user.monthly_budget_usd,
+        session: Some(&session),
+    };
+    prepare(state, owner, target, turns, prompt_tokens, limits, record).await
+}
+
+/// A call outside any session (OpenAI-compatible completions): `turns` as
+/// given, with the target's system prompt first if it has one.
+pub async fn prepare_call(
+    state: &State,
+    owner: &str,
+    target: Target,
+    turns: Vec<Turn>,
+) -> Result<Prepared> {
+    let prompt_tokens = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + turns
+            .iter()
+            .map(|t| messages::estimate_tokens(&t.content))
+            .sum::<u64>();
+    let record = Record::Call {
+        call_id: lambent_core::ids::new_sortable_id("call"),
+    };
+    let Some(user) = users::get(state.store.as_ref(), owner).await? else {
+        return Err(Error::NotFound("user"));
+    };
+    let limits = Limits {
+        monthly: user.monthly_budget_usd,
+        session: None,
+    };
+    prepare(state, owner, target, turns, prompt_tokens, limits, record).await
+}
+
+/// A workflow step's call: `prompt` as the one user turn, under the
+/// owner's monthly limit as it was when the run started.
+pub async fn prepare_step(
+    state: &State,
+    owner: &str,
+    target: Target,
+    prompt: String,
+    monthly_limit: Option<Decimal>,
+    step: Record,
+) -> Result<Prepared> {
+    let prompt_tokens = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + messages::estimate_tokens(&prompt);
+    if prompt_tokens > target.context_token_budget {
+        return Err(Error::BadRequest(format!(
+            "the prompt needs about {prompt_tokens} tokens, more than the agent's \
+             context_token_budget of {}",
+            target.context_token_budget
+        )));
+    }
+    let turns = vec![Turn {
+        role: Role::User,
+        content: prompt,
+    }];
+    let limits = Limits {
+        monthly: monthly_limit,
+        session: None,
+    };
+    prepare(state, owner, target, turns, prompt_tokens, limits, step).await
+}
+
+/// The spending limits a call must fit.
+struct Limits<'a> {
+    monthly: Option<Decimal>,
+    session: Option<&'a Session>,
+}
+
+async fn prepare(
+    state: &State,
+    owner: &str,
+    target: Target,
+    turns: Vec<Turn>,
+    prompt_tokens: u64,
+    limits: Limits<'_>,
+    record: Record,
+) -> Result<Prepared> {
+    let store = state.store.as_ref();
+    let day = lambent_core::time::today();
+    let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
+    let reservation = budgets::reserve(
+        store,
+        owner,
+        lambent_core::time::month_of(&day),
+        limits.monthly,
+        limits.session,
+        worst,
+    )
+    .await?;
+    Ok(Prepared {
+        owner: owner.to_owned(),
+        agent_id: target.agent_id,
+        model: target.model.clone(),
+        prices: target.prices,
+        endpoint: target.endpoint,
+        request: ChatRequest {
+            model: target.model,
+            system: target.system,
+            turns,
+            max_tokens: target.max_tokens,
+            temperature: target.temperature,
+        },
+        reservation,
+        record,
+        day,
+        expires_at: sessions::expiry(state.config.session_ttl),
+    })
+}
+
+/// A reply on its way: the provider's stream, and the write of the user's
+/// message, which the settle waits for (so the two are stored in order).
+pub struct Started {
+    pub stream: ChunkStream,
+    pub user_message: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts the provider call while the user's message (for a session turn)
+/// is stored, and returns as soon as the provider has answered: the first
+/// token does not wait for the write. If the provider fails, the
+/// reservation is given back.
+pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Started> {
+    let user_message = tokio::spawn(store_user_message(state, call).in_current_span());
+    match llm.stream(&call.endpoint, &call.request).await {
+        Ok(stream) => Ok(Started {
+            stream,
+            user_message,
+        }),
+        Err(e) => {
+            if let Ok(Err(stored)) = user_message.await {
+                tracing::warn!(error = %stored, "the user's message was not stored");
+            }
+            release(state, call).await;
+            Err(provider_error(e))
+        }
+    }
+}
+
+/// The whole reply at once (`"stream": false`), stored and settled.
+pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Settled> {
+    let (stored, reply) = tokio::join!(
+        store_user_message(state, call),
+        llm.complete(&call.endpoint, &call.request)
+    );
+    if let Err(e) = stored {
+        release(state, call).await;
+        return Err(e);
+    }
+    match reply {
+        Ok(completion) => {
+            let mut text = ReplyText::default();
+            text.push(&completion.text);
+            let mut settled = settle(
+                state.store.as_ref(),
+                call,
+                Outcome {
+                    text,
+                    status: MessageStatus::Complete,
+                    usage: completion.usage,
+                    stop_reason: completion.stop_reason,
+                },
+            )
+            .await?;
+            // The caller gets the whole reply, even past what is stored.
+            settled.text = completion.text;
+            Ok(settled)
+        }
+        Err(e) => {
+            release(state, call).await;
+            Err(provider_error(e))
+        }
+    }
+}
+
+/// Why [`answer`] has no reply. The reservation is already given back.
+#[derive(Debug)]
+pub enum Unanswered {
+    Provider(ProviderError),
+    /// No reply within the limit.
+    TimedOut(std::time::Duration),
+}
+
+/// The whole reply of a call whose record is written by its caller (a
+/// workflow step), made within `limit`. Without a reply, the reservation is
+/// given back.
+pub async fn answer(
+    state: &State,
+    llm: &LlmClient,
+    call: &Prepared,
+    limit: std::time::Duration,
+) -> std::result::Result<Completion, Unanswered> {
+    let failure =
+        match tokio::time::timeout(limit, llm.complete(&call.endpoint, &call.request)).await {
+            Ok(Ok(completion)) => return Ok(completion),
+            Ok(Err(e)) => Unanswered::Provider(e),
+            Err(_) => Unanswered::TimedOut(limit),
+        };
+    release(state, call).await;
+    Err(failure)
+}
+
+/// Writes the user's message of a session turn (nothing for other calls).
+fn store_user_message(
+    state: &State,
+    call: &Prepared,
+) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    let ops = match &call.record {
+        Record::SessionTurn {
+            session_id,
+            user_message_id,
+            user_content,
+            ..
+        } => Some(messages::user_message_ops(
+            &call.owner,
+            session_id,
+            user_message_id,
+            user_content,
+            call.expires_at,
+        )),
+        Record::Call { .. } | Record::Step { .. } => None,
+    };
+    let store = state.store.clone();
+    async move {
+        let Some(ops) = ops else { return Ok(()) };
+        match store.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_condition_failure() => Err(Error::NotFound("session")),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Gives a call's reservation back: the call made no reply, or another
+/// attempt of it was counted first.
+pub async fn release(state: &State, call: &Prepared) {
+    if let Err(e) = budgets::release(state.store.as_ref(), &call.reservation).await {
+        tracing::error!(error = %e, "could not release a budget reservation");
+    }
+}
+
+/// A provider failure as the HTTP answer of a call that has not streamed yet.
+pub fn provider_error(e: ProviderError) -> Error {
+    tracing::warn!(error = ?e, "provider call failed");
+    match e {
+        ProviderError::Timeout => Error::ProviderTimeout,
+        other => Error::ProviderFailed(other.to_string()),
+    }
+}
+
+/// The reply's text as stored: everything up to [`MAX_STORED_BYTES`], the
+/// rest only counted, so memory per call stays bounded however long the reply.
+#[derive(Debug, Default, Clone)]
+pub struct ReplyText {
+    pub text: String,
+    pub truncated: bool,
+}
+
+impl ReplyText {
+    pub fn push(&mut self, piece: &str) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_STORED_BYTES.saturating_sub(self.text.len());
+        if piece.len() <= room {
+            self.text.push_str(piece);
+            return;
+        }
+        let mut cut = room;
+        while !piece.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&piece[..cut]);
+        self.truncated = true;
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub text: ReplyText,
+    pub status: MessageStatus,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// What a settled call cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub reply_id: String,
+    pub usage: Usage,
+    pub cost_usd: Decimal,
+    pub stop_reason: Option<String>,
+    /// The whole reply, from [`complete`] only (a stream has already
+    /// delivered it); empty otherwise.
+    pub text: String,
+}
+
+/// What a call costs and the writes that count it: the month's
+/// reservation settled to the cost, and the usage aggregates (day, agent,
+/// model, session; the user's and the deployment's). Every settle of every
+/// kind of call writes these, in the transaction of its create-only record.
+pub struct Charge {
+    pub cost_usd: Decimal,
+    pub ops: Vec<TxOp>,
+}
+
+pub fn charge(call: &Prepared, used: &Usage) -> Charge {
+    let cost_usd = usage::cost(used, &call.prices);
+    let facts = CallFacts {
+        owner: &call.owner,
+        agent_id: call.agent_id.as_deref(),
+        session_id: call.session_id(),
+        model: &call.model,
+        day: &call.day,
+        usage: *used,
+        cost_usd,
+    };
+    let mut ops = vec![budgets::settle_month_op(&call.reservation, cost_usd)];
+    ops.extend(usage::aggregate_ops(&facts));
+    Charge { cost_usd, ops }
+}
+
+/// Stores the reply, counts its cost in every aggregate and settles the
+/// reservation: one transaction, guarded by the create-only reply (or call
+/// marker), so it counts once however often it is retried.
+pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) -> Result<Settled> {
+    if let Record::Step { .. } = call.record {
+        return Err(Error::Internal(
+            "a workflow step is settled by its checkpoint, not here".into(),
+        ));
+    }
+    let Charge {
+        cost_usd,
+        ops: common,
+    } = charge(call, &outcome.usage);
+    let settled = Settled {
+        reply_id: call.reply_id().to_owned(),
+        usage: outcome.usage,
+        cost_usd,
+        stop_reason: outcome.stop_reason.clone(),
+        text: String::new(),
+    };
+
+    if let Record::SessionTurn {
+        session_id,
+        assistant_message_id,
+        ..
+    } = &call.record
+    {
+        let reply = Reply {
+            text: outcome.text.text,
+            truncated: outcome.text.truncated,
+            status: outcome.status,
+            model: call.model.clone(),
+            stop_reason: outcome.stop_reason,
+            usage: outcome.usage,
+            cost_usd,
+            prices: call.prices.clone(),
+        };
+        let mut ops = vec![
+            messages::assistant_message_op(
+                session_id,
+                assistant_message_id,
+                &reply,
+                call.expires_at,
+            ),
+            TxOp::Update {
+                key: sessions::item_key(&call.owner, session_id),
+                update: session_totals(call, &outcome.usage, cost_usd),
+                condition: Some(sessions::live()),
+            },
+        ];
+        ops.extend(common.iter().cloned());
+        match lambent_store::transact_retrying(store, ops).await {
+            Ok(()) => return Ok(settled),
+            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => {
+                // Already stored and counted by an earlier attempt.
+                return Ok(settled);
+            }
+            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&1) => {
+                // The session was deleted during the call: the cost is still
+                // the user's, so it is counted under a call marker instead.
+                tracing::info!(
+                    session_id,
+                    "session deleted during a call; counting it without it"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let marker = Item::new(call_marker_key(&call.owner, call.reply_id()))
+        .with("cost_usd", cost_usd)
+        .with("model", call.model.as_str())
+        .expiring_at(lambent_core::time::now_epoch_secs() + CALL_MARKER_SECS);
+    let mut ops = vec![TxOp::Put {
+        item: marker,
+        condition: Some(Condition::NotExists),
+    }];
+    ops.extend(common);
+    match lambent_store::transact_retrying(store, ops).await {
+        Ok(()) => Ok(settled),
+        Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => Ok(settled),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn session_totals(call: &Prepared, u: &Usage, cost_usd: Decimal) -> Update {
+    Update::new()
+        .add("input_tokens", Decimal::from(u.input_tokens))
+        .add("output_tokens", Decimal::from(u.output_tokens))
+        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
+        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
+        .add("cost_usd", cost_usd)
+        .add(
+            "committed_usd",
+            cost_usd - call.reservation.session_amount(),
+        )
+        .add("message_count", Decimal::TWO)
+        .set("updated_at", lambent_core::time::now_rfc3339())
+        .expire_at(Some(call.expires_at))
+}

@@ -1,0 +1,121 @@
+//! Who answers a call: an agent's provider, model and settings, or a
+//! provider and model named directly (`<provider name>/<model>`). Anything
+//! missing is a clear 4xx here, before a reservation or a provider call.
+
+use crate::state::State;
+pub use crate::targets::{Target, Targets};
+use lambent_core::error::{Error, Result};
+use lambent_core::secret::SecretString;
+use lambent_llm::Endpoint;
+use lambent_store::agents::{self, DEFAULT_CONTEXT_TOKEN_BUDGET, DEFAULT_MAX_TOKENS};
+use lambent_store::providers::{self, Provider};
+
+fn endpoint(provider: &Provider, api_key: SecretString) -> Endpoint {
+    Endpoint {
+        kind: provider.kind,
+        base_url: provider.base_url.clone(),
+        api_key,
+    }
+}
+
+impl Target {
+    /// The agent `agent_id` of `owner`; `what` names it in errors ("the
+    /// session's agent"). A deleted agent, provider or model is a 409 that
+    /// says what to fix.
+    pub async fn of_agent(
+        state: &State,
+        owner: &str,
+        agent_id: &str,
+        what: &str,
+    ) -> Result<Target> {
+        if let Some(cached) = state.targets.get(owner, agent_id) {
+            return Ok(cached);
+        }
+        let target = Self::resolve(state, owner, agent_id, what).await?;
+        state.targets.keep(owner, agent_id, &target);
+        Ok(target)
+    }
+
+    /// [`Target::of_agent`] from the store (three reads and a decryption).
+    async fn resolve(state: &State, owner: &str, agent_id: &str, what: &str) -> Result<Target> {
+        let store = state.store.as_ref();
+        let Some(agent) = agents::get(store, owner, agent_id).await? else {
+            return Err(Error::Conflict(format!(
+                "{what} {agent_id} no longer exists"
+            )));
+        };
+        let (provider, model) = tokio::join!(
+            providers::with_api_key(store, state.cipher.as_ref(), owner, &agent.provider_id),
+            state.catalog.get(store, &agent.model),
+        );
+        let Some((provider, api_key)) = provider? else {
+            return Err(Error::Conflict(format!(
+                "the provider {} of agent {} no longer exists; give the agent another provider_id",
+                agent.provider_id, agent.id
+            )));
+        };
+        let Some(model) = model? else {
+            return Err(Error::Conflict(format!(
+                "the model {} of agent {} is no longer in the model catalog",
+                agent.model, agent.id
+            )));
+        };
+        Ok(Target {
+            agent_id: Some(agent.id),
+            model: model.name,
+            prices: model.prices,
+            endpoint: endpoint(&provider, api_key),
+            system: agent.system_prompt,
+            max_tokens: u32::try_from(agent.max_tokens).unwrap_or(u32::MAX),
+            temperature: agent.temperature,
+            context_token_budget: agent.context_token_budget.max(0) as u64,
+        })
+    }
+
+    /// The provider named `provider_name` of `owner` and the catalog model
+    /// `model`, with the default settings; `field` names the request field
+    /// in errors.
+    pub async fn of_provider_model(
+        state: &State,
+        owner: &str,
+        provider_name: &str,
+        model: &str,
+        field: &str,
+    ) -> Result<Target> {
+        let store = state.store.as_ref();
+        let Some(provider) = providers::find_by_name(store, owner, provider_name).await? else {
+            return Err(Error::BadRequest(format!(
+                "{field}: you have no provider named {provider_name:?}"
+            )));
+        };
+        let Some(found) = state.catalog.get(store, model).await? else {
+            return Err(Error::BadRequest(format!(
+                "{field}: {model:?} is not in the model catalog (GET /v1/models)"
+            )));
+        };
+        if !agents::kinds_match(provider.kind, found.provider_kind) {
+            return Err(Error::BadRequest(format!(
+                "{field}: {model} is for {} providers; {provider_name} is {}",
+                found.provider_kind.as_str(),
+                provider.kind.as_str()
+            )));
+        }
+        let Some((provider, api_key)) =
+            providers::with_api_key(store, state.cipher.as_ref(), owner, &provider.id).await?
+        else {
+            return Err(Error::BadRequest(format!(
+                "{field}: you have no provider named {provider_name:?}"
+            )));
+        };
+        Ok(Target {
+            agent_id: None,
+            model: found.name,
+            prices: found.prices,
+            endpoint: endpoint(&provider, api_key),
+            system: None,
+            max_tokens: DEFAULT_MAX_TOKENS as u32,
+            temperature: None,
+            context_token_budget: DEFAULT_CONTEXT_TOKEN_BUDGET as u64,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! `lambent-app`: the services every entry point shares. Identity (API keys
+//! and roles), model calls with their accounting (`chat`), workflow runs,
+//! queue batches and health, over the ports and the repositories. Nothing
+//! here knows about HTTP status codes, Lambda or a particular adapter.
+
+pub mod batch;
+pub mod bootstrap;
+pub mod chat;
+pub mod config;
+pub mod health;
+pub mod identity;
+pub mod state;
+pub mod targets;

@@ -1,0 +1,63 @@
+//! The state every handler receives: configuration and the ports. Built once
+//! per cold start (or once per `lambent serve`) and passed down explicitly;
+//! there is no global registry.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::targets::Targets;
+use lambent_ports::{ItemStore, KeyCipher, Ports, Queue, Secrets};
+use lambent_store::models::Catalog;
+
+#[derive(Clone)]
+pub struct State {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn ItemStore>,
+    pub cipher: Arc<dyn KeyCipher>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn Secrets>,
+    /// API key checks and their per-process cache.
+    pub identity: Arc<Identity>,
+    /// The model catalog as this process last read it.
+    pub catalog: Arc<Catalog>,
+    /// Agents resolved for model calls, briefly cached.
+    pub targets: Arc<Targets>,
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn ItemStore>,
+        cipher: Arc<dyn KeyCipher>,
+        queue: Arc<dyn Queue>,
+        secrets: Arc<dyn Secrets>,
+    ) -> State {
+        let identity = Arc::new(Identity::new(secrets.clone(), config.auth_cache));
+        let catalog = Arc::new(Catalog::new(config.auth_cache));
+        let targets = Arc::new(Targets::new(config.auth_cache));
+        State {
+            config: Arc::new(config),
+            store,
+            cipher,
+            queue,
+            secrets,
+            identity,
+            catalog,
+            targets,
+        }
+    }
+
+    /// The state over a set of adapters.
+    pub fn from_ports(config: Config, ports: Ports) -> State {
+        State::new(
+            config,
+            ports.store,
+            ports.cipher,
+            ports.queue,
+            ports.secrets,
+        )
+    }
+}
+
+pub use lambent_core::env::StartError;

@@ -1,0 +1,58 @@
+//! Who answers a call, once resolved: an agent's provider, model, prices
+//! and settings (`Target`), and the per-process cache of them (`Targets`).
+//! Resolving one is `chat::Target::of_agent` / `of_provider_model`.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use lambent_core::ttl_cache::TtlCache;
+use lambent_llm::Endpoint;
+use lambent_store::models::Prices;
+
+/// Agents resolved into targets (provider, decrypted key, prices), kept per
+/// process for `LAMBENT_AUTH_CACHE_SECS`: a turn then skips three reads and a
+/// KMS call. A change made through this process evicts its owner's entries at
+/// once; other processes see it within the lifetime, as with API keys.
+pub struct Targets {
+    cache: TtlCache<(String, String), Target>,
+}
+
+impl Targets {
+    pub fn new(ttl: Duration) -> Targets {
+        Targets {
+            cache: TtlCache::new(ttl),
+        }
+    }
+
+    /// Forgets every agent (a model was repriced).
+    pub fn clear(&self) {
+        self.cache.evict_where(|_, _| true);
+    }
+
+    /// Forgets every agent of `owner` (an agent or a provider changed).
+    pub fn evict_owner(&self, owner: &str) {
+        self.cache.evict_where(|(o, _), _| o == owner);
+    }
+
+    pub(crate) fn get(&self, owner: &str, agent_id: &str) -> Option<Target> {
+        self.cache.get(&(owner.to_owned(), agent_id.to_owned()))
+    }
+
+    pub(crate) fn keep(&self, owner: &str, agent_id: &str, target: &Target) {
+        self.cache
+            .insert((owner.to_owned(), agent_id.to_owned()), target.clone());
+    }
+}
+
+#[derive(Clone)]
+pub struct Target {
+    pub agent_id: Option<String>,
+    pub model: String,
+    pub prices: Prices,
+    pub endpoint: Endpoint,
+    pub system: Option<String>,
+    pub max_tokens: u32,
+    pub temperature: Option<Decimal>,
+    pub context_token_budget: u64,
+}

@@ -1,0 +1,319 @@
+//! The embedded item store: one SQLite table keyed by (pk, sk). Sort keys are
+//! stored as bytes so SQLite orders them exactly as DynamoDB does (UTF-8 byte
+//! order) and a prefix is a byte range.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::db::{Db, DbError};
+use super::eval;
+use lambent_core::time::now_epoch_secs;
+use lambent_ports::store::{
+    validate, Condition, Item, ItemStore, Key, Order, Page, Query, StoreCursor, StoreError,
+    StoreResult, TxOp, Update,
+};
+
+pub struct EmbeddedStore {
+    db: Db,
+}
+
+impl EmbeddedStore {
+    pub fn new(db: Db) -> Self {
+        EmbeddedStore { db }
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn encode(item: &Item) -> StoreResult<String> {
+    serde_json::to_string(&item.attrs).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+fn decode(key: Key, attrs: &str, expires_at: Option<i64>) -> StoreResult<Item> {
+    Ok(Item {
+        key,
+        attrs: serde_json::from_str(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        expires_at,
+    })
+}
+
+/// The live item at `key`; expired items read as absent.
+fn load(conn: &Connection, key: &Key, now: i64) -> StoreResult<Option<Item>> {
+    // Cached statements: parsing the SQL again on every call was a seventh
+    // of the CPU of a chat turn (docs/PERFORMANCE.md).
+    let row: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT attrs, expires_at FROM items WHERE pk = ?1 AND sk = ?2")
+        .map_err(sql)?
+        .query_row(params![key.pk, key.sk.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(sql)?;
+    match row {
+        Some((_, Some(t))) if t <= now => Ok(None),
+        Some((attrs, expires_at)) => decode(key.clone(), &attrs, expires_at).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn save(conn: &Connection, item: &Item) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO items (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
+    )
+    .map_err(sql)?
+    .execute(params![item.key.pk, item.key.sk.as_bytes(), encode(item)?, item.expires_at])
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn remove(conn: &Connection, key: &Key) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
+        .map_err(sql)?
+        .execute(params![key.pk, key.sk.as_bytes()])
+        .map_err(sql)?;
+    Ok(())
+}
+
+fn check(condition: Option<&Condition>, current: Option<&Item>) -> bool {
+    condition.is_none_or(|c| eval::holds(c, current))
+}
+
+/// Applies one write in an open transaction; `Err(ConditionFailed)` if its
+/// condition does not hold. Returns the item written (puts and updates) or
+/// removed (deletes).
+fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<Item>> {
+    let current = load(tx, op.key(), now)?;
+    let ok = match op {
+        TxOp::Put { condition, .. }
+        | TxOp::Update { condition, .. }
+        | TxOp::Delete { condition, .. } => check(condition.as_ref(), current.as_ref()),
+        TxOp::Check { condition, .. } => eval::holds(condition, current.as_ref()),
+    };
+    if !ok {
+        return Err(StoreError::ConditionFailed);
+    }
+    match op {
+        TxOp::Put { item, .. } => {
+            save(tx, item)?;
+            Ok(Some(item.clone()))
+        }
+        TxOp::Update { key, update, .. } => {
+            let item = eval::apply(current, key, update)?;
+            save(tx, &item)?;
+            Ok(Some(item))
+        }
+        TxOp::Delete { key, .. } => {
+            remove(tx, key)?;
+            Ok(current)
+        }
+        TxOp::Check { .. } => Ok(None),
+    }
+}
+
+impl EmbeddedStore {
+    async fn write(&self, op: TxOp) -> StoreResult<Option<Item>> {
+        self.db
+            .with(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let out = write_one(&tx, &op, now_epoch_secs())?;
+                tx.commit().map_err(sql)?;
+                Ok(out)
+            })
+            .await
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`
+/// (None if there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl ItemStore for EmbeddedStore {
+    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
+        validate::key(key)?;
+        let key = key.clone();
+        self.db
+            .with(move |conn| load(conn, &key, now_epoch_secs()))
+            .await
+    }
+
+    async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
+        validate::item(&item)?;
+        validate::maybe_condition(condition.as_ref())?;
+        self.write(TxOp::Put { item, condition }).await.map(|_| ())
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Option<Condition>,
+    ) -> StoreResult<Item> {
+        validate::key(key)?;
+        validate::update(&update)?;
+        validate::maybe_condition(condition.as_ref())?;
+        let written = self
+            .write(TxOp::Update {
+                key: key.clone(),
+                update,
+                condition,
+            })
+            .await?;
+        written.ok_or_else(|| StoreError::Corrupt("update wrote nothing".into()))
+    }
+
+    async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
+        validate::key(key)?;
+        validate::maybe_condition(condition.as_ref())?;
+        self.write(TxOp::Delete {
+            key: key.clone(),
+            condition,
+        })
+        .await
+    }
+
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        validate::query(&query)?;
+        self.db
+            .with(move |conn| {
+                let now = now_epoch_secs();
+                let prefix = query.sk_prefix.as_bytes().to_vec();
+                let end = prefix_end(&prefix);
+                // Bounds: [lower, upper) from the prefix, narrowed by the cursor.
+                let (mut lower, mut lower_inclusive) = (prefix, true);
+                let mut upper = end;
+                if let Some(StoreCursor(after)) = &query.cursor {
+                    match query.order {
+                        Order::Ascending => {
+                            lower = after.as_bytes().to_vec();
+                            lower_inclusive = false;
+                        }
+                        Order::Descending => upper = Some(after.as_bytes().to_vec()),
+                    }
+                }
+                let sql_text = format!(
+                    "SELECT sk, attrs, expires_at FROM items
+                     WHERE pk = ?1 AND sk {} ?2 AND (?3 IS NULL OR sk < ?3)
+                       AND (expires_at IS NULL OR expires_at > ?4)
+                     ORDER BY sk {} LIMIT ?5",
+                    if lower_inclusive { ">=" } else { ">" },
+                    match query.order {
+                        Order::Ascending => "ASC",
+                        Order::Descending => "DESC",
+                    }
+                );
+                let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+                // One extra row tells whether another page follows.
+                let fetch = (query.limit + 1) as i64;
+                let rows = stmt
+                    .query_map(params![query.pk, lower, upper, now, fetch], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    })
+                    .map_err(sql)?;
+                let mut items = Vec::with_capacity(query.limit);
+                let mut more = false;
+                for row in rows {
+                    let (sk, attrs, expires_at) = row.map_err(sql)?;
+                    if items.len() == query.limit {
+                        more = true;
+                        break;
+                    }
+                    let sk = String::from_utf8(sk)
+                        .map_err(|_| StoreError::Corrupt("sort key is not UTF-8".into()))?;
+                    items.push(decode(Key::new(query.pk.clone(), sk), &attrs, expires_at)?);
+                }
+                let next = match (more, items.last()) {
+                    (true, Some(last)) => Some(StoreCursor(last.key.sk.clone())),
+                    _ => None,
+                };
+                Ok(Page { items, next })
+            })
+            .await
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
+        validate::transaction(&ops)?;
+        self.db
+            .with(move |conn| {
+                let now = now_epoch_secs();
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                // Check every condition first, as DynamoDB does, so the error
+                // lists all the operations that failed; then write.
+                let mut failed = Vec::new();
+                for (i, op) in ops.iter().enumerate() {
+                    let current = load(&tx, op.key(), now)?;
+                    let ok = match op {
+                        TxOp::Put { condition, .. }
+                        | TxOp::Update { condition, .. }
+                        | TxOp::Delete { condition, .. } => {
+                            check(condition.as_ref(), current.as_ref())
+                        }
+                        TxOp::Check { condition, .. } => eval::holds(condition, current.as_ref()),
+                    };
+                    if !ok {
+                        failed.push(i);
+                    }
+                }
+                if !failed.is_empty() {
+                    // Dropping the transaction rolls it back: nothing is written.
+                    return Err(StoreError::TransactionCancelled { failed });
+                }
+                for op in &ops {
+                    write_one(&tx, op, now)?;
+                }
+                tx.commit().map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .with(|conn| {
+                conn.query_row("SELECT count(*) FROM items WHERE pk = ''", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(sql)
+                .map(|_| ())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_byte_string() {
+        assert_eq!(prefix_end(b"MSG#"), Some(b"MSG$".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b""), None);
+    }
+}

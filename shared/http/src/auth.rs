@@ -1,0 +1,146 @@
+//! The authentication layer of every protected route: checks the API key
+//! ([`Identity::authenticate`], the same code the API Gateway authorizer
+//! runs), counts the request against the key's rate limit, hands the
+//! [`Principal`] to the handler, and records each successful write in the
+//! audit log.
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State as Extract};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::request::Parts;
+use http::Method;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use lambent_app::state::State;
+use lambent_core::auth::Principal;
+use lambent_store::{audit, rate_limits};
+
+/// Puts every route of `routes` behind the authentication layer. Routes
+/// added to the router afterwards stay public.
+pub fn protect<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: &State) -> Router<S> {
+    routes.route_layer(middleware::from_fn_with_state(state.clone(), guard))
+}
+
+async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state
+        .identity
+        .authenticate(state.store.as_ref(), authorization)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let span = tracing::Span::current();
+    span.record("user_id", principal.user_id.as_str());
+    span.record("key_id", principal.key_id.as_str());
+
+    let now = lambent_core::time::now_epoch_secs();
+    if let Err(e) = rate_limits::take(
+        state.store.as_ref(),
+        &principal.key_id,
+        state.config.rate_limit,
+        now,
+    )
+    .await
+    {
+        return ApiError::from(e).into_response();
+    }
+
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(principal.clone());
+    let response = next.run(request).await;
+
+    let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if writes && response.status().is_success() {
+        let record = record_audit(
+            state,
+            principal,
+            method,
+            route,
+            path,
+            response.status().as_u16(),
+            super::current_request_id(),
+        );
+        if is_stream(&response) {
+            // A stream's first bytes do not wait for the entry: the
+            // request is still running (in Lambda too, until its body ends),
+            // and the entry is written meanwhile.
+            tokio::spawn(record.in_current_span());
+        } else {
+            record.await;
+        }
+    }
+    response
+}
+
+fn is_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Writes the audit entry of a successful write.
+async fn record_audit(
+    state: State,
+    principal: Principal,
+    method: Method,
+    route: String,
+    path: String,
+    status: u16,
+    request_id: String,
+) {
+    let entry = audit::NewEntry {
+        user_id: &principal.user_id,
+        key_id: &principal.key_id,
+        method: method.as_str(),
+        route: &route,
+        path: &path,
+        status,
+        request_id: &request_id,
+    };
+    // The write itself has happened; a lost audit entry is an operator
+    // alarm, not a reason to tell the client it failed.
+    if let Err(e) = audit::record(state.store.as_ref(), entry, state.config.audit_ttl_days).await {
+        tracing::error!(error = %e, %route, "audit entry not recorded");
+    }
+}
+
+/// The authenticated caller, as a handler argument. [`protect`] has checked
+/// the key before any handler runs, so a route behind it always has one.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl std::ops::Deref for Caller {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or(ApiError::Unauthenticated)
+    }
+}

@@ -1,0 +1,117 @@
+//! The model-provider port: one chat completion, streamed or whole, with the
+//! token usage a cost tracker needs. Providers are HTTP in every world, so
+//! there is one adapter per wire format (Anthropic Messages, OpenAI chat
+//! completions) and no embedded stand-in; tests run them against the fake
+//! provider server in `tests/fake-provider`.
+
+pub mod anthropic;
+pub mod client;
+pub mod net_guard;
+pub mod openai;
+pub mod sse;
+pub mod wire;
+
+pub use client::LlmClient;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+pub use lambent_core::chat::{Role, Turn, Usage};
+use lambent_core::provider::ProviderKind;
+
+/// Who speaks which wire format, where, with which key.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub kind: ProviderKind,
+    /// The provider's base URL; `None` means the kind's public API
+    /// (`https://api.anthropic.com`, `https://api.openai.com/v1`).
+    pub base_url: Option<String>,
+    pub api_key: SecretString,
+}
+
+/// What to ask the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: Option<String>,
+    /// Oldest first; the last turn is the user's new message.
+    pub turns: Vec<Turn>,
+    pub max_tokens: u32,
+    pub temperature: Option<Decimal>,
+}
+
+/// One piece of a streamed reply, in the order the provider sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Text to forward to the client.
+    Text(String),
+    /// The usage as known so far, already merged by the adapter's rules: each
+    /// `Usage` chunk replaces the previous one.
+    Usage(Usage),
+    /// Why the model stopped (`end_turn`, `max_tokens`, `stop`, `length`...).
+    Stop(String),
+}
+
+/// A reply as a stream of chunks. It ends after the provider's last event;
+/// an `Err` item ends it early (nothing follows an error).
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
+
+/// A whole reply (`"stream": false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// What went wrong with a provider call. The messages are for clients: they
+/// say what happened without echoing the provider's body, which could
+/// contain anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the API key (401/403).
+    #[error("the provider refused the API key (HTTP {status})")]
+    Unauthorized { status: u16 },
+    /// The provider rate limited the call (429).
+    #[error("the provider rate limited the call (HTTP 429)")]
+    RateLimited { retry_after_secs: Option<u64> },
+    /// The provider is overloaded (Anthropic 529, or an `overloaded_error` event).
+    #[error("the provider is overloaded")]
+    Overloaded,
+    /// The provider rejected the request (other 4xx); `detail` is its error type.
+    #[error("the provider rejected the request (HTTP {status}: {detail})")]
+    Rejected { status: u16, detail: String },
+    /// The provider failed (5xx).
+    #[error("the provider failed (HTTP {status})")]
+    Upstream { status: u16 },
+    /// An error event in the middle of a stream; `detail` is its error type.
+    #[error("the provider reported an error mid-stream ({detail})")]
+    StreamError { detail: String },
+    /// No connection, or a connection that broke before the reply ended.
+    #[error("the connection to the provider failed")]
+    Connection(String),
+    /// No byte from the provider within the idle timeout.
+    #[error("the provider timed out")]
+    Timeout,
+    /// The provider sent something that is not its wire format.
+    #[error("the provider sent an unreadable reply")]
+    Protocol(String),
+    /// The endpoint is not allowed (SSRF guard) or not usable.
+    #[error("the provider's URL is not allowed: {0}")]
+    Forbidden(String),
+}
+
+/// Connection settings of the provider HTTP client, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    /// Longest silence between two reads of a reply (the first byte included).
+    pub idle_timeout: Duration,
+    /// Whether loopback and private addresses may be called (local
+    /// development and tests); link-local and metadata addresses never.
+    pub allow_private: bool,
+}

@@ -1,0 +1,129 @@
+//! Repositories: Lambent's entities on the item-store port, one module per
+//! entity. The key layout is documented in `docs/DATA_MODEL.md`; every access
+//! is one key lookup, one page of one partition, or one small transaction.
+
+pub mod agents;
+pub mod audit;
+pub mod budgets;
+pub mod cascade;
+pub mod keys;
+pub mod messages;
+pub mod models;
+pub mod providers;
+pub mod rate_limits;
+pub mod runs;
+pub mod sessions;
+pub mod usage;
+pub mod users;
+pub mod workflows;
+
+use rust_decimal::Decimal;
+
+use lambent_core::error::{Error, Result};
+use lambent_ports::{Item, ItemStore, Query, StoreCursor, StoreError, TxOp, Value};
+
+/// What a listing asks of the store: a page size and where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub after: Option<StoreCursor>,
+}
+
+/// One page of entities and, if more may follow, where the next starts.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<StoreCursor>,
+}
+
+/// One page of `query` as `page` asks, each item decoded by `decode`.
+pub(crate) async fn page_of<T>(
+    store: &dyn ItemStore,
+    query: Query,
+    page: PageRequest,
+    decode: impl Fn(&Item) -> Result<T>,
+) -> Result<Paged<T>> {
+    let found = store
+        .query(query.limit(page.limit).after(page.after))
+        .await?;
+    let items = found.items.iter().map(decode).collect::<Result<_>>()?;
+    Ok(Paged {
+        items,
+        next: found.next,
+    })
+}
+
+fn corrupt(item: &Item, name: &str) -> Error {
+    Error::Internal(format!("item {} lacks a valid {name:?}", item.key))
+}
+
+/// A required text attribute.
+pub(crate) fn text(item: &Item, name: &str) -> Result<String> {
+    item.get_str(name)
+        .map(str::to_owned)
+        .ok_or_else(|| corrupt(item, name))
+}
+
+pub(crate) fn opt_text(item: &Item, name: &str) -> Option<String> {
+    item.get_str(name).map(str::to_owned)
+}
+
+/// A required number, normalised (`0.00270` reads as `0.0027`), as
+/// DynamoDB stores numbers: both backends then answer the same text.
+pub(crate) fn decimal(item: &Item, name: &str) -> Result<Decimal> {
+    item.get_decimal(name)
+        .map(|d| d.normalize())
+        .ok_or_else(|| corrupt(item, name))
+}
+
+pub(crate) fn opt_decimal(item: &Item, name: &str) -> Option<Decimal> {
+    item.get_decimal(name).map(|d| d.normalize())
+}
+
+pub(crate) fn bytes(item: &Item, name: &str) -> Result<Vec<u8>> {
+    match item.get(name) {
+        Some(Value::B(b)) => Ok(b.clone()),
+        _ => Err(corrupt(item, name)),
+    }
+}
+
+pub(crate) fn whole(item: &Item, name: &str) -> Result<i64> {
+    use rust_decimal::prelude::ToPrimitive;
+    decimal(item, name)?
+        .to_i64()
+        .ok_or_else(|| corrupt(item, name))
+}
+
+/// A required count (tokens, messages): a whole number, never below zero.
+pub(crate) fn count(item: &Item, name: &str) -> Result<u64> {
+    Ok(whole(item, name)?.max(0) as u64)
+}
+
+/// The part of a sort key after its type prefix (`AGENT#agt_1` -> `agt_1`).
+pub(crate) fn id_after<'a>(item: &'a Item, prefix: &str) -> Result<&'a str> {
+    item.key
+        .sk
+        .strip_prefix(prefix)
+        .ok_or_else(|| corrupt(item, "sk"))
+}
+
+/// Attempts of a transaction that meets concurrent writers (DynamoDB
+/// cancels transactions that touch an item another transaction is writing).
+const TRANSACT_ATTEMPTS: u32 = 6;
+
+/// Runs a transaction, retrying conflicts with concurrent writers with
+/// growing, jittered pauses. A failed condition is returned at once.
+pub async fn transact_retrying(store: &dyn ItemStore, ops: Vec<TxOp>) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.transact(ops.clone()).await {
+            Err(StoreError::Conflict) if attempt + 1 < TRANSACT_ATTEMPTS => {
+                attempt += 1;
+                let jitter = u64::from(lambent_core::ids::random_bytes::<1>()[0]) % 10;
+                tokio::time::sleep(std::time::Duration::from_millis((10 << attempt) + jitter))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
