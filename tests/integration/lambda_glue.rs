@@ -10,7 +10,8 @@ use tower::ServiceExt;
 async fn the_health_function_answers_an_api_gateway_event() {
     let dir = tempfile::tempdir().unwrap();
     let state = lambent_boot::embedded(dir.path(), Default::default()).unwrap();
-    let mut adapter: Adapter<'_, _, _> = Adapter::from(lambent_fn_health::router(state));
+    let mut adapter: Adapter<'_, _, _> =
+        Adapter::from(lambent_fn_health::GROUP.router(state).unwrap());
 
     let fixture = include_str!("../../events/health-apigw-v2.json");
     let request: LambdaRequest = serde_json::from_str(fixture).unwrap();

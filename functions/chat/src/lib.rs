@@ -13,8 +13,8 @@ mod events;
 mod turn;
 
 use axum::extract::FromRef;
-use axum::Router;
 use lambent_app::state::{StartError, State};
+use lambent_http::group::{self, RouteGroup};
 use lambent_llm::LlmClient;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,15 +46,12 @@ pub fn documented() -> OpenApiRouter<Chat> {
         .routes(routes!(completions::create_completion))
 }
 
-/// The bare routes, for merging into the local runner's single app.
-pub fn routes(chat: Chat) -> Router {
-    let (routes, _) = documented().split_for_parts();
-    let state = chat.state.clone();
-    lambent_http::protect(routes, &state).with_state(chat)
-}
-
-/// The routes with the shared layers, as this function's Lambda serves them.
-pub fn router(chat: Chat) -> Router {
-    let config = chat.state.config.clone();
-    lambent_http::service(routes(chat), &config)
-}
+/// The route group: these routes behind the API key check, with the
+/// provider client beside the state.
+pub const GROUP: RouteGroup = RouteGroup {
+    openapi: || group::openapi_of(documented()),
+    routes: |state| {
+        let chat = Chat::new(state.clone())?;
+        Ok(group::protected(documented(), &state, chat))
+    },
+};

@@ -10,6 +10,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[],
     })
     .await?;
-    let chat = lambent_fn_chat::Chat::new(state)?;
-    lambda_http::run_with_streaming_response(lambent_fn_chat::router(chat)).await
+    lambda_http::run_with_streaming_response(lambent_fn_chat::GROUP.router(state)?).await
 }

@@ -9,9 +9,10 @@
 use axum::extract::State as Extract;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use lambent_app::health::Report;
 use lambent_app::state::State;
+use lambent_http::group::{self, RouteGroup};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,18 +26,11 @@ pub fn documented() -> OpenApiRouter<State> {
         .routes(routes!(openapi))
 }
 
-/// The bare routes, for merging into the local runner's single app. They
-/// are public: no API key.
-pub fn routes(state: State) -> Router {
-    let (routes, _) = documented().split_for_parts();
-    routes.with_state(state)
-}
-
-/// The routes with the shared layers, as this function's Lambda serves them.
-pub fn router(state: State) -> Router {
-    let config = state.config.clone();
-    lambent_http::service(routes(state), &config)
-}
+/// The route group: public routes, no API key.
+pub const GROUP: RouteGroup = RouteGroup {
+    openapi: || group::openapi_of(documented()),
+    routes: |state| Ok(group::public(documented(), state)),
+};
 
 /// Check every dependency.
 #[utoipa::path(get, path = "/health", tag = "health", security(()),

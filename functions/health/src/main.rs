@@ -10,5 +10,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[QueueName::Steps],
     })
     .await?;
-    lambda_http::run(lambent_fn_health::router(state)).await
+    lambda_http::run(lambent_fn_health::GROUP.router(state)?).await
 }

@@ -5,5 +5,5 @@ use lambent_boot::Needs;
 async fn main() -> Result<(), lambda_http::Error> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
     let state = lambent_boot::aws_from_env(Needs::STORE_ONLY).await?;
-    lambda_http::run(lambent_fn_keys::router(state)).await
+    lambda_http::run(lambent_fn_keys::GROUP.router(state)?).await
 }

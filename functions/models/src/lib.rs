@@ -8,11 +8,12 @@
 
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
-use axum::{Json, Router};
+use axum::Json;
 use lambent_app::state::State;
 use lambent_core::provider::ProviderKind;
 use lambent_core::validate;
 use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_http::{Body, ListPage};
 use lambent_store::models::{Model, Prices};
@@ -28,17 +29,11 @@ pub fn documented() -> OpenApiRouter<State> {
         .routes(routes!(get_model))
 }
 
-/// The bare routes, for merging into the local runner's single app.
-pub fn routes(state: State) -> Router {
-    let (routes, _) = documented().split_for_parts();
-    lambent_http::protect(routes, &state).with_state(state)
-}
-
-/// The routes with the shared layers, as this function's Lambda serves them.
-pub fn router(state: State) -> Router {
-    let config = state.config.clone();
-    lambent_http::service(routes(state), &config)
-}
+/// The route group: these routes behind the API key check.
+pub const GROUP: RouteGroup = RouteGroup {
+    openapi: || group::openapi_of(documented()),
+    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+};
 
 const NAME_MAX: usize = 100;
 

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[],
     })
     .await?;
-    lambda_http::run(lambent_fn_providers::router(state)).await
+    lambda_http::run(lambent_fn_providers::GROUP.router(state)?).await
 }

@@ -7,10 +7,11 @@
 //! | GET | `/v1/usage` |
 
 use axum::extract::{Query, State as Extract};
-use axum::{Json, Router};
+use axum::Json;
 use lambent_app::state::State;
 use lambent_core::validate;
 use lambent_http::error::{ApiError, ApiResult};
+use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_store::usage::{self, Dimension, Group, Scope, Totals};
 use lambent_store::users;
@@ -23,17 +24,11 @@ pub fn documented() -> OpenApiRouter<State> {
     OpenApiRouter::new().routes(routes!(get_usage))
 }
 
-/// The bare routes, for merging into the local runner's single app.
-pub fn routes(state: State) -> Router {
-    let (routes, _) = documented().split_for_parts();
-    lambent_http::protect(routes, &state).with_state(state)
-}
-
-/// The routes with the shared layers, as this function's Lambda serves them.
-pub fn router(state: State) -> Router {
-    let config = state.config.clone();
-    lambent_http::service(routes(state), &config)
-}
+/// The route group: these routes behind the API key check.
+pub const GROUP: RouteGroup = RouteGroup {
+    openapi: || group::openapi_of(documented()),
+    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+};
 
 /// The longest range one report covers.
 const MAX_DAYS: i64 = 366;

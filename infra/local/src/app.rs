@@ -3,21 +3,29 @@
 
 use axum::Router;
 use lambent_app::state::{StartError, State};
+use lambent_http::group::RouteGroup;
 
-/// The bare routes of every HTTP function, merged and wrapped once with the
-/// shared layers.
+/// Every HTTP route group, listed once: the app below and the OpenAPI
+/// document (`crate::openapi`) are both built from it.
+pub const GROUPS: &[&RouteGroup] = &[
+    &lambent_fn_health::GROUP,
+    &lambent_fn_users::GROUP,
+    &lambent_fn_keys::GROUP,
+    &lambent_fn_providers::GROUP,
+    &lambent_fn_models::GROUP,
+    &lambent_fn_agents::GROUP,
+    &lambent_fn_sessions::GROUP,
+    &lambent_fn_usage::GROUP,
+    &lambent_fn_workflows::GROUP,
+    &lambent_fn_chat::GROUP,
+];
+
+/// The bare routes of every group, merged and wrapped once with the shared
+/// layers.
 pub fn app(state: State) -> Result<Router, StartError> {
-    let chat = lambent_fn_chat::Chat::new(state.clone())?;
-    let routes = Router::new()
-        .merge(lambent_fn_health::routes(state.clone()))
-        .merge(lambent_fn_users::routes(state.clone()))
-        .merge(lambent_fn_keys::routes(state.clone()))
-        .merge(lambent_fn_providers::routes(state.clone()))
-        .merge(lambent_fn_models::routes(state.clone()))
-        .merge(lambent_fn_agents::routes(state.clone()))
-        .merge(lambent_fn_sessions::routes(state.clone()))
-        .merge(lambent_fn_chat::routes(chat))
-        .merge(lambent_fn_usage::routes(state.clone()))
-        .merge(lambent_fn_workflows::routes(state.clone()));
+    let mut routes = Router::new();
+    for group in GROUPS {
+        routes = routes.merge((group.routes)(state.clone())?);
+    }
     Ok(lambent_http::service(routes, &state.config))
 }

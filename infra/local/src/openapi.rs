@@ -38,23 +38,9 @@ pub fn document() -> OpenApi {
                 .build(),
         )
         .build();
-    for part in [
-        lambent_fn_health::documented(),
-        lambent_fn_users::documented(),
-        lambent_fn_keys::documented(),
-        lambent_fn_providers::documented(),
-        lambent_fn_models::documented(),
-        lambent_fn_agents::documented(),
-        lambent_fn_sessions::documented(),
-        lambent_fn_usage::documented(),
-        lambent_fn_workflows::documented(),
-    ] {
-        let (_, doc) = part.split_for_parts();
-        api.merge(doc);
+    for group in crate::app::GROUPS {
+        api.merge((group.openapi)());
     }
-    // The chat routes have their own state (the provider client).
-    let (_, chat) = lambent_fn_chat::documented().split_for_parts();
-    api.merge(chat);
 
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

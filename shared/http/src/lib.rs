@@ -18,6 +18,7 @@ use lambent_app::config::Config;
 pub mod auth;
 pub mod cursor;
 pub mod error;
+pub mod group;
 pub mod json;
 pub mod pagination;
 
