@@ -49,11 +49,13 @@ pub enum Point {
 pub type CrashAt = Arc<dyn Fn(Point, &str) -> bool + Send + Sync>;
 
 /// What the worker keeps across messages: the state, the provider HTTP
-/// client (built once per cold start) and, in tests, where to crash.
+/// client (built once per cold start) and, in tests (the `crash-points`
+/// feature, never in the shipped binary), where to crash.
 #[derive(Clone)]
 pub struct Worker {
     pub state: State,
     pub llm: LlmClient,
+    #[cfg(feature = "crash-points")]
     crash_at: Option<CrashAt>,
 }
 
@@ -67,19 +69,27 @@ impl Worker {
         Ok(Worker {
             state,
             llm,
+            #[cfg(feature = "crash-points")]
             crash_at: None,
         })
     }
 
     /// A worker that stops where `crash_at(point, step_id)` says, to test
     /// recovery from a crash at every point of a step.
+    #[cfg(feature = "crash-points")]
     pub fn crashing(mut self, crash_at: CrashAt) -> Worker {
         self.crash_at = Some(crash_at);
         self
     }
 
+    #[cfg(feature = "crash-points")]
     fn crashes(&self, point: Point, step_id: &str) -> bool {
         self.crash_at.as_ref().is_some_and(|f| f(point, step_id))
+    }
+
+    #[cfg(not(feature = "crash-points"))]
+    fn crashes(&self, _: Point, _: &str) -> bool {
+        false
     }
 
     /// Handles one step message. `Ok` means it may be deleted; an error
