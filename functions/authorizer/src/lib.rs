@@ -11,7 +11,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
 use lambent_app::state::State;
-use lambent_core::Error as ApiError;
+use lambent_core::Error;
 use serde_json::json;
 
 /// Decides one request. `context` reaches the route function as
@@ -19,7 +19,7 @@ use serde_json::json;
 pub async fn authorize(
     state: &State,
     request: &ApiGatewayV2CustomAuthorizerV2Request,
-) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, ApiError> {
+) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, Error> {
     let header = request
         .headers
         .get("authorization")
@@ -46,7 +46,7 @@ pub async fn authorize(
             });
             Ok(response)
         }
-        Err(ApiError::Unauthenticated) => {
+        Err(Error::Unauthenticated) => {
             response.is_authorized = false;
             response.context = json!({});
             Ok(response)

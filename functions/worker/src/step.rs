@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lambent_app::chat::{self, Prepared, Record, Target, Unanswered};
 use lambent_core::workflow::MAX_OUTPUT_BYTES;
-use lambent_core::Error as ApiError;
+use lambent_core::Error;
 use lambent_llm::ProviderError;
 use lambent_ports::queue::{QueueName, Received, MAX_DELAY};
 use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
@@ -231,7 +231,7 @@ async fn call(
     let target =
         match Target::of_agent(state, &step.owner, &step.agent_id, "the step's agent").await {
             Ok(target) => target,
-            Err(e) => return Ok(Err(api_failure(e))),
+            Err(e) => return Ok(Err(domain_failure(e))),
         };
     let prompt = match step
         .template
@@ -255,7 +255,7 @@ async fn call(
     .await;
     let call = match prepared {
         Ok(call) => call,
-        Err(e) => return Ok(Err(api_failure(e))),
+        Err(e) => return Ok(Err(domain_failure(e))),
     };
     // The call must end while the lease holds, or another worker takes over.
     let limit = state.config.step_lease.mul_f64(0.8);
@@ -285,12 +285,12 @@ async fn call(
     Ok(Ok((result, call)))
 }
 
-fn api_failure(e: ApiError) -> Failure {
+fn domain_failure(e: Error) -> Failure {
     match e {
-        ApiError::Unavailable(_) | ApiError::Internal(_) => {
+        Error::Unavailable(_) | Error::Internal(_) => {
             Failure::Retryable("a dependency is unavailable".into())
         }
-        ApiError::BudgetExceeded(m) => Failure::Permanent(format!("budget_exceeded: {m}")),
+        Error::BudgetExceeded(m) => Failure::Permanent(format!("budget_exceeded: {m}")),
         other => Failure::Permanent(other.to_string()),
     }
 }
