@@ -177,7 +177,7 @@ async fn the_trigger_answers_an_sqs_batch_and_dead_letters_the_malformed() {
     event["Records"].as_array_mut().unwrap().push(malformed);
     let event: SqsEvent = serde_json::from_value(event).unwrap();
 
-    let response = lambent_fn_trigger::handle_batch(&flow.state, event.clone()).await;
+    let response = lambent_app::workflows::trigger::handle_batch(&flow.state, event.clone()).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(
         flow.dead_letters(QueueName::TriggersDeadLetter).await,
@@ -185,7 +185,7 @@ async fn the_trigger_answers_an_sqs_batch_and_dead_letters_the_malformed() {
     );
     // The fixture's event started one run, and delivering the batch again
     // (its idempotency key) starts no other.
-    lambent_fn_trigger::handle_batch(&flow.state, event).await;
+    lambent_app::workflows::trigger::handle_batch(&flow.state, event).await;
     flow.drive(&flow.worker, &[], 1).await;
     assert_eq!(flow.provider_calls(), 1);
     let asked = flow.fake.requests()[0].body["messages"][0]["content"].clone();

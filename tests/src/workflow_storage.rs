@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use lambent_app::config::Config;
 use lambent_app::state::State;
+use lambent_app::workflows::{Point, Worker};
 use lambent_core::auth::Role;
 use lambent_core::secret::SecretString;
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
-use lambent_fn_worker::{Point, Worker};
 use lambent_ports::queue::{QueueName, Received};
 use lambent_store::agents::{self, AgentSpec};
 use lambent_store::models::Prices;
@@ -202,7 +202,7 @@ impl Flow {
 
     pub async fn start(&self, workflow: &Workflow, input: Value, key: Option<&str>) -> String {
         let input = input.as_object().cloned().unwrap_or_default();
-        runs::start(
+        lambent_app::workflows::start_run(
             self.state.store.as_ref(),
             self.state.queue.as_ref(),
             &self.owner,
@@ -606,7 +606,7 @@ pub async fn a_deleted_agent_fails_its_step_clearly(flow: &Flow) {
     assert!(error.contains("no longer exists"), "{error}");
     assert_eq!(flow.provider_calls(), 0);
     // A new run is refused before it starts.
-    let refused = runs::start(
+    let refused = lambent_app::workflows::start_run(
         flow.state.store.as_ref(),
         flow.state.queue.as_ref(),
         &flow.owner,
@@ -712,7 +712,7 @@ pub async fn triggers_start_runs_once_and_dead_letter_the_malformed(flow: &Flow)
             .unwrap();
         assert!(!batch.is_empty(), "triggers went missing");
         for m in batch {
-            lambent_fn_trigger::start_run(&flow.state, &m)
+            lambent_app::workflows::trigger::start_run(&flow.state, &m)
                 .await
                 .unwrap();
             flow.state
@@ -745,7 +745,7 @@ pub async fn triggers_start_runs_once_and_dead_letter_the_malformed(flow: &Flow)
 pub async fn an_idempotency_key_starts_one_run(flow: &Flow) {
     let workflow = flow.workflow(&[("only", "Hi", &[])]).await;
     let starts = join_all((0..6).map(|_| {
-        runs::start(
+        lambent_app::workflows::start_run(
             flow.state.store.as_ref(),
             flow.state.queue.as_ref(),
             &flow.owner,

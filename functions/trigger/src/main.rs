@@ -14,7 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(lambent_fn_trigger::handle_batch(state, event.payload).await)
+        Ok::<_, lambda_runtime::Error>(
+            lambent_app::workflows::trigger::handle_batch(state, event.payload).await,
+        )
     }))
     .await
 }

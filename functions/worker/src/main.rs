@@ -13,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queues: &[QueueName::Steps, QueueName::StepsDeadLetter],
     })
     .await?;
-    let worker = &lambent_fn_worker::Worker::new(state)?;
+    let worker = &lambent_app::workflows::Worker::new(state)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, lambda_runtime::Error>(worker.handle_batch(event.payload).await)
     }))

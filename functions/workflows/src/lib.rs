@@ -145,7 +145,7 @@ async fn start_run(
     Body(body): Body<StartRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let workflow = own_workflow(&state, &principal, &id).await?;
-    let started = runs::start(
+    let started = lambent_app::workflows::start_run(
         state.store.as_ref(),
         state.queue.as_ref(),
         &principal.user_id,

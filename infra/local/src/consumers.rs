@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambent_app::state::State;
-use lambent_fn_worker::Worker;
+use lambent_app::workflows::Worker;
 use lambent_ports::queue::{QueueName, Received, MAX_RECEIVE};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -146,7 +146,7 @@ pub fn spawn_all(
                 let state = state.clone();
                 move |message: Received| {
                     let state = state.clone();
-                    async move { lambent_fn_trigger::start_run(&state, &message).await }
+                    async move { lambent_app::workflows::trigger::start_run(&state, &message).await }
                 }
             },
         )),

@@ -97,7 +97,7 @@ pub async fn run(
     });
 
     let app = crate::app::app(state.clone())?;
-    let worker = lambent_fn_worker::Worker::new(state.clone())?;
+    let worker = lambent_app::workflows::Worker::new(state.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumers = crate::consumers::spawn_all(&state, worker, &stop_rx);
     tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");

@@ -11,3 +11,4 @@ pub mod health;
 pub mod identity;
 pub mod state;
 pub mod targets;
+pub mod workflows;

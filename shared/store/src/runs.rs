@@ -30,10 +30,7 @@ use lambent_core::chat::Usage;
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_core::workflow::template::Template;
-use lambent_core::workflow::{MAX_INPUT_BYTES, MAX_PROMPT_WITH_INPUT_BYTES};
-use lambent_ports::{
-    Cmp, Condition, Item, ItemStore, Key, Query, Queue, QueueName, StoreError, TxOp, Update, Value,
-};
+use lambent_ports::{Cmp, Condition, Item, ItemStore, Key, Query, StoreError, TxOp, Update, Value};
 
 use super::workflows::Workflow;
 
@@ -382,12 +379,13 @@ pub async fn get(store: &dyn ItemStore, owner: &str, run_id: &str) -> Result<Opt
 
 // ---------------------------------------------------------------- start --
 
-/// A started (or, for a repeated idempotency key, an earlier) run.
+/// What [`create`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Started {
-    pub run_id: String,
-    /// False when the idempotency key named an existing run.
-    pub created: bool,
+pub enum Created {
+    /// A new run; `roots` are its steps without dependencies, to enqueue.
+    New { run_id: String, roots: Vec<String> },
+    /// A concurrent start with the same idempotency key won: its run.
+    Earlier { run_id: String },
 }
 
 /// Checks an idempotency key: 1 to 128 printable ASCII characters.
@@ -405,66 +403,19 @@ pub fn check_idempotency_key(key: &str) -> Result<()> {
     }
 }
 
-/// Starts a run of `workflow` for its owner: every check first (input,
-/// agents), then the run and all its steps in one transaction with the
-/// idempotency record, then the steps without dependencies on the queue.
-/// The same idempotency key returns the first run, and enqueues again any
-/// of its first steps still waiting for a worker, so a start cut short
-/// between its write and its messages completes when repeated.
-pub async fn start(
+/// Writes a new run of `workflow` for `owner`, checked by the caller: the
+/// run, all its steps (each prompt `templates[i]` with the input filled
+/// in) and the create-only idempotency record, in one transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn create(
     store: &dyn ItemStore,
-    queue: &dyn Queue,
     owner: &str,
     workflow: &Workflow,
-    input: serde_json::Map<String, serde_json::Value>,
+    input_json: String,
+    templates: Vec<Template>,
+    monthly_budget_usd: Option<Decimal>,
     idempotency_key: Option<&str>,
-) -> Result<Started> {
-    if let Some(key) = idempotency_key {
-        check_idempotency_key(key)?;
-        if let Some(run_id) = existing_run(store, owner, &workflow.id, key).await? {
-            resend_ready(store, queue, &run_id).await?;
-            return Ok(Started {
-                run_id,
-                created: false,
-            });
-        }
-    }
-    let input_json = serde_json::Value::Object(input.clone()).to_string();
-    if input_json.len() > MAX_INPUT_BYTES {
-        return Err(Error::BadRequest(format!(
-            "input: must be at most {MAX_INPUT_BYTES} bytes of JSON"
-        )));
-    }
-    let mut templates = Vec::with_capacity(workflow.steps.len());
-    for step in &workflow.steps {
-        let template = Template::parse(&step.prompt)
-            .and_then(|t| t.with_input(&input))
-            .map_err(|e| Error::BadRequest(format!("input: step {}: {e}", step.id)))?;
-        if template.text_len() > MAX_PROMPT_WITH_INPUT_BYTES {
-            return Err(Error::BadRequest(format!(
-                "input: step {}'s prompt with this input is over {MAX_PROMPT_WITH_INPUT_BYTES} bytes",
-                step.id
-            )));
-        }
-        templates.push(template);
-    }
-    // A run must not start with an agent that is gone (requirement 19): it
-    // would fail halfway, after spending on the steps before.
-    let (missing, user) = tokio::join!(
-        super::workflows::step_without_agent(store, owner, &workflow.steps),
-        users::get(store, owner)
-    );
-    if let Some(i) = missing? {
-        let step = &workflow.steps[i];
-        return Err(Error::Conflict(format!(
-            "step {}: its agent {} no longer exists; update the workflow",
-            step.id, step.agent_id
-        )));
-    }
-    let Some(user) = user? else {
-        return Err(Error::NotFound("user"));
-    };
-
+) -> Result<Created> {
     let run_id = ids::new_sortable_id(ID_PREFIX);
     let now = lambent_core::time::now_rfc3339();
     let successors = successors_of(workflow);
@@ -550,7 +501,7 @@ pub async fn start(
             .with("output_tokens", 0)
             .with("cache_read_tokens", 0)
             .with("cache_write_tokens", 0);
-        if let Some(limit) = user.monthly_budget_usd {
+        if let Some(limit) = monthly_budget_usd {
             item = item.with("monthly_budget_usd", limit);
         }
         ops.push(TxOp::Put {
@@ -570,22 +521,15 @@ pub async fn start(
                     "a run with this idempotency_key is starting; retry".into(),
                 ));
             };
-            resend_ready(store, queue, &run_id).await?;
-            return Ok(Started {
-                run_id,
-                created: false,
-            });
+            return Ok(Created::Earlier { run_id });
         }
         Err(e) => return Err(e.into()),
     }
-    enqueue(queue, &run_id, roots.iter().map(String::as_str)).await?;
-    Ok(Started {
-        run_id,
-        created: true,
-    })
+    Ok(Created::New { run_id, roots })
 }
 
-async fn existing_run(
+/// The run an idempotency key of `owner` started on `workflow_id`, if any.
+pub async fn existing_run(
     store: &dyn ItemStore,
     owner: &str,
     workflow_id: &str,
@@ -615,37 +559,15 @@ fn successors_of(workflow: &Workflow) -> BTreeMap<&str, Vec<Successor>> {
     next
 }
 
-/// Puts a message for each step on the steps queue.
-pub async fn enqueue<'a>(
-    queue: &dyn Queue,
-    run_id: &str,
-    steps: impl IntoIterator<Item = &'a str>,
-) -> Result<()> {
-    let sends = steps.into_iter().map(|step_id| {
-        let body = StepMessage {
-            run_id: run_id.to_owned(),
-            step_id: step_id.to_owned(),
-        }
-        .body();
-        async move { queue.send(QueueName::Steps, &body, Duration::ZERO).await }
-    });
-    for sent in join_all(sends).await {
-        sent?;
-    }
-    Ok(())
-}
-
-/// Enqueues again every step of the run that is ready but not started
-/// (a duplicate message is harmless: only one claim can win).
-async fn resend_ready(store: &dyn ItemStore, queue: &dyn Queue, run_id: &str) -> Result<()> {
+/// The steps of a run that are ready but not started.
+pub async fn ready_steps(store: &dyn ItemStore, run_id: &str) -> Result<Vec<String>> {
     let items = read_all(store, run_id).await?;
-    let ready: Vec<String> = items
+    Ok(items
         .iter()
         .filter(|i| i.key.sk.starts_with("STEP#"))
         .filter(|i| i.get_str("status") == Some(StepStatus::Ready.as_str()))
         .filter_map(|i| i.key.sk.strip_prefix("STEP#").map(str::to_owned))
-        .collect();
-    enqueue(queue, run_id, ready.iter().map(String::as_str)).await
+        .collect())
 }
 
 // --------------------------------------------------------------- cancel --

@@ -35,6 +35,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use lambent_app::config::Config;
 use lambent_app::state::State;
+use lambent_app::workflows::Worker;
 use lambent_aws::{DynamoStore, KmsCipher, SecretsManagerSecrets, SqsQueue};
 use lambent_bench::chat::{percentile, Latencies};
 use lambent_bench::flow::{
@@ -50,7 +51,6 @@ use lambent_embedded::{
     DEFAULT_MAX_RECEIVES, MASTER_KEY_FILE,
 };
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
-use lambent_fn_worker::Worker;
 use lambent_llm::{ChatRequest, Endpoint, Turn};
 use lambent_local::resources::{ensure_all, Names};
 use lambent_ports::queue::{QueueName, Received};
@@ -417,7 +417,7 @@ impl World {
             }
             let before = self.meter.snapshot();
             let started = Instant::now();
-            let run = runs::start(
+            let run = lambent_app::workflows::start_run(
                 self.state.store.as_ref(),
                 self.state.queue.as_ref(),
                 &member.id,

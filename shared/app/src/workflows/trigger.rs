@@ -8,8 +8,8 @@
 //! prompts cannot use, a deleted agent) moves to the dead-letter queue at
 //! once; the rest of its batch goes on.
 
+use crate::state::State;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use lambent_app::state::State;
 use lambent_core::Error;
 use lambent_ports::queue::{QueueName, Received};
 use lambent_store::{runs, workflows};
@@ -69,7 +69,7 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
         .idempotency_key
         .clone()
         .unwrap_or_else(|| format!("sqs:{}", message.message_id));
-    match runs::start(
+    match super::start_run(
         store,
         state.queue.as_ref(),
         &owner,
@@ -95,12 +95,12 @@ pub async fn start_run(state: &State, message: &Received) -> Result<(), TriggerE
 
 async fn dead_letter(state: &State, message: &Received, reason: &str) -> Result<(), TriggerError> {
     let queue = state.queue.as_ref();
-    lambent_app::batch::dead_letter(queue, QueueName::TriggersDeadLetter, message, reason)
+    crate::batch::dead_letter(queue, QueueName::TriggersDeadLetter, message, reason)
         .await
         .map_err(|e| TriggerError::Unavailable(e.to_string()))
 }
 
 /// Handles an SQS batch, reporting each failed message by ID.
 pub async fn handle_batch(state: &State, event: SqsEvent) -> SqsBatchResponse {
-    lambent_app::batch::sqs_batch(event, |m| async move { start_run(state, &m).await }).await
+    crate::batch::sqs_batch(event, |m| async move { start_run(state, &m).await }).await
 }

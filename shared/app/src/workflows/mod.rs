@@ -1,6 +1,7 @@
-//! The workflow worker: consumes the steps queue (an SQS event source with
-//! `ReportBatchItemFailures` in AWS; the queue port in `lambent serve`) and
-//! runs each step to completion at most once in effect.
+//! Workflow orchestration: the step protocol that the worker function runs
+//! on the steps queue (an SQS event source with `ReportBatchItemFailures` in
+//! AWS; the queue port in `lambent serve`), each step to completion at most
+//! once in effect, and the start of runs from trigger events ([`trigger`]).
 //!
 //! A step message `{"run_id", "step_id"}` is handled in [`step`]:
 //!
@@ -20,12 +21,16 @@
 //! message moves to the dead-letter queue. So does a message that is not a
 //! step message at all.
 
+mod start;
 mod step;
+pub mod trigger;
+
+pub use start::{enqueue, start_run, Started};
 
 use std::sync::Arc;
 
+use crate::state::{StartError, State};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use lambent_app::state::{StartError, State};
 use lambent_llm::LlmClient;
 use lambent_ports::queue::Received;
 
@@ -102,6 +107,6 @@ impl Worker {
     /// Handles an SQS batch, each message at once, reporting the failed
     /// ones by ID.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        lambent_app::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
+        crate::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lambent_app::chat::{self, Prepared, Record, Target, Unanswered};
+use crate::chat::{self, Prepared, Record, Target, Unanswered};
 use lambent_core::workflow::MAX_OUTPUT_BYTES;
 use lambent_core::Error;
 use lambent_llm::ProviderError;
@@ -12,7 +12,7 @@ use lambent_ports::queue::{QueueName, Received, MAX_DELAY};
 use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
 use tracing::Instrument;
 
-use crate::{Point, Worker};
+use super::{Point, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -360,7 +360,7 @@ async fn follow_up(worker: &Worker, step: &StepRecord) -> Result<(), StepError> 
 }
 
 async fn enqueue(worker: &Worker, run_id: &str, steps: &[String]) -> Result<(), StepError> {
-    runs::enqueue(
+    super::enqueue(
         worker.state.queue.as_ref(),
         run_id,
         steps.iter().map(String::as_str),
@@ -402,7 +402,7 @@ async fn retry(
 /// Moves the message to the dead-letter queue (then it may be deleted).
 async fn dead_letter(worker: &Worker, message: &Received, reason: &str) -> Result<(), StepError> {
     let queue = worker.state.queue.as_ref();
-    lambent_app::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
+    crate::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
         .await
         .map_err(unavailable)
 }
