@@ -9,6 +9,7 @@ pub mod contract;
 pub mod embedded;
 pub mod emulator;
 pub mod identity_storage;
+pub mod suites;
 pub mod workflow_storage;
 
 use std::ops::Deref;

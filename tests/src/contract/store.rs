@@ -7,17 +7,6 @@ use lambent_core::time::now_epoch_secs;
 use lambent_ports::store::*;
 use rust_decimal::Decimal;
 
-pub const CASES: &[&str] = &[
-    "round_trip_keeps_every_value_exactly",
-    "conditional_put_refuses_and_keeps_the_original",
-    "concurrent_adds_are_exact",
-    "conditional_update_and_delete",
-    "pages_by_prefix_in_both_orders_without_gaps",
-    "expired_items_read_as_absent",
-    "transactions_roll_back_whole",
-    "bad_requests_are_refused",
-];
-
 fn unique(prefix: &str) -> String {
     lambent_core::ids::new_id(prefix)
 }

@@ -1,0 +1,85 @@
+//! The list of every suite a backend must pass (the port contracts and the
+//! identity, chat and workflow storage suites), written once for both
+//! backends.
+
+/// Every suite that each backend must pass, listed once:
+/// `backend_suites!(embedded)` or `backend_suites!(emulator)` names the
+/// module of adapter factories and the `Storage`/`Flow` constructor.
+#[macro_export]
+macro_rules! backend_suites {
+    ($backend:ident) => {
+        mod store {
+            $crate::each_case!(adapter $crate::contract::store, $crate::$backend::store();
+                round_trip_keeps_every_value_exactly,
+                conditional_put_refuses_and_keeps_the_original,
+                concurrent_adds_are_exact,
+                conditional_update_and_delete,
+                pages_by_prefix_in_both_orders_without_gaps,
+                expired_items_read_as_absent,
+                transactions_roll_back_whole,
+                bad_requests_are_refused,
+            );
+        }
+
+        mod cipher {
+            $crate::each_case!(adapter $crate::contract::cipher, $crate::$backend::cipher();
+                round_trip_with_its_context,
+                another_context_is_refused,
+                tampered_or_foreign_ciphertext_is_refused,
+                an_empty_context_is_refused,
+            );
+        }
+
+        mod queue {
+            $crate::each_case!(adapter $crate::contract::queue, $crate::$backend::queue();
+                delivers_and_deletes,
+                hides_a_received_message_until_its_visibility_ends,
+                delays_a_message,
+                redrives_to_the_dead_letter_queue_after_max_receives,
+                refuses_an_unknown_receipt,
+            );
+        }
+
+        mod secrets {
+            $crate::each_case!(adapter $crate::contract::secrets, $crate::$backend::secrets();
+                reads_a_set_secret_and_none_for_an_unset_one,
+            );
+        }
+
+        mod identity_storage {
+            $crate::each_case!($crate::identity_storage,
+                $crate::identity_storage::Storage::$backend();
+                provider_keys_are_ciphertext_bound_to_owner_and_provider,
+                deleting_a_user_leaves_nothing_of_theirs,
+                a_role_change_reaches_every_key,
+                rate_limits_hold_across_processes,
+            );
+        }
+
+        mod chat_storage {
+            $crate::each_case!($crate::chat_storage,
+                $crate::identity_storage::Storage::$backend();
+                a_call_settled_again_and_again_counts_once,
+                reservations_never_pass_a_limit_under_concurrency,
+                usage_reports_cover_exactly_their_days,
+            );
+        }
+
+        mod workflow_storage {
+            //! The worker and the run repository on this backend (see the suite).
+            $crate::each_case!($crate::workflow_storage,
+                $crate::workflow_storage::Flow::$backend();
+                data_flows_between_steps,
+                every_message_delivered_twice_changes_nothing,
+                a_crash_at_each_point_of_a_step_bills_it_once,
+                poison_messages_go_to_the_dead_letter_queue,
+                a_step_that_keeps_failing_fails_the_run_after_n_attempts,
+                a_deleted_agent_fails_its_step_clearly,
+                a_cancelled_run_starts_no_further_step,
+                triggers_start_runs_once_and_dead_letter_the_malformed,
+                an_idempotency_key_starts_one_run,
+                run_costs_count_against_the_monthly_budget,
+            );
+        }
+    };
+}
