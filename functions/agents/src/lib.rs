@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
@@ -107,7 +108,7 @@ fn temperature(n: &Number) -> ApiResult<Decimal> {
 /// A provider ID that cannot exist is refused here, before the store sees it.
 fn provider_id(raw: String) -> ApiResult<String> {
     validate::id(&raw, providers::ID_PREFIX, "provider")
-        .map_err(|_| ApiError::BadRequest("provider_id: not a provider ID (`prv_...`)".into()))?;
+        .map_err(|_| Error::BadRequest("provider_id: not a provider ID (`prv_...`)".into()))?;
     Ok(raw)
 }
 
@@ -184,7 +185,7 @@ async fn get_agent(
     let store = state.store.as_ref();
     let agent = agents::get(store, &principal.user_id, &id)
         .await?
-        .ok_or(ApiError::NotFound("agent"))?;
+        .ok_or(Error::NotFound("agent"))?;
     Ok(Json(agents::view(store, &state.catalog, agent).await?))
 }
 
@@ -231,7 +232,7 @@ async fn update_agent(
     let store = state.store.as_ref();
     let current = agents::get(store, &principal.user_id, &id)
         .await?
-        .ok_or(ApiError::NotFound("agent"))?;
+        .ok_or(Error::NotFound("agent"))?;
     let spec = AgentSpec {
         name: name.unwrap_or(current.name),
         provider_id: provider.unwrap_or(current.provider_id),

@@ -9,6 +9,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat::{self, Prepared, Settled, Target};
+use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::Body;
 use lambent_http::Caller;
@@ -79,7 +80,7 @@ struct Part {
 }
 
 fn bad(message: String) -> ApiError {
-    ApiError::BadRequest(message)
+    Error::BadRequest(message).into()
 }
 
 fn text_of(index: usize, content: Option<Content>) -> ApiResult<String> {

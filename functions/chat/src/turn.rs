@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::Body;
 use lambent_http::Caller;
 use lambent_store::messages::{self, Message, MAX_STORED_BYTES};
@@ -59,7 +60,7 @@ pub async fn post_message(
         chat::complete(state, &chat.llm, &call).await?;
         let reply = messages::get(state.store.as_ref(), &id, call.reply_id())
             .await?
-            .ok_or_else(|| ApiError::Internal("a settled reply is not stored".into()))?;
+            .ok_or_else(|| Error::Internal("a settled reply is not stored".into()))?;
         return Ok(Json::<Message>(reply).into_response());
     }
     let started = chat::start(state, &chat.llm, &call).await?;
@@ -73,12 +74,13 @@ pub async fn post_message(
 
 fn message_content(raw: String) -> ApiResult<String> {
     if raw.trim().is_empty() {
-        return Err(ApiError::BadRequest("content: must not be empty".into()));
+        return Err(Error::BadRequest("content: must not be empty".into()).into());
     }
     if raw.len() > MAX_STORED_BYTES {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::BadRequest(format!(
             "content: must be at most {MAX_STORED_BYTES} bytes"
-        )));
+        ))
+        .into());
     }
     Ok(raw)
 }

@@ -12,7 +12,8 @@ use axum::Json;
 use lambent_app::state::State;
 use lambent_core::provider::ProviderKind;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_http::{Body, ListPage};
@@ -87,7 +88,7 @@ async fn get_model(
         .get(state.store.as_ref(), &name)
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound("model"))
+        .ok_or(Error::NotFound("model").into())
 }
 
 /// Add a model to the catalog, or reprice one (admin). A stored price

@@ -12,6 +12,7 @@ use axum::Json;
 use lambent_app::state::State;
 use lambent_core::secret::{ExposeSecret, SecretString};
 use lambent_core::validate;
+use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
@@ -99,14 +100,15 @@ fn api_key(raw: &SecretString) -> ApiResult<SecretString> {
     let trimmed = raw.expose_secret().trim();
     let count = trimmed.chars().count();
     if count == 0 || count > API_KEY_MAX {
-        return Err(ApiError::BadRequest(format!(
-            "api_key: must be 1 to {API_KEY_MAX} characters"
-        )));
+        return Err(
+            Error::BadRequest(format!("api_key: must be 1 to {API_KEY_MAX} characters")).into(),
+        );
     }
     if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "api_key: must not contain whitespace or control characters".into(),
-        ));
+        )
+        .into());
     }
     Ok(SecretString::from(trimmed))
 }
@@ -116,11 +118,11 @@ async fn base_url(state: &State, raw: &str) -> ApiResult<String> {
     lambent_llm::net_guard::check_base_url(raw, state.config.allow_private_provider_urls)
         .await
         .map(|url| url.as_str().to_owned())
-        .map_err(|refused| ApiError::BadRequest(refused.to_string()))
+        .map_err(|refused| Error::BadRequest(refused.to_string()).into())
 }
 
 fn base_url_required() -> ApiError {
-    ApiError::BadRequest("base_url: required for openai_compatible".into())
+    Error::BadRequest("base_url: required for openai_compatible".into()).into()
 }
 
 /// Add a provider with its API key.
@@ -181,7 +183,7 @@ async fn get_provider(
     providers::get(state.store.as_ref(), &principal.user_id, &id)
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound("provider"))
+        .ok_or(Error::NotFound("provider").into())
 }
 
 /// Rename a provider, rotate its API key or change its base URL.
@@ -206,7 +208,7 @@ async fn update_provider(
         Some(None) => {
             let current = providers::get(state.store.as_ref(), &principal.user_id, &id)
                 .await?
-                .ok_or(ApiError::NotFound("provider"))?;
+                .ok_or(Error::NotFound("provider"))?;
             if current.kind == ProviderKind::OpenaiCompatible {
                 return Err(base_url_required());
             }

@@ -14,7 +14,8 @@ use axum::Json;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
@@ -67,7 +68,7 @@ async fn create_session(
     Body(body): Body<CreateSession>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
     validate::id(&body.agent_id, agents::ID_PREFIX, "agent")
-        .map_err(|_| ApiError::BadRequest("agent_id: not an agent ID (`agt_...`)".into()))?;
+        .map_err(|_| Error::BadRequest("agent_id: not an agent ID (`agt_...`)".into()))?;
     let new = NewSession {
         agent_id: body.agent_id,
         title: body
@@ -107,7 +108,7 @@ async fn own_session(state: &State, principal: &Principal, id: &str) -> ApiResul
     validate::id(id, sessions::ID_PREFIX, "session")?;
     sessions::get(state.store.as_ref(), &principal.user_id, id)
         .await?
-        .ok_or(ApiError::NotFound("session"))
+        .ok_or(Error::NotFound("session").into())
 }
 
 /// Read one of your sessions, with its totals.

@@ -10,7 +10,8 @@ use axum::extract::{Query, State as Extract};
 use axum::Json;
 use lambent_app::state::State;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_store::usage::{self, Dimension, Group, Scope, Totals};
@@ -66,7 +67,7 @@ struct UsageReport {
 fn day(field: &str, raw: &str) -> ApiResult<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(raw, &format)
-        .map_err(|_| ApiError::BadRequest(format!("{field}: must be a day as yyyy-mm-dd")))
+        .map_err(|_| Error::BadRequest(format!("{field}: must be a day as yyyy-mm-dd")).into())
 }
 
 fn text(d: time::Date) -> String {
@@ -91,12 +92,12 @@ async fn get_usage(
         None => to.replace_day(1).unwrap_or(to),
     };
     if from > to {
-        return Err(ApiError::BadRequest("from: must not be after to".into()));
+        return Err(Error::BadRequest("from: must not be after to".into()).into());
     }
     if (to - from).whole_days() >= MAX_DAYS {
-        return Err(ApiError::BadRequest(format!(
-            "to: a report covers at most {MAX_DAYS} days"
-        )));
+        return Err(
+            Error::BadRequest(format!("to: a report covers at most {MAX_DAYS} days")).into(),
+        );
     }
     let scope = match params.user_id {
         Some(user) if user == principal.user_id => Scope::User(user),
@@ -110,9 +111,10 @@ async fn get_usage(
     };
     let group_by = params.group_by.unwrap_or(Dimension::Day);
     if group_by == Dimension::User && scope != Scope::Everyone {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "group_by: user groups the whole deployment's usage (admins, without user_id)".into(),
-        ));
+        )
+        .into());
     }
     let (from, to) = (text(from), text(to));
     let (groups, total) = usage::report(state.store.as_ref(), &scope, group_by, &from, &to).await?;

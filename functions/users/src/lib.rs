@@ -12,7 +12,8 @@ use axum::Json;
 use lambent_app::identity::{self, Principal, Role};
 use lambent_app::state::State;
 use lambent_core::validate;
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
@@ -125,7 +126,7 @@ async fn get_user(
     users::get(state.store.as_ref(), &id)
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound("user"))
+        .ok_or(Error::NotFound("user").into())
 }
 
 /// Change a user's name, role or monthly budget.
@@ -152,9 +153,7 @@ async fn update_user(
         },
     };
     if id == lambent_core::auth::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
-        return Err(ApiError::BadRequest(
-            "role: the bootstrap admin stays an admin".into(),
-        ));
+        return Err(Error::BadRequest("role: the bootstrap admin stays an admin".into()).into());
     }
     let user = identity::update_user(state.store.as_ref(), &id, change).await?;
     state.identity.cache().evict_user(&id);
@@ -202,7 +201,7 @@ async fn list_audit(
     let day = match &params.day {
         None => lambent_core::time::today(),
         Some(raw) => lambent_core::time::parse_day(raw)
-            .ok_or_else(|| ApiError::BadRequest("day: expected yyyy-mm-dd".into()))?,
+            .ok_or_else(|| Error::BadRequest("day: expected yyyy-mm-dd".into()))?,
     };
     let scope = format!("{}:{day}", scope(&principal, "audit"));
     let list = ListParams {

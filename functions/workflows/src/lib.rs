@@ -17,7 +17,8 @@ use lambent_app::state::State;
 use lambent_core::auth::Principal;
 use lambent_core::validate;
 use lambent_core::workflow::{Definition, StepSpec};
-use lambent_http::error::{ApiError, ApiResult};
+use lambent_core::Error;
+use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
@@ -86,7 +87,7 @@ async fn own_workflow(state: &State, principal: &Principal, id: &str) -> ApiResu
     validate::id(id, workflows::ID_PREFIX, "workflow")?;
     workflows::get(state.store.as_ref(), &principal.user_id, id)
         .await?
-        .ok_or(ApiError::NotFound("workflow"))
+        .ok_or(Error::NotFound("workflow").into())
 }
 
 /// Read one of your workflows.
@@ -176,7 +177,7 @@ async fn get_run(
     runs::get(state.store.as_ref(), &principal.user_id, &id)
         .await?
         .map(Json)
-        .ok_or(ApiError::NotFound("run"))
+        .ok_or(Error::NotFound("run").into())
 }
 
 /// Cancel one of your runs: no further step starts (one already running

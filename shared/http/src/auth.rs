@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::request::Parts;
 use http::Method;
+use lambent_core::Error;
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -141,6 +142,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Principal>()
             .cloned()
             .map(Caller)
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(Error::Unauthenticated.into())
     }
 }

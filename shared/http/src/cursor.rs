@@ -8,8 +8,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use lambent_core::Error;
 
-use crate::error::ApiError;
 use lambent_core::ids;
 use lambent_ports::StoreCursor;
 
@@ -38,8 +38,8 @@ pub fn seal(key: &[u8; 32], scope: &str, position: &StoreCursor) -> String {
 }
 
 /// Opens a cursor issued by [`seal`] for the same scope.
-pub fn open(key: &[u8; 32], scope: &str, cursor: &str) -> Result<StoreCursor, ApiError> {
-    let invalid = || ApiError::BadRequest("cursor: not a cursor issued for this listing".into());
+pub fn open(key: &[u8; 32], scope: &str, cursor: &str) -> Result<StoreCursor, Error> {
+    let invalid = || Error::BadRequest("cursor: not a cursor issued for this listing".into());
     if cursor.len() > MAX_CURSOR_LEN {
         return Err(invalid());
     }

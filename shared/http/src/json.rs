@@ -7,6 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
 use http::StatusCode;
+use lambent_core::Error;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -26,12 +27,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 .await
                 .map_err(|rejection| match rejection.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-                    _ => ApiError::BadRequest("body: could not be read".into()),
+                    _ => Error::BadRequest("body: could not be read".into()).into(),
                 })?;
         // serde would also read a struct from a JSON array ([null, null]);
         // the API takes objects only.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::BadRequest("body: expected a JSON object".into()));
+            return Err(Error::BadRequest("body: expected a JSON object".into()).into());
         }
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| Body(value))
@@ -62,10 +63,11 @@ fn explain(rejection: JsonRejection) -> ApiError {
         .or_else(|| text.split_once("JSON data: ").map(|(_, d)| d))
         .unwrap_or(&text);
     let detail: String = detail.chars().take(300).collect();
-    match rejection {
+    let refused = match rejection {
         JsonRejection::JsonSyntaxError(_) => {
-            ApiError::BadRequest(format!("body is not valid JSON: {detail}"))
+            Error::BadRequest(format!("body is not valid JSON: {detail}"))
         }
-        _ => ApiError::BadRequest(detail),
-    }
+        _ => Error::BadRequest(detail),
+    };
+    refused.into()
 }

@@ -2,9 +2,10 @@
 //! Cursors are sealed (see [`crate::cursor`]) and bound to the listing's
 //! scope, which each route builds from its name, the caller and its filters.
 
+use lambent_core::Error;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use lambent_app::state::State;
 use lambent_store::{PageRequest, Paged};
 
@@ -35,9 +36,7 @@ impl ListParams {
     pub async fn page(&self, state: &State, scope: &str) -> ApiResult<PageRequest> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit: must be 1 to {MAX_LIMIT}"
-            )));
+            return Err(Error::BadRequest(format!("limit: must be 1 to {MAX_LIMIT}")).into());
         }
         let after = match self.cursor.as_deref() {
             // An empty cursor is the first page, like no cursor.
