@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
-use lambent_tests::app::{send_json, ServeOnEmulator};
-use lambent_tests::chat::parse_events;
+use lambent_testkit::app::{send_json, ServeOnEmulator};
+use lambent_testkit::chat::{parse_events, JsonData};
 use reqwest::Method as M;
 use serde_json::{json, Value};
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use lambent_tests::app::{send_json, ServeOnEmulator};
-use lambent_tests::emulator;
+use lambent_testkit::app::{send_json, ServeOnEmulator};
+use lambent_testkit::emulator;
 use serde_json::{json, Value};
 
 const PROVIDER_KEY: &str = "sk-ant-AWSCANARY-5e6f7a8b9c0d1e2f";

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lambent_app::state::StartError;
 use lambent_boot::AwsResources;
-use lambent_tests::app::{run_lambent, LambentProcess};
-use lambent_tests::emulator::{self, PrivateEmulator};
+use lambent_testkit::app::{run_lambent, LambentProcess};
+use lambent_testkit::emulator::{self, PrivateEmulator};
 use serde_json::Value;
 
 #[tokio::test]

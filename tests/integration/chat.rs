@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lambent_fake_provider::{FakeUsage, FinalChunk, Reply, UsageAt};
-use lambent_tests::chat::{ChatWorld, PROVIDER_KEY};
+use lambent_testkit::chat::{ChatWorld, JsonData, PROVIDER_KEY};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -216,7 +216,7 @@ async fn every_usage_variant_is_priced_exactly() {
     assert_eq!(whole["cost_usd"], USAGE_COST_OPENAI);
 }
 
-async fn error_of(stream: &lambent_tests::chat::Stream) -> Value {
+async fn error_of(stream: &lambent_testkit::chat::Stream) -> Value {
     let errors = stream.named("error");
     assert_eq!(errors.len(), 1, "{}", stream.raw);
     assert!(stream.named("message_end").is_empty());
@@ -478,7 +478,7 @@ async fn concurrent_calls_never_spend_past_a_session_budget() {
         let url = w.app.url(&format!("/v1/sessions/{session}/messages"));
         let key = w.key.clone();
         tokio::spawn(async move {
-            lambent_tests::app::send_json(
+            lambent_testkit::app::send_json(
                 &client,
                 Method::POST,
                 url,
@@ -546,7 +546,7 @@ async fn concurrent_calls_never_spend_past_a_monthly_budget() {
             .url(&format!("/v1/sessions/{}/messages", sessions[i % 4]));
         let key = w.key.clone();
         tokio::spawn(async move {
-            lambent_tests::app::send_json(
+            lambent_testkit::app::send_json(
                 &client,
                 Method::POST,
                 url,
@@ -809,7 +809,7 @@ async fn concurrent_turns_in_one_session_are_all_kept_and_counted() {
         let key = w.key.clone();
         tokio::spawn(async move {
             let body = json!({"content": format!("turn {i}"), "stream": i % 2 == 0});
-            lambent_tests::app::send_json(&client, Method::POST, url, key, Some(body)).await
+            lambent_testkit::app::send_json(&client, Method::POST, url, key, Some(body)).await
         })
     });
     for turn in turns {

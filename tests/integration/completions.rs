@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use lambent_fake_provider::{FakeUsage, Reply};
-use lambent_tests::chat::{parse_events, ChatWorld};
+use lambent_testkit::chat::{parse_events, ChatWorld, JsonData};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! authentication, roles, tenant isolation, validation, limits, providers'
 //! keys at rest, user deletion, the audit log and CORS.
 
-use lambent_tests::app::{spawn_app, spawn_app_with, TestApp};
+use lambent_testkit::app::{spawn_app, spawn_app_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 

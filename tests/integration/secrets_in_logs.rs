@@ -4,7 +4,7 @@
 //! API key and provider key used, and for the conversation's text.
 
 use lambent_fake_provider::{FakeProvider, Reply};
-use lambent_tests::app::{send_json, LambentProcess};
+use lambent_testkit::app::{send_json, LambentProcess};
 use serde_json::{json, Value};
 
 const PROVIDER_KEY: &str = "sk-ant-LOGCANARY-0123456789abcdef";

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use lambent_ports::{Item, Key};
-use lambent_tests::app::LambentProcess;
+use lambent_testkit::app::LambentProcess;
 use serde_json::Value;
 
 fn serve_args(dir: &std::path::Path) -> Vec<String> {

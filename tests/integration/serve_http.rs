@@ -1,6 +1,6 @@
 //! The HTTP API of `lambent serve` on embedded defaults.
 
-use lambent_tests::app::spawn_app;
+use lambent_testkit::app::spawn_app;
 use serde_json::Value;
 
 #[tokio::test]

@@ -14,8 +14,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
-use lambent_tests::app::{send_json, spawn_app, LambentProcess, TestApp};
-use lambent_tests::chat::parse_events;
+use lambent_testkit::app::{send_json, spawn_app, LambentProcess, TestApp};
+use lambent_testkit::chat::{parse_events, JsonData};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};

@@ -52,8 +52,8 @@ impl Storage {
     }
 
     pub async fn emulator() -> Storage {
-        let sdk = crate::emulator::sdk().await;
-        let made = crate::emulator::provision(&sdk).await;
+        let sdk = lambent_testkit::emulator::sdk().await;
+        let made = lambent_testkit::emulator::provision(&sdk).await;
         Storage {
             store: Box::new(lambent_aws::DynamoStore::from_conf(&sdk, &made.table)),
             cipher: Box::new(lambent_aws::KmsCipher::from_conf(&sdk, &made.kms_key_id)),

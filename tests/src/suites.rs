@@ -1,6 +1,34 @@
-//! The list of every suite a backend must pass (the port contracts and the
-//! identity, chat and workflow storage suites), written once for both
-//! backends.
+//! The list of every suite a backend must pass (the port contracts of
+//! `lambent_ports::contract` and the identity, chat and workflow storage
+//! suites here), written once for both backends.
+
+/// `each_case!(suite_module, async_factory_expr; case, case, ...)`: one test
+/// per case, each calling `suite_module::case(&factory.await)` on a fresh
+/// storage; `each_case!(adapter suite_module, ...)` lends the adapter inside
+/// its holder (`&*held`) instead.
+#[macro_export]
+macro_rules! each_case {
+    (adapter $suite:path, $make:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                use $suite as suite;
+                let adapter = $make.await;
+                suite::$case(&*adapter).await;
+            }
+        )+
+    };
+    ($suite:path, $make:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                use $suite as suite;
+                let subject = $make.await;
+                suite::$case(&subject).await;
+            }
+        )+
+    };
+}
 
 /// Every suite that each backend must pass, listed once:
 /// `backend_suites!(embedded)` or `backend_suites!(emulator)` names the
@@ -9,7 +37,7 @@
 macro_rules! backend_suites {
     ($backend:ident) => {
         mod store {
-            $crate::each_case!(adapter $crate::contract::store, $crate::$backend::store();
+            $crate::each_case!(adapter lambent_ports::contract::store, lambent_testkit::$backend::store();
                 round_trip_keeps_every_value_exactly,
                 conditional_put_refuses_and_keeps_the_original,
                 concurrent_adds_are_exact,
@@ -22,7 +50,7 @@ macro_rules! backend_suites {
         }
 
         mod cipher {
-            $crate::each_case!(adapter $crate::contract::cipher, $crate::$backend::cipher();
+            $crate::each_case!(adapter lambent_ports::contract::cipher, lambent_testkit::$backend::cipher();
                 round_trip_with_its_context,
                 another_context_is_refused,
                 tampered_or_foreign_ciphertext_is_refused,
@@ -31,7 +59,7 @@ macro_rules! backend_suites {
         }
 
         mod queue {
-            $crate::each_case!(adapter $crate::contract::queue, $crate::$backend::queue();
+            $crate::each_case!(adapter lambent_ports::contract::queue, lambent_testkit::$backend::queue();
                 delivers_and_deletes,
                 hides_a_received_message_until_its_visibility_ends,
                 delays_a_message,
@@ -41,7 +69,7 @@ macro_rules! backend_suites {
         }
 
         mod secrets {
-            $crate::each_case!(adapter $crate::contract::secrets, $crate::$backend::secrets();
+            $crate::each_case!(adapter lambent_ports::contract::secrets, lambent_testkit::$backend::secrets();
                 reads_a_set_secret_and_none_for_an_unset_one,
             );
         }
@@ -79,6 +107,7 @@ macro_rules! backend_suites {
                 triggers_start_runs_once_and_dead_letter_the_malformed,
                 an_idempotency_key_starts_one_run,
                 run_costs_count_against_the_monthly_budget,
+                store_round_trips_stay_as_designed,
             );
         }
     };

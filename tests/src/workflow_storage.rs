@@ -25,6 +25,7 @@ use lambent_store::runs::{self, RunStatus, RunView, StepStatus};
 use lambent_store::usage::{self, Dimension, Scope};
 use lambent_store::users::{self, NewUser};
 use lambent_store::workflows::{self, Workflow};
+use lambent_testkit::counting::{CountingStore, Meter};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -91,10 +92,10 @@ impl Flow {
     }
 
     pub async fn emulator() -> Flow {
-        let sdk = crate::emulator::sdk().await;
+        let sdk = lambent_testkit::emulator::sdk().await;
         // As deployed: more receives than attempts, so the worker, not the
         // redrive, decides when a step has failed.
-        let made = crate::emulator::provision_with(&sdk, 5).await;
+        let made = lambent_testkit::emulator::provision_with(&sdk, 5).await;
         let resources = lambent_boot::AwsResources {
             table: made.table,
             secret_id: made.secret_id,
@@ -815,4 +816,102 @@ pub async fn run_costs_count_against_the_monthly_budget(flow: &Flow) {
         .unwrap();
     assert_eq!(month.get_decimal("spent_usd"), Some(d(STEP_COST)));
     assert_eq!(month.get_decimal("committed_usd"), Some(d(STEP_COST)));
+}
+
+/// The store round trips of the step protocol, as `flowbench` reports them
+/// (docs/PERFORMANCE.md), counted here through the port so CI guards them:
+/// a run starts in 3 (4 with an idempotency key); a step of a warm worker
+/// costs 2 (the claim, the checkpoint), 3 under a monthly limit (and the
+/// reservation).
+pub async fn store_round_trips_stay_as_designed(flow: &Flow) {
+    let meter = Meter::new();
+    let counted = State {
+        store: Arc::new(CountingStore::new(flow.state.store.clone(), meter.clone())),
+        ..flow.state.clone()
+    };
+    let worker = Worker::new(counted.clone()).unwrap();
+    let workflow = flow
+        .workflow(&[
+            ("a", "A", &[]),
+            ("b", "B {{steps.a.output}}", &["a"]),
+            ("c", "C {{steps.b.output}}", &["b"]),
+        ])
+        .await;
+    let start = |key: Option<&'static str>| {
+        let (counted, workflow, owner) = (counted.clone(), workflow.clone(), flow.owner.clone());
+        let meter = meter.clone();
+        async move {
+            let before = meter.snapshot();
+            let started = lambent_app::workflows::start_run(
+                counted.store.as_ref(),
+                counted.queue.as_ref(),
+                &owner,
+                &workflow,
+                Default::default(),
+                key,
+            )
+            .await
+            .unwrap();
+            (
+                started.run_id,
+                meter.snapshot().since(&before).round_trips(),
+            )
+        }
+    };
+
+    // A first run warms the worker's agent cache.
+    let (warm, _) = start(None).await;
+    flow.drive(&worker, &[&warm], 1).await;
+
+    let (run, trips) = start(None).await;
+    assert_eq!(trips, 3, "a run's start");
+    assert_eq!(flow.step_trips(&worker, &meter, &run).await, [2, 2, 2]);
+
+    lambent_app::identity::update_user(
+        flow.state.store.as_ref(),
+        &flow.owner,
+        users::UserChange {
+            monthly_budget_usd: Some(Some(d("100"))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (run, trips) = start(Some("round-trips")).await;
+    assert_eq!(trips, 4, "a run's start with an idempotency key");
+    assert_eq!(flow.step_trips(&worker, &meter, &run).await, [3, 3, 3]);
+}
+
+impl Flow {
+    /// Hands `run`'s step messages to `worker` one at a time until the run
+    /// finishes; the store round trips of each.
+    async fn step_trips(&self, worker: &Worker, meter: &Meter, run: &str) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut trips = Vec::new();
+        while self.run(run).await.status != RunStatus::Succeeded {
+            assert!(Instant::now() < deadline, "run {run} did not finish");
+            let got = self
+                .state
+                .queue
+                .receive(
+                    QueueName::Steps,
+                    1,
+                    self.timing.visibility,
+                    Duration::from_millis(200),
+                )
+                .await
+                .unwrap();
+            for message in got {
+                let before = meter.snapshot();
+                worker.handle(&message).await.unwrap();
+                trips.push(meter.snapshot().since(&before).round_trips());
+                self.state
+                    .queue
+                    .delete(QueueName::Steps, &message.receipt)
+                    .await
+                    .unwrap();
+            }
+        }
+        trips
+    }
 }

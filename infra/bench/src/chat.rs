@@ -58,109 +58,15 @@ pub fn added_us(direct: Duration, through: Duration) -> f64 {
     (through.as_secs_f64() - direct.as_secs_f64()) * 1e6
 }
 
-/// One server-sent event: its `event:` name (`message` when absent, as
-/// browsers read it) and its `data:` lines joined by `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    pub event: String,
-    pub data: String,
-}
-
-/// Turns the chunks of an event stream into events as they complete. Lines
-/// may end with `\n`, `\r\n` or `\r`; a chunk may end anywhere, even between
-/// the `\r` and `\n` of one line ending.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    /// Bytes of a line not yet ended.
-    line: Vec<u8>,
-    /// The last byte seen was a `\r`: a `\n` right after it ends nothing.
-    after_cr: bool,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-impl SseParser {
-    pub fn new() -> SseParser {
-        SseParser::default()
-    }
-
-    /// Feeds a chunk; returns the events it completed, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            if self.after_cr {
-                self.after_cr = false;
-                if rest[0] == b'\n' {
-                    rest = &rest[1..];
-                    continue;
-                }
-            }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                None => {
-                    self.line.extend_from_slice(rest);
-                    break;
-                }
-                Some(end) => {
-                    self.after_cr = rest[end] == b'\r';
-                    if self.line.is_empty() {
-                        self.end_line(&rest[..end], &mut events);
-                    } else {
-                        let mut line = std::mem::take(&mut self.line);
-                        line.extend_from_slice(&rest[..end]);
-                        self.end_line(&line, &mut events);
-                    }
-                    rest = &rest[end + 1..];
-                }
-            }
-        }
-        events
-    }
-
-    fn end_line(&mut self, line: &[u8], events: &mut Vec<SseEvent>) {
-        if line.is_empty() {
-            // A blank line dispatches the event, if it has data.
-            let event = self.event.take();
-            if let Some(data) = self.data.take() {
-                events.push(SseEvent {
-                    event: event.unwrap_or_else(|| "message".to_owned()),
-                    data,
-                });
-            }
-            return;
-        }
-        if line[0] == b':' {
-            return; // a comment
-        }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
-        let value = String::from_utf8_lossy(value);
-        match field {
-            b"event" => self.event = Some(value.into_owned()),
-            b"data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(&value);
-                }
-                None => self.data = Some(value.into_owned()),
-            },
-            _ => {}
-        }
-    }
-}
+pub use lambent_llm::sse::{SseEvent, SseParser};
 
 /// Whether an event is the first text of a reply: Anthropic's
 /// `content_block_delta` with a `text_delta` (direct), Lambent's `delta`
 /// (through).
 pub fn is_text_delta(event: &SseEvent) -> bool {
-    match event.event.as_str() {
-        "delta" => true,
-        "content_block_delta" => event.data.contains("\"text_delta\""),
+    match event.event.as_deref() {
+        Some("delta") => true,
+        Some("content_block_delta") => event.data.contains("\"text_delta\""),
         _ => false,
     }
 }
@@ -680,56 +586,10 @@ mod tests {
 
     fn ev(event: &str, data: &str) -> SseEvent {
         SseEvent {
-            event: event.into(),
+            event: Some(event.into()),
+            id: None,
             data: data.into(),
         }
-    }
-
-    #[test]
-    fn sse_events_are_parsed_across_chunk_boundaries() {
-        let wire = "event: message_start\nid: 0\ndata: {\"a\":1}\n\n\
-                    event: delta\nid: 1\ndata: {\"text\":\"hi\"}\n\n\
-                    : a comment\n\ndata: first\ndata: second\n\n";
-        let expected = vec![
-            ev("message_start", "{\"a\":1}"),
-            ev("delta", "{\"text\":\"hi\"}"),
-            ev("message", "first\nsecond"),
-        ];
-        // Whole, and split at every possible point.
-        let mut parser = SseParser::new();
-        assert_eq!(parser.push(wire.as_bytes()), expected);
-        for cut in 0..wire.len() {
-            let mut parser = SseParser::new();
-            let mut got = parser.push(&wire.as_bytes()[..cut]);
-            got.extend(parser.push(&wire.as_bytes()[cut..]));
-            assert_eq!(got, expected, "cut at {cut}");
-        }
-        // One byte at a time.
-        let mut parser = SseParser::new();
-        let got: Vec<SseEvent> = wire.bytes().flat_map(|b| parser.push(&[b])).collect();
-        assert_eq!(got, expected);
-    }
-
-    #[test]
-    fn sse_line_endings_may_be_crlf_or_cr() {
-        let wire = b"event: a\r\ndata: 1\r\n\r\nevent: b\rdata:2\r\r";
-        let expected = vec![ev("a", "1"), ev("b", "2")];
-        let mut parser = SseParser::new();
-        assert_eq!(parser.push(wire), expected);
-        for cut in 0..wire.len() {
-            let mut parser = SseParser::new();
-            let mut got = parser.push(&wire[..cut]);
-            got.extend(parser.push(&wire[cut..]));
-            assert_eq!(got, expected, "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn an_event_without_data_is_not_dispatched() {
-        let mut parser = SseParser::new();
-        assert_eq!(parser.push(b"event: ping\n\n"), vec![]);
-        assert_eq!(parser.push(b"data: x\n"), vec![]);
-        assert_eq!(parser.push(b"\n"), vec![ev("message", "x")]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! tallies, summaries) are in `flow` (feature `flow`, on by default); its
 //! orchestration in `src/bin/flowbench.rs`.
 
+#[cfg(feature = "flow")]
 pub mod chat;
 #[cfg(feature = "flow")]
 pub mod flow;

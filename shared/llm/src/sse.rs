@@ -3,8 +3,11 @@
 //!
 //! The parser follows the event-stream format of the HTML standard: lines end
 //! with `\n`, `\r\n` or `\r`; a blank line dispatches the event; `data:`
-//! lines accumulate (joined with `\n`); `event:` names the event; lines that
-//! start with `:` are comments (keep-alives); `id:` and `retry:` are ignored.
+//! lines accumulate (joined with `\n`); `event:` names the event; `id:` sets
+//! the last event ID, which every later event carries until the next `id:`;
+//! lines that start with `:` are comments (keep-alives); `retry:` is ignored.
+//! It is the one parser of Lambent's event streams: the provider clients
+//! here, and the tests and benches that read Lambent's own streams.
 //! Bytes arrive in whatever pieces the network delivers, so every state is
 //! kept across [`SseParser::feed`] calls, and memory stays bounded: an event
 //! larger than the parser's limit is refused.
@@ -24,6 +27,9 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub struct SseEvent {
     /// The `event:` field; `None` when absent (the "message" type).
     pub event: Option<String>,
+    /// The last event ID when the event was dispatched: the value of the
+    /// latest `id:` line so far, in this event or an earlier one.
+    pub id: Option<String>,
     /// The `data:` lines joined with `\n`.
     pub data: String,
 }
@@ -40,6 +46,7 @@ pub struct SseParser {
     /// No line has been completed yet (a leading byte-order mark is dropped).
     first_line: bool,
     event: Option<String>,
+    last_id: Option<String>,
     data: String,
     has_data: bool,
     /// Bytes taken by the current event so far (its completed lines).
@@ -66,6 +73,7 @@ impl SseParser {
             after_cr: false,
             first_line: true,
             event: None,
+            last_id: None,
             data: String::new(),
             has_data: false,
             event_bytes: 0,
@@ -145,7 +153,11 @@ impl SseParser {
             }
             self.has_data = false;
             let data = std::mem::take(&mut self.data);
-            return Ok(Some(SseEvent { event, data }));
+            return Ok(Some(SseEvent {
+                event,
+                id: self.last_id.clone(),
+                data,
+            }));
         }
         // Each line costs at least one byte in the budget, so a flood of
         // empty `data:` lines is bounded too.
@@ -181,7 +193,15 @@ impl SseParser {
                 })?;
                 self.event = Some(value.to_owned());
             }
-            // `id`, `retry` and unknown fields are ignored, as the format says.
+            // An ID with a NUL is ignored, as the format says.
+            b"id" if !value.contains(&0) => {
+                let value = std::str::from_utf8(value).map_err(|_| {
+                    self.failed = true;
+                    ProviderError::Protocol("the event stream is not UTF-8".into())
+                })?;
+                self.last_id = Some(value.to_owned());
+            }
+            // `retry` and unknown fields are ignored, as the format says.
             _ => {}
         }
         Ok(None)
@@ -315,8 +335,21 @@ pub(crate) mod tests {
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
         SseEvent {
             event: event.map(str::to_owned),
+            id: None,
             data: data.to_owned(),
         }
+    }
+
+    #[test]
+    fn an_id_holds_until_the_next_id() {
+        let input = b"id: 7\nevent: a\ndata: 1\n\nevent: b\ndata: 2\n\nid: 8\ndata: 3\n\nid: x\0y\ndata: 4\n\n";
+        let ids: Vec<Option<String>> = parse_bytewise(input)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let at = |s: &str| Some(s.to_owned());
+        assert_eq!(ids, [at("7"), at("7"), at("8"), at("8")]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! and one contract test suite that both pass.
 
 pub mod cipher;
+#[cfg(feature = "testkit")]
+pub mod contract;
 pub mod queue;
 pub mod secrets;
 pub mod store;

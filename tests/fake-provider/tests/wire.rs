@@ -63,29 +63,30 @@ fn openai_req(stream: bool, include_usage: bool) -> Value {
     body
 }
 
-/// Parses server-sent events into (event name, data) pairs.
+/// Server-sent events as (event name, data) pairs, read by Lambent's own
+/// parser (`lambent_llm::sse`), after checking that the stream is written
+/// as the providers write theirs: blocks of `event:` and one `data:` line,
+/// each ended by a blank line.
 fn sse(text: &str) -> Vec<(Option<String>, String)> {
     assert!(
         text.ends_with("\n\n"),
         "stream must end with a blank line: {text:?}"
     );
-    text.split("\n\n")
-        .filter(|block| !block.is_empty())
-        .map(|block| {
-            let mut event = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    event = Some(v.to_owned());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    assert!(data.is_none(), "one data line an event");
-                    data = Some(v.to_owned());
-                } else {
-                    panic!("unexpected line {line:?}");
-                }
-            }
-            (event, data.expect("every event has data"))
-        })
+    for block in text.split("\n\n").filter(|block| !block.is_empty()) {
+        let data_lines = block.lines().filter(|l| l.starts_with("data: ")).count();
+        assert_eq!(data_lines, 1, "one data line an event: {block:?}");
+        for line in block.lines() {
+            assert!(
+                line.starts_with("event: ") || line.starts_with("data: "),
+                "unexpected line {line:?}"
+            );
+        }
+    }
+    lambent_llm::sse::SseParser::new()
+        .feed(text.as_bytes())
+        .expect("a well-formed event stream")
+        .into_iter()
+        .map(|e| (e.event, e.data))
         .collect()
 }
 

@@ -782,15 +782,15 @@ async fn streamed_call(
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        for event in parser.push(data) {
+        for event in parser.feed(data)? {
             if is_text_delta(&event) {
                 if ttft.is_none() {
                     ttft = Some(started.elapsed());
                 }
                 deltas += 1;
-            } else if event.event == end {
+            } else if event.event.as_deref() == Some(end) {
                 ended = true;
-            } else if event.event == "error" {
+            } else if event.event.as_deref() == Some("error") {
                 bail!("error event: {}", event.data);
             }
         }
@@ -1049,8 +1049,8 @@ async fn open_streams_phase(
                 let mut parser = SseParser::new();
                 'read: while let Some(frame) = body.frame().await {
                     if let Some(data) = frame?.data_ref() {
-                        for event in parser.push(data) {
-                            if event.event == "message_start" {
+                        for event in parser.feed(data)? {
+                            if event.event.as_deref() == Some("message_start") {
                                 break 'read;
                             }
                         }
@@ -1195,12 +1195,12 @@ async fn read_events(
         let Some(data) = frame.context("reading the stream")?.into_data().ok() else {
             continue;
         };
-        for event in parser.push(&data) {
+        for event in parser.feed(&data)? {
             if is_text_delta(&event) {
                 deltas += 1;
-            } else if event.event == end {
+            } else if event.event.as_deref() == Some(end) {
                 ended = true;
-            } else if event.event == "error" {
+            } else if event.event.as_deref() == Some("error") {
                 bail!("error event: {}", event.data);
             }
         }

@@ -1,6 +1,6 @@
-//! The key-cipher contract (see `lambent_ports::cipher`).
+//! The key-cipher contract (see `crate::cipher`).
 
-use lambent_ports::cipher::*;
+use crate::cipher::*;
 
 fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
     pairs

@@ -4,8 +4,8 @@ use lambent_embedded::write_secret_file;
 use lambent_embedded::{Db, EmbeddedQueue, EmbeddedStore, FileSecrets, LocalCipher};
 use lambent_ports::{ItemStore, KeyCipher, Queue, Secrets};
 
-use crate::contract;
 use crate::Held;
+use lambent_ports::contract;
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()

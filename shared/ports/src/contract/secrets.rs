@@ -1,8 +1,8 @@
-//! The secrets contract (see `lambent_ports::secrets`). The adapter under
+//! The secrets contract (see `crate::secrets`). The adapter under
 //! test holds `signing_key` = [`SIGNING_KEY_VALUE`].
 
+use crate::secrets::Secrets;
 use lambent_core::secret::ExposeSecret;
-use lambent_ports::secrets::Secrets;
 
 pub const SIGNING_KEY_VALUE: &str = "contract-test-signing-key-0123456789";
 

@@ -180,16 +180,17 @@ impl ChatWorld {
     }
 }
 
-/// A server-sent event as the client saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub event: Option<String>,
-    pub id: Option<String>,
-    pub data: String,
+/// A server-sent event as the client saw it, read by the product's own
+/// parser (`lambent_llm::sse`).
+pub use lambent_llm::sse::SseEvent;
+
+/// An event's `data:` as JSON (`null` if it is not JSON).
+pub trait JsonData {
+    fn json(&self) -> Value;
 }
 
-impl SseEvent {
-    pub fn json(&self) -> Value {
+impl JsonData for SseEvent {
+    fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
     }
 }
@@ -224,35 +225,9 @@ impl Stream {
     }
 }
 
-/// Parses a `text/event-stream` body (LF line endings, as Lambent sends).
+/// Parses a whole `text/event-stream` body.
 pub fn parse_events(text: &str) -> Vec<SseEvent> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut event = SseEvent {
-            event: None,
-            id: None,
-            data: String::new(),
-        };
-        let mut seen = false;
-        for line in block.lines() {
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "event" => event.event = Some(value.to_owned()),
-                "id" => event.id = Some(value.to_owned()),
-                "data" => {
-                    if seen && !event.data.is_empty() {
-                        event.data.push('\n');
-                    }
-                    event.data.push_str(value);
-                }
-                _ => continue,
-            }
-            seen = true;
-        }
-        if seen {
-            events.push(event);
-        }
-    }
-    events
+    lambent_llm::sse::SseParser::new()
+        .feed(text.as_bytes())
+        .expect("a well-formed event stream")
 }

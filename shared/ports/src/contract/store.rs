@@ -1,10 +1,10 @@
-//! The item-store contract (see `lambent_ports::store`).
+//! The item-store contract (see `crate::store`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::store::*;
 use futures::future::join_all;
 use lambent_core::time::now_epoch_secs;
-use lambent_ports::store::*;
 use rust_decimal::Decimal;
 
 fn unique(prefix: &str) -> String {

@@ -12,8 +12,8 @@ use lambent_aws::{DynamoStore, KmsCipher, SecretsManagerSecrets, SqsQueue};
 use lambent_local::resources::{ensure_all, Names, Provisioned};
 use lambent_ports::{ItemStore, KeyCipher, Queue, Secrets};
 
-use crate::contract;
 use crate::Held;
+use lambent_ports::contract;
 
 pub const REGION: &str = "us-east-1";
 

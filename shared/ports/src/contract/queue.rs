@@ -1,9 +1,9 @@
-//! The queue contract (see `lambent_ports::queue`). The adapter under test
+//! The queue contract (see `crate::queue`). The adapter under test
 //! moves a message to the dead-letter queue after [`MAX_RECEIVES`] receives.
 
 use std::time::Duration;
 
-use lambent_ports::queue::*;
+use crate::queue::*;
 
 pub const MAX_RECEIVES: u32 = 2;
 

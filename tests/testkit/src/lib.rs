@@ -1,0 +1,40 @@
+//! `lambent-testkit`: what Lambent's tests and benchmarks share. `lambent
+//! serve` in process or as the real binary ([`app`]), a chat world with a
+//! fake provider and the one SSE parser's events ([`chat`]), the AWS emulator
+//! and fresh adapters on it ([`emulator`]) or on embedded storage
+//! ([`embedded`]), ports that count and time their calls ([`counting`]), and
+//! [`eventually`] polling with a deadline.
+
+pub mod app;
+pub mod chat;
+pub mod counting;
+pub mod embedded;
+pub mod emulator;
+mod eventually;
+
+pub use eventually::eventually;
+
+use std::ops::Deref;
+
+/// An adapter together with whatever must live as long as it (a temporary
+/// data directory).
+pub struct Held<T: ?Sized> {
+    inner: Box<T>,
+    _guard: Option<tempfile::TempDir>,
+}
+
+impl<T: ?Sized> Held<T> {
+    pub fn new(inner: Box<T>, guard: Option<tempfile::TempDir>) -> Self {
+        Held {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
