@@ -761,7 +761,27 @@ async fn a_client_that_stops_reading_holds_the_provider_read() {
     while seen < 64 * 1024 {
         seen += response.chunk().await.unwrap().unwrap().len();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The client reads no more. Held by backpressure, the provider's writes
+    // stop after the buffers between it and the client fill (sockets,
+    // Lambent's bounded queue); without it they go on to the reply's end.
+    // Wait until they stop, however slow the machine, and see where: the
+    // kernel's socket buffers on loopback hold at most ~20 MiB here (two
+    // connections, tcp_rmem and tcp_wmem at their largest); about 10 MiB
+    // were measured.
+    let total = 64 * 1024 * 1024;
+    let mut written = w.fake.bytes_written();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = w.fake.bytes_written();
+        if now == written {
+            break;
+        }
+        written = now;
+    }
+    assert!(
+        written < total / 2,
+        "the provider wrote {written} of {total} bytes to a client that stopped reading"
+    );
     assert_eq!(
         w.fake.open_streams(),
         1,

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     api_key: Mutex<Option<String>>,
     pub(crate) open_streams: AtomicUsize,
     pub(crate) completed_streams: AtomicUsize,
+    /// Bytes written to client sockets (accepted by the kernel), all
+    /// responses together.
+    pub(crate) bytes_written: AtomicU64,
     seq: AtomicU64,
 }
 
@@ -92,6 +95,7 @@ impl Shared {
             api_key: Mutex::new(None),
             open_streams: AtomicUsize::new(0),
             completed_streams: AtomicUsize::new(0),
+            bytes_written: AtomicU64::new(0),
             seq: AtomicU64::new(1),
         }
     }
@@ -214,6 +218,12 @@ impl FakeProvider {
     /// mid-stream error event, but not a cut or a client that went away).
     pub fn completed_streams(&self) -> usize {
         self.shared.completed_streams.load(Ordering::SeqCst)
+    }
+
+    /// Bytes written so far to the sockets of every response (headers
+    /// included): what a client has taken, plus what the kernel buffers.
+    pub fn bytes_written(&self) -> u64 {
+        self.shared.bytes_written.load(Ordering::SeqCst)
     }
 }
 

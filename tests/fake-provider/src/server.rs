@@ -61,9 +61,22 @@ impl ConnCtl {
 }
 
 /// The accepted socket; when its connection was cut, closing it resets.
+/// Every byte the kernel accepts from it is counted in `written`.
 struct ConnIo {
     inner: TcpStream,
     ctl: Arc<ConnCtl>,
+    written: Arc<Shared>,
+}
+
+impl ConnIo {
+    fn count(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written
+                .bytes_written
+                .fetch_add(*n as u64, Ordering::SeqCst);
+        }
+        polled
+    }
 }
 
 impl Drop for ConnIo {
@@ -91,7 +104,8 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(polled)
     }
 
     fn poll_write_vectored(
@@ -99,7 +113,8 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -134,6 +149,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let io = TokioIo::new(ConnIo {
             inner: stream,
             ctl: ctl.clone(),
+            written: shared.clone(),
         });
         let shared = shared.clone();
         conns.spawn(async move {
