@@ -6,19 +6,20 @@
 //! | GET POST | `/v1/agents` |
 //! | GET PATCH DELETE | `/v1/agents/{id}` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
+use lambent_core::ids::{AgentId, ProviderId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::agents::{self, AgentSpec, AgentView};
-use lambent_store::providers;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Number;
@@ -107,7 +108,7 @@ fn temperature(n: &Number) -> ApiResult<Decimal> {
 
 /// A provider ID that cannot exist is refused here, before the store sees it.
 fn provider_id(raw: String) -> ApiResult<String> {
-    validate::id(&raw, providers::ID_PREFIX, "provider")
+    ProviderId::parse(&raw)
         .map_err(|_| Error::BadRequest("provider_id: not a provider ID (`prv_...`)".into()))?;
     Ok(raw)
 }
@@ -179,9 +180,8 @@ async fn list_agents(
 async fn get_agent(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<AgentId>,
 ) -> ApiResult<Json<AgentView>> {
-    validate::id(&id, agents::ID_PREFIX, "agent")?;
     let store = state.store.as_ref();
     let agent = agents::get(store, &principal.user_id, &id)
         .await?
@@ -197,10 +197,9 @@ async fn get_agent(
 async fn update_agent(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<AgentId>,
     Body(body): Body<UpdateAgent>,
 ) -> ApiResult<Json<AgentView>> {
-    validate::id(&id, agents::ID_PREFIX, "agent")?;
     let name = body
         .name
         .map(|n| validate::name("name", &n, NAME_MAX))
@@ -262,9 +261,8 @@ async fn update_agent(
 async fn delete_agent(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<AgentId>,
 ) -> ApiResult<StatusCode> {
-    validate::id(&id, agents::ID_PREFIX, "agent")?;
     agents::delete(state.store.as_ref(), &principal.user_id, &id).await?;
     state.targets.evict_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)

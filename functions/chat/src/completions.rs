@@ -9,12 +9,12 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat::{self, Prepared, Settled, Target};
+use lambent_core::ids::{AgentId, TypedId};
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::Body;
 use lambent_http::Caller;
 use lambent_llm::{Role, Turn, Usage};
-use lambent_store::agents;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -132,8 +132,7 @@ fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<T
 
 async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
     if model.starts_with("agt_") {
-        lambent_core::validate::id(model, agents::ID_PREFIX, "agent")
-            .map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
+        AgentId::parse(model).map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
         return match Target::of_agent(&chat.state, owner, model, "the agent").await {
             Err(lambent_core::Error::Conflict(m)) if m.starts_with("the agent ") => {
                 Err(bad(format!("model: you have no agent {model:?}")))

@@ -1,17 +1,17 @@
 //! `POST /v1/sessions/{id}/messages`: one turn of a session, streamed as
 //! server-sent events or answered whole.
 
-use axum::extract::{Path, State as Extract};
+use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat;
-use lambent_core::validate;
+use lambent_core::ids::SessionId;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::Body;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_store::messages::{self, Message, MAX_STORED_BYTES};
-use lambent_store::sessions;
 use serde::Deserialize;
 
 use crate::Chat;
@@ -49,10 +49,9 @@ pub struct PostMessage {
 pub async fn post_message(
     Extract(chat): Extract<Chat>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<SessionId>,
     Body(body): Body<PostMessage>,
 ) -> ApiResult<Response> {
-    validate::id(&id, sessions::ID_PREFIX, "session")?;
     let content = message_content(body.content)?;
     let state = &chat.state;
     let call = chat::prepare_session_turn(state, &principal.user_id, &id, content).await?;

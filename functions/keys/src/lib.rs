@@ -7,21 +7,21 @@
 //! | GET POST | `/v1/keys` |
 //! | DELETE | `/v1/keys/{id}` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
-use lambent_core::api_key::KEY_ID_PREFIX;
 use lambent_core::auth::Principal;
+use lambent_core::ids::{KeyId, TypedId, UserId};
 use lambent_core::secret::ExposeSecret;
 use lambent_core::validate;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::keys::{self, ApiKeyInfo};
-use lambent_store::users;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -66,7 +66,7 @@ fn target_user(principal: &Principal, requested: Option<String>) -> ApiResult<St
         Some(id) if id == principal.user_id => Ok(id),
         Some(id) => {
             principal.require_admin()?;
-            validate::id(&id, users::ID_PREFIX, "user")?;
+            UserId::parse(&id)?;
             Ok(id)
         }
     }
@@ -131,9 +131,8 @@ async fn list_keys(
 async fn revoke_key(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<KeyId>,
 ) -> ApiResult<StatusCode> {
-    validate::id(&id, KEY_ID_PREFIX, "key")?;
     let owner = (!principal.is_admin()).then_some(principal.user_id.as_str());
     keys::revoke(state.store.as_ref(), owner, &id).await?;
     state.identity.cache().evict(&id);

@@ -6,10 +6,11 @@
 //! | GET POST | `/v1/providers` |
 //! | GET PATCH DELETE | `/v1/providers/{id}` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
+use lambent_core::ids::ProviderId;
 use lambent_core::secret::{ExposeSecret, SecretString};
 use lambent_core::validate;
 use lambent_core::Error;
@@ -17,6 +18,7 @@ use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::providers::{self, NewProvider, Provider, ProviderChange, ProviderKind};
 use serde::Deserialize;
@@ -177,9 +179,8 @@ async fn list_providers(
 async fn get_provider(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<ProviderId>,
 ) -> ApiResult<Json<Provider>> {
-    validate::id(&id, providers::ID_PREFIX, "provider")?;
     providers::get(state.store.as_ref(), &principal.user_id, &id)
         .await?
         .map(Json)
@@ -194,10 +195,9 @@ async fn get_provider(
 async fn update_provider(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<ProviderId>,
     Body(body): Body<UpdateProvider>,
 ) -> ApiResult<Json<Provider>> {
-    validate::id(&id, providers::ID_PREFIX, "provider")?;
     let name = body
         .name
         .map(|n| validate::slug("name", &n, NAME_MAX))
@@ -240,9 +240,8 @@ async fn update_provider(
 async fn delete_provider(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<ProviderId>,
 ) -> ApiResult<StatusCode> {
-    validate::id(&id, providers::ID_PREFIX, "provider")?;
     providers::delete(state.store.as_ref(), &principal.user_id, &id).await?;
     state.targets.evict_owner(&principal.user_id);
     Ok(StatusCode::NO_CONTENT)

@@ -8,22 +8,24 @@
 //! | GET DELETE | `/v1/sessions/{id}` |
 //! | GET | `/v1/sessions/{id}/messages` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
+use lambent_core::ids::{AgentId, SessionId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_ports::Order;
 use lambent_store::messages::{self, Message};
 use lambent_store::sessions::{self, NewSession, Session};
-use lambent_store::{agents, PageRequest};
+use lambent_store::PageRequest;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -67,7 +69,7 @@ async fn create_session(
     principal: Caller,
     Body(body): Body<CreateSession>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
-    validate::id(&body.agent_id, agents::ID_PREFIX, "agent")
+    AgentId::parse(&body.agent_id)
         .map_err(|_| Error::BadRequest("agent_id: not an agent ID (`agt_...`)".into()))?;
     let new = NewSession {
         agent_id: body.agent_id,
@@ -104,8 +106,7 @@ async fn list_sessions(
     Ok(Json(listed(&state, &scope, found).await?))
 }
 
-async fn own_session(state: &State, principal: &Principal, id: &str) -> ApiResult<Session> {
-    validate::id(id, sessions::ID_PREFIX, "session")?;
+async fn own_session(state: &State, principal: &Principal, id: &SessionId) -> ApiResult<Session> {
     sessions::get(state.store.as_ref(), &principal.user_id, id)
         .await?
         .ok_or(Error::NotFound("session").into())
@@ -118,7 +119,7 @@ async fn own_session(state: &State, principal: &Principal, id: &str) -> ApiResul
 async fn get_session(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<SessionId>,
 ) -> ApiResult<Json<Session>> {
     Ok(Json(own_session(&state, &principal, &id).await?))
 }
@@ -130,9 +131,8 @@ async fn get_session(
 async fn delete_session(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<SessionId>,
 ) -> ApiResult<StatusCode> {
-    validate::id(&id, sessions::ID_PREFIX, "session")?;
     sessions::delete(state.store.as_ref(), &principal.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,7 +169,7 @@ struct HistoryParams {
 async fn list_messages(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<SessionId>,
     Query(params): Query<HistoryParams>,
 ) -> ApiResult<Json<ListPage<Message>>> {
     let order = params.order.unwrap_or_default();

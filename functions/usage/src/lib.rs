@@ -9,13 +9,12 @@
 use axum::extract::{Query, State as Extract};
 use axum::Json;
 use lambent_app::state::State;
-use lambent_core::validate;
+use lambent_core::ids::{TypedId, UserId};
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_store::usage::{self, Dimension, Group, Scope, Totals};
-use lambent_store::users;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -103,7 +102,7 @@ async fn get_usage(
         Some(user) if user == principal.user_id => Scope::User(user),
         Some(user) => {
             principal.require_admin()?;
-            validate::id(&user, users::ID_PREFIX, "user")?;
+            UserId::parse(&user)?;
             Scope::User(user)
         }
         None if principal.is_admin() => Scope::Everyone,

@@ -6,17 +6,19 @@
 //! | GET PATCH DELETE | `/v1/users/{id}` |
 //! | GET | `/v1/audit` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::identity::{self, Principal, Role};
 use lambent_app::state::State;
+use lambent_core::ids::UserId;
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::audit::{self, AuditEntry};
 use lambent_store::users::{self, NewUser, User, UserChange};
@@ -119,10 +121,9 @@ async fn list_users(
 async fn get_user(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
 ) -> ApiResult<Json<User>> {
     principal.require_admin()?;
-    validate::id(&id, users::ID_PREFIX, "user")?;
     users::get(state.store.as_ref(), &id)
         .await?
         .map(Json)
@@ -136,11 +137,10 @@ async fn get_user(
 async fn update_user(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
     Body(body): Body<UpdateUser>,
 ) -> ApiResult<Json<User>> {
     principal.require_admin()?;
-    validate::id(&id, users::ID_PREFIX, "user")?;
     let change = UserChange {
         name: body
             .name
@@ -152,7 +152,7 @@ async fn update_user(
             other => other,
         },
     };
-    if id == lambent_core::auth::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
+    if &*id == lambent_core::auth::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
         return Err(Error::BadRequest("role: the bootstrap admin stays an admin".into()).into());
     }
     let user = identity::update_user(state.store.as_ref(), &id, change).await?;
@@ -168,10 +168,9 @@ async fn update_user(
 async fn delete_user(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
 ) -> ApiResult<StatusCode> {
     principal.require_admin()?;
-    validate::id(&id, users::ID_PREFIX, "user")?;
     users::delete(state.store.as_ref(), &id).await?;
     state.identity.cache().evict_user(&id);
     state.targets.evict_owner(&id);

@@ -10,18 +10,19 @@
 //! | GET | `/v1/runs/{id}` |
 //! | POST | `/v1/runs/{id}/cancel` |
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
-use lambent_core::validate;
+use lambent_core::ids::{RunId, WorkflowId};
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::pagination::listed;
 use lambent_http::Caller;
+use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::runs::{self, RunView};
 use lambent_store::workflows::{self, Workflow};
@@ -83,8 +84,11 @@ async fn list_workflows(
     Ok(Json(listed(&state, &scope, found).await?))
 }
 
-async fn own_workflow(state: &State, principal: &Principal, id: &str) -> ApiResult<Workflow> {
-    validate::id(id, workflows::ID_PREFIX, "workflow")?;
+async fn own_workflow(
+    state: &State,
+    principal: &Principal,
+    id: &WorkflowId,
+) -> ApiResult<Workflow> {
     workflows::get(state.store.as_ref(), &principal.user_id, id)
         .await?
         .ok_or(Error::NotFound("workflow").into())
@@ -97,7 +101,7 @@ async fn own_workflow(state: &State, principal: &Principal, id: &str) -> ApiResu
 async fn get_workflow(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkflowId>,
 ) -> ApiResult<Json<Workflow>> {
     Ok(Json(own_workflow(&state, &principal, &id).await?))
 }
@@ -109,9 +113,8 @@ async fn get_workflow(
 async fn delete_workflow(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkflowId>,
 ) -> ApiResult<StatusCode> {
-    validate::id(&id, workflows::ID_PREFIX, "workflow")?;
     workflows::delete(state.store.as_ref(), &principal.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,7 +145,7 @@ struct RunStarted {
 async fn start_run(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<WorkflowId>,
     Body(body): Body<StartRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let workflow = own_workflow(&state, &principal, &id).await?;
@@ -171,9 +174,8 @@ async fn start_run(
 async fn get_run(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<RunId>,
 ) -> ApiResult<Json<RunView>> {
-    validate::id(&id, runs::ID_PREFIX, "run")?;
     runs::get(state.store.as_ref(), &principal.user_id, &id)
         .await?
         .map(Json)
@@ -188,9 +190,8 @@ async fn get_run(
 async fn cancel_run(
     Extract(state): Extract<State>,
     principal: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<RunId>,
 ) -> ApiResult<Json<RunView>> {
-    validate::id(&id, runs::ID_PREFIX, "run")?;
     Ok(Json(
         runs::cancel(state.store.as_ref(), &principal.user_id, &id).await?,
     ))

@@ -12,7 +12,7 @@ use crate::secret::{ExposeSecret, SecretString};
 /// Every API key starts with this.
 pub const KEY_PREFIX: &str = "lmb_";
 /// Prefix of the IDs of API keys (`key_...`).
-pub const KEY_ID_PREFIX: &str = "key";
+pub const KEY_ID_PREFIX: &str = <crate::ids::KeyId as crate::ids::TypedId>::PREFIX;
 
 /// A key as presented by a client, split into its ID and its secret.
 pub struct PresentedKey<'a> {

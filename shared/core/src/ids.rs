@@ -2,10 +2,10 @@
 //!
 //! IDs carry a type prefix (`ses_`, `msg_`, `run_` ...) and 128 random bits.
 //! Time-ordered IDs (ULID-like: 48-bit milliseconds, then 80 random bits) sort
-//! by creation time, so they serve as sort keys for history pages.
+//! by creation time, so they serve as sort keys for history pages. Each kind
+//! of ID has a type ([`SessionId`], [`AgentId`]...), parsed once at the edge.
 
-/// The prefix of agent IDs (`agt_…`), which workflow definitions name.
-pub const AGENT_PREFIX: &str = "agt";
+use crate::error::Error;
 
 /// Crockford's base32 alphabet, lower case: sortable, no ambiguous letters.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
@@ -63,9 +63,91 @@ pub fn sortable_id_at(prefix: &str, epoch_millis: i64) -> String {
     format!("{prefix}_{}", base32(&bytes))
 }
 
+/// An ID of one kind of entity, parsed once where it enters (a path, a
+/// body, a queue message): past that, it is known to be well formed.
+pub trait TypedId: Sized + std::ops::Deref<Target = str> {
+    /// The type prefix (`ses`, `agt`...).
+    const PREFIX: &'static str;
+    /// What it names, for "<what> not found".
+    const WHAT: &'static str;
+
+    /// `raw` if it is an ID of this kind; otherwise 404 `<what> not found`
+    /// (an ID that cannot exist is as unknown as one that does not).
+    fn parse(raw: &str) -> Result<Self, Error>;
+}
+
+/// Whether `raw` is `<prefix>_` then 1 to 64 letters and digits.
+pub fn is_id(raw: &str, prefix: &str) -> bool {
+    raw.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('_'))
+        .is_some_and(|r| {
+            !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl TypedId for $name {
+            const PREFIX: &'static str = $prefix;
+            const WHAT: &'static str = $what;
+
+            fn parse(raw: &str) -> Result<Self, Error> {
+                if is_id(raw, $prefix) {
+                    Ok($name(raw.to_owned()))
+                } else {
+                    Err(Error::NotFound($what))
+                }
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+typed_id!(/** A user: `usr_…`. */ UserId, "usr", "user");
+typed_id!(/** An API key: `key_…` (the ID part of `lmb_<key id>_<secret>`). */ KeyId, "key", "key");
+typed_id!(/** A provider: `prv_…`. */ ProviderId, "prv", "provider");
+typed_id!(/** An agent: `agt_…`. */ AgentId, "agt", "agent");
+typed_id!(/** A session: `ses_…`. */ SessionId, "ses", "session");
+typed_id!(/** A message: `msg_…`. */ MessageId, "msg", "message");
+typed_id!(/** A workflow: `wfl_…`. */ WorkflowId, "wfl", "workflow");
+typed_id!(/** A workflow run: `run_…`. */ RunId, "run", "run");
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_ids_parse_their_own_kind_only() {
+        let id = SessionId::parse("ses_01abc").unwrap();
+        assert_eq!(&*id, "ses_01abc");
+        for bad in ["agt_01abc", "ses_", "ses01abc", "ses_01-abc", "", "ses_ä"] {
+            assert!(
+                matches!(SessionId::parse(bad), Err(Error::NotFound("session"))),
+                "{bad:?}"
+            );
+        }
+        let long = format!("run_{}", "a".repeat(65));
+        assert!(RunId::parse(&long).is_err());
+        assert!(RunId::parse(&long[..68]).is_ok());
+    }
 
     #[test]
     fn ids_are_prefixed_and_carry_128_bits() {

@@ -84,19 +84,3 @@ pub fn whole(field: &str, n: i64, range: std::ops::RangeInclusive<i64>) -> Resul
         ))
     }
 }
-
-/// An opaque ID with the expected prefix, or 404 (an ID that cannot exist is
-/// as unknown as one that does not).
-pub fn id(raw: &str, prefix: &str, what: &'static str) -> Result<(), Error> {
-    let ok = raw
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('_'))
-        .is_some_and(|r| {
-            !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::NotFound(what))
-    }
-}

@@ -21,10 +21,12 @@ pub mod error;
 pub mod group;
 pub mod json;
 pub mod pagination;
+pub mod path_id;
 
 pub use auth::{protect, Caller};
 pub use json::Body;
 pub use pagination::{ListPage, ListParams};
+pub use path_id::PathId;
 
 /// Response header carrying the request ID (also in every error body).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

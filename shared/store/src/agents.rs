@@ -3,6 +3,7 @@
 //! create and update. Listings join the model's prices from the per-process
 //! catalog, so a page costs one query.
 
+use lambent_core::ids::{AgentId, TypedId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -14,7 +15,7 @@ use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update};
 
-pub const ID_PREFIX: &str = lambent_core::ids::AGENT_PREFIX;
+pub const ID_PREFIX: &str = <AgentId as TypedId>::PREFIX;
 pub const DEFAULT_MAX_TOKENS: i64 = 1024;
 pub const DEFAULT_CONTEXT_TOKEN_BUDGET: i64 = 16_000;
 

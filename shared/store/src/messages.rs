@@ -4,6 +4,7 @@
 //! cost and the prices used, when the call ends (see [`super::usage`]).
 //! Each message expires `LAMBENT_SESSION_TTL_DAYS` after it was written.
 
+use lambent_core::ids::{MessageId, TypedId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Order, Query, TxOp};
 
-pub const ID_PREFIX: &str = "msg";
+pub const ID_PREFIX: &str = <MessageId as TypedId>::PREFIX;
 /// The most text one message stores. A reply that goes on (the stream is
 /// still forwarded whole) is stored up to here and marked `truncated`; this
 /// keeps an item under DynamoDB's 400 KB and memory per stream bounded.

@@ -4,6 +4,7 @@
 //! AWS) under the encryption context `{owner, provider}`, so a ciphertext
 //! copied onto another provider or owner does not decrypt.
 
+use lambent_core::ids::{ProviderId, TypedId};
 use serde::Serialize;
 
 use super::users::{self, alive};
@@ -15,7 +16,7 @@ use lambent_ports::{
     Condition, EncryptionContext, Item, ItemStore, Key, KeyCipher, Query, TxOp, Update, Value,
 };
 
-pub const ID_PREFIX: &str = "prv";
+pub const ID_PREFIX: &str = <ProviderId as TypedId>::PREFIX;
 
 pub use lambent_core::provider::ProviderKind;
 

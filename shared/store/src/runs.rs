@@ -17,6 +17,7 @@
 //! conditional write, so a redelivered or duplicated message can never
 //! repeat one: see [`claim`] and [`complete`].
 
+use lambent_core::ids::{RunId, TypedId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use lambent_ports::{Cmp, Condition, Item, ItemStore, Key, Query, StoreError, TxO
 
 use super::workflows::Workflow;
 
-pub const ID_PREFIX: &str = "run";
+pub const ID_PREFIX: &str = <RunId as TypedId>::PREFIX;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 

@@ -4,6 +4,7 @@
 //! so far plus the reservations of calls in flight (see [`super::budgets`]).
 //! It expires `LAMBENT_SESSION_TTL_DAYS` after its last activity.
 
+use lambent_core::ids::{SessionId, TypedId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -14,7 +15,7 @@ use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Order, Query, StoreError, TxOp, Update};
 
-pub const ID_PREFIX: &str = "ses";
+pub const ID_PREFIX: &str = <SessionId as TypedId>::PREFIX;
 /// Set while a session's messages are being deleted: it reads as gone.
 const DELETING: &str = "deleting";
 

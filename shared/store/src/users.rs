@@ -1,6 +1,7 @@
 //! Users: `USER#<id>/PROFILE`, with a copy in the admin listing
 //! `USERS/USER#<id>` written in the same transaction.
 
+use lambent_core::ids::{TypedId, UserId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update};
 
-pub const ID_PREFIX: &str = "usr";
+pub const ID_PREFIX: &str = <UserId as TypedId>::PREFIX;
 const LISTING_PK: &str = "USERS";
 /// Set on a profile while its owner's items are being deleted: the user is
 /// gone for every read, and nothing new can be attached to it.

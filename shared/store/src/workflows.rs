@@ -3,6 +3,7 @@
 //! event that carries only the workflow's ID finds it; the definition owns
 //! the lookup (see [`super::cascade`]).
 
+use lambent_core::ids::{TypedId, WorkflowId};
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
@@ -16,7 +17,7 @@ use lambent_core::ids;
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp};
 
-pub const ID_PREFIX: &str = "wfl";
+pub const ID_PREFIX: &str = <WorkflowId as TypedId>::PREFIX;
 
 pub fn item_key(owner: &str, id: &str) -> Key {
     Key::new(users::partition(owner), format!("WORKFLOW#{id}"))

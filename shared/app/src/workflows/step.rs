@@ -1,6 +1,7 @@
 //! One step message, from claim to the next steps. See the crate's docs for
 //! the protocol; each store write named here is one round trip.
 
+use lambent_core::ids::{RunId, TypedId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), St
     let parsed = serde_json::from_str::<StepMessage>(&message.body)
         .ok()
         .filter(|m| {
-            lambent_core::validate::id(&m.run_id, runs::ID_PREFIX, "run").is_ok()
+            RunId::parse(&m.run_id).is_ok()
                 && lambent_core::workflow::template::is_identifier(&m.step_id)
         });
     let Some(step) = parsed else {

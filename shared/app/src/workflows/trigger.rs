@@ -10,6 +10,7 @@
 
 use crate::state::State;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambent_core::ids::{TypedId, WorkflowId};
 use lambent_core::Error;
 use lambent_ports::queue::{QueueName, Received};
 use lambent_store::{runs, workflows};
@@ -36,7 +37,7 @@ pub enum TriggerError {
 fn refusal(body: &str) -> Result<Trigger, String> {
     let trigger: Trigger =
         serde_json::from_str(body).map_err(|e| format!("malformed trigger: {e}"))?;
-    lambent_core::validate::id(&trigger.workflow_id, workflows::ID_PREFIX, "workflow")
+    WorkflowId::parse(&trigger.workflow_id)
         .map_err(|_| "workflow_id: not a workflow ID (`wfl_...`)".to_owned())?;
     if let Some(key) = &trigger.idempotency_key {
         runs::check_idempotency_key(key).map_err(|e| e.to_string())?;

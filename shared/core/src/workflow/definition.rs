@@ -103,7 +103,10 @@ impl Definition {
 
 fn check_step(i: usize, step: &StepSpec, ids: &BTreeSet<&str>) -> Result<()> {
     let field = |f: &str| format!("steps[{i}].{f}");
-    if validate::id(&step.agent_id, crate::ids::AGENT_PREFIX, "agent").is_err() {
+    if !crate::ids::is_id(
+        &step.agent_id,
+        <crate::ids::AgentId as crate::ids::TypedId>::PREFIX,
+    ) {
         return Err(bad(format!(
             "{}: not an agent ID (`agt_...`)",
             field("agent_id")
