@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use lambent_core::clock::ManualClock;
 use lambent_fake_provider::{FakeUsage, FinalChunk, Reply, UsageAt};
 use lambent_testkit::chat::{ChatWorld, JsonData, PROVIDER_KEY};
+use lambent_testkit::eventually;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -105,21 +107,25 @@ async fn a_streamed_reply_arrives_in_order_and_reads_back_from_history() {
 
     // The turn is in the audit log (written beside the stream, not before it).
     let admin = w.app.admin_key();
-    let mut audited = false;
-    for _ in 0..50 {
-        let (_, audit) = w
-            .app
-            .call(Method::GET, "/v1/audit?limit=100", &admin, None)
-            .await;
-        audited = audit["items"].as_array().unwrap().iter().any(|e| {
-            e["route"] == "/v1/sessions/{id}/messages" && e["user_id"] == w.user_id.as_str()
-        });
-        if audited {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(audited, "the streamed turn has no audit entry");
+    eventually(
+        "the streamed turn's audit entry",
+        Duration::from_secs(5),
+        || async {
+            let (_, audit) = w
+                .app
+                .call(Method::GET, "/v1/audit?limit=100", &admin, None)
+                .await;
+            audit["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["route"] == "/v1/sessions/{id}/messages" && e["user_id"] == w.user_id.as_str()
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // The next turn sends the history before the new message.
     w.fake.push(Reply::text("Again."));
@@ -325,16 +331,7 @@ async fn a_client_that_leaves_mid_stream_gets_its_partial_reply_stored_and_bille
     drop(response);
 
     // The reply is read to its end, stored as incomplete and billed.
-    let mut stored = None;
-    for _ in 0..100 {
-        let history = w.history(&session, 10, "asc").await;
-        if history.len() == 2 {
-            stored = Some(history[1].clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stored = stored.expect("the reply was never stored");
+    let stored = w.stored_reply(&session, Duration::from_secs(10)).await;
     assert_eq!(stored["status"], "incomplete");
     assert_eq!(stored["content"], chunks.concat());
     assert_eq!(stored["cost_usd"], USAGE_COST);
@@ -581,7 +578,8 @@ async fn concurrent_calls_never_spend_past_a_monthly_budget() {
 
 #[tokio::test]
 async fn deleting_a_session_deletes_its_messages_and_sessions_expire() {
-    let w = ChatWorld::start_with("anthropic", |c| {
+    let clock = ManualClock::starting_now();
+    let w = ChatWorld::start_on(clock.clone(), "anthropic", |c| {
         c.session_ttl = Duration::from_secs(2);
     })
     .await;
@@ -612,7 +610,12 @@ async fn deleting_a_session_deletes_its_messages_and_sessions_expire() {
         .call(Method::GET, &format!("/v1/sessions/{fading}"), None)
         .await;
     assert!(s["expires_at"].as_str().unwrap().starts_with("20"));
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    clock.advance(Duration::from_secs(1));
+    let (status, _) = w
+        .call(Method::GET, &format!("/v1/sessions/{fading}"), None)
+        .await;
+    assert_eq!(status, 200, "a session lives out its time to live");
+    clock.advance(Duration::from_millis(2_100));
     let (status, _) = w
         .call(Method::GET, &format!("/v1/sessions/{fading}"), None)
         .await;
@@ -794,16 +797,7 @@ async fn a_client_that_stops_reading_holds_the_provider_read() {
     );
     // Hanging up lets the reply drain; it is stored, cut at 256 KiB.
     drop(response);
-    let mut stored = None;
-    for _ in 0..300 {
-        let history = w.history(&session, 10, "asc").await;
-        if history.len() == 2 {
-            stored = Some(history[1].clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stored = stored.expect("the reply was never stored");
+    let stored = w.stored_reply(&session, Duration::from_secs(30)).await;
     assert_eq!(stored["status"], "incomplete");
     assert_eq!(stored["truncated"], true);
     assert_eq!(stored["content"].as_str().unwrap().len(), 256 * 1024);

@@ -111,6 +111,7 @@ async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
         "held",
         std::time::Duration::from_secs(60),
         3,
+        flow.state.clock.now_millis(),
     )
     .await
     .unwrap()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
 use lambent_testkit::app::{send_json, spawn_app, LambentProcess, TestApp};
 use lambent_testkit::chat::{parse_events, JsonData};
+use lambent_testkit::eventually;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -101,22 +102,14 @@ impl Api {
     /// Polls the runs until each has finished (or `within` passes); returns
     /// them in order.
     async fn finished(&self, key: &str, runs: &[String], within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually("every run finished", within, || async {
             let mut all = Vec::new();
             for run in runs {
                 all.push(self.run(key, run).await);
             }
-            if all.iter().all(is_finished) {
-                return all;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "runs did not finish within {within:?}: {:?}",
-                all.iter().map(|r| &r["status"]).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            all.iter().all(is_finished).then_some(all)
+        })
+        .await
     }
 }
 
@@ -397,11 +390,10 @@ async fn a_user_journey_from_key_to_costs() {
         )
         .await;
     let first = started["run_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while provider_calls(&fake) < 2 {
-        assert!(Instant::now() < deadline, "the first step was never called");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the first step called", Duration::from_secs(30), || async {
+        (provider_calls(&fake) >= 2).then_some(())
+    })
+    .await;
     let running = api.run(&key, &first).await;
     assert_eq!(running["status"], "running", "{running}");
     let step_states: Vec<(&str, &str, u64)> = running["steps"]
@@ -666,6 +658,8 @@ async fn kill_9_in_the_middle_of_ten_runs_then_restart_finishes_all_billed_once(
         calls_before < 30,
         "every step was called before the kill; make the replies slower"
     );
+    // Polled every millisecond, not with eventually()'s backoff: the kill
+    // must land while that call is in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
     while provider_calls(&fake) == calls_before {
         assert!(Instant::now() < deadline, "no further model call started");
@@ -1254,11 +1248,10 @@ async fn a_hung_step_holds_up_no_other_run() {
         .post_ok(&runs, &key, json!({"input": {"n": 1}}), 202)
         .await;
     let hung = hung["run_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while provider_calls(&fake) < 1 {
-        assert!(Instant::now() < deadline, "the hung step was never called");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the hung step called", Duration::from_secs(30), || async {
+        (provider_calls(&fake) >= 1).then_some(())
+    })
+    .await;
     let others: Vec<String> = {
         let mut ids = Vec::new();
         for n in 2..=4 {

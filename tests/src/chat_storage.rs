@@ -63,7 +63,7 @@ async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session)
             title: None,
             budget_usd: budget.map(d),
         },
-        Duration::from_secs(3600),
+        lambent_core::time::now_epoch_secs() + 3600,
     )
     .await
     .unwrap();
@@ -102,6 +102,7 @@ fn turn(
             user_content: "hi".into(),
         },
         day: lambent_core::time::today(),
+        prepared_at: lambent_core::time::now_epoch_secs(),
         expires_at: lambent_core::time::now_epoch_secs() + 3600,
     }
 }

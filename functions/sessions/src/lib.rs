@@ -86,7 +86,7 @@ async fn create_session(
         state.store.as_ref(),
         &principal.user_id,
         new,
-        state.config.session_ttl,
+        sessions::expiry(state.clock.now_secs(), state.config.session_ttl),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(session)))

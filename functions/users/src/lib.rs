@@ -198,7 +198,7 @@ async fn list_audit(
 ) -> ApiResult<Json<ListPage<AuditEntry>>> {
     principal.require_admin()?;
     let day = match &params.day {
-        None => lambent_core::time::today(),
+        None => state.clock.today(),
         Some(raw) => lambent_core::time::parse_day(raw)
             .ok_or_else(|| Error::BadRequest("day: expected yyyy-mm-dd".into()))?,
     };

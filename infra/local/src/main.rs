@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
                 backend,
                 prefix,
                 config: lambent_app::config::Config::from_env(&lambent_core::env::ProcessEnv)?,
+                clock: lambent_core::clock::system(),
             };
             serve::run(options, shutdown_signal(), |bound| {
                 println!("lambent listening on http://{bound}");

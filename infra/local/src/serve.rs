@@ -3,12 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use lambent_app::config::Config;
 use lambent_app::state::State;
 use lambent_boot::AwsResources;
+use lambent_core::clock::Clock;
 use lambent_core::secret::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,6 +36,9 @@ pub struct Options {
     pub prefix: String,
     /// The settings of every route (`LAMBENT_*` environment variables).
     pub config: Config,
+    /// The time expiry and daily totals are decided by on the embedded
+    /// backend (the wall clock, but for tests); AWS keeps DynamoDB's time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Builds the state for the chosen backend.
@@ -44,7 +49,11 @@ pub async fn open_state(options: &Options) -> anyhow::Result<State> {
     match options.backend {
         Backend::Embedded => {
             admin_key::ensure_embedded_signing_key(&options.data_dir)?;
-            Ok(lambent_boot::embedded(&options.data_dir, config)?)
+            Ok(lambent_boot::embedded_on(
+                &options.data_dir,
+                config,
+                options.clock.clone(),
+            )?)
         }
         Backend::Aws => {
             let sdk = lambent_aws::load_sdk_config().await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::targets::Targets;
+use lambent_core::clock::Clock;
 use lambent_ports::{ItemStore, KeyCipher, Ports, Queue, Secrets};
 use lambent_store::models::Catalog;
 
@@ -23,6 +24,9 @@ pub struct State {
     pub catalog: Arc<Catalog>,
     /// Agents resolved for model calls, briefly cached.
     pub targets: Arc<Targets>,
+    /// What expiry, leases, rate-limit windows and the day of a cost are
+    /// decided by.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl State {
@@ -45,18 +49,22 @@ impl State {
             identity,
             catalog,
             targets,
+            clock: lambent_core::clock::system(),
         }
     }
 
-    /// The state over a set of adapters.
+    /// The state over a set of adapters and their clock.
     pub fn from_ports(config: Config, ports: Ports) -> State {
-        State::new(
-            config,
-            ports.store,
-            ports.cipher,
-            ports.queue,
-            ports.secrets,
-        )
+        State {
+            clock: ports.clock,
+            ..State::new(
+                config,
+                ports.store,
+                ports.cipher,
+                ports.queue,
+                ports.secrets,
+            )
+        }
     }
 }
 

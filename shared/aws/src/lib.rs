@@ -129,6 +129,7 @@ pub async fn connect(
         cipher,
         queue,
         secrets,
+        clock: lambent_core::clock::system(),
     })
 }
 

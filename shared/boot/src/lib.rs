@@ -6,6 +6,9 @@
 pub mod telemetry;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use lambent_core::clock::Clock;
 
 use lambent_app::config::{Config, ConfigError, ProcessEnv};
 use lambent_app::state::{StartError, State};
@@ -13,13 +16,22 @@ use lambent_aws::load_sdk_config;
 pub use lambent_aws::AwsResources;
 pub use lambent_ports::{Needs, QueueName};
 
-/// Opens the embedded backend in `data_dir`.
+/// Opens the embedded backend in `data_dir`, on the wall clock.
 pub fn embedded(data_dir: &Path, config: Config) -> Result<State, StartError> {
+    embedded_on(data_dir, config, lambent_core::clock::system())
+}
+
+/// Opens the embedded backend in `data_dir`, deciding expiry by `clock`.
+pub fn embedded_on(
+    data_dir: &Path,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<State, StartError> {
     // More receives than a step's attempts: duplicates and waits for a lease
     // also use receives, and the worker, not the redrive, must decide when a
     // step has failed.
     let max_receives = lambent_embedded::DEFAULT_MAX_RECEIVES.max(config.step_max_attempts + 2);
-    let ports = lambent_embedded::open(data_dir, max_receives)?;
+    let ports = lambent_embedded::open(data_dir, max_receives, clock)?;
     Ok(State::from_ports(config, ports))
 }
 

@@ -6,6 +6,7 @@
 pub mod api_key;
 pub mod auth;
 pub mod chat;
+pub mod clock;
 pub mod env;
 pub mod error;
 pub mod ids;

@@ -37,6 +37,13 @@ pub fn day_of(at: time::OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// The UTC day of an epoch-seconds instant, `yyyy-mm-dd`.
+pub fn day_of_epoch_secs(epoch_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch_secs)
+        .map(day_of)
+        .unwrap_or_else(|_| today())
+}
+
 /// Today (UTC), `yyyy-mm-dd`.
 pub fn today() -> String {
     day_of(time::OffsetDateTime::now_utc())

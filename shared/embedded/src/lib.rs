@@ -21,6 +21,7 @@ pub use queue::EmbeddedQueue;
 pub use secrets::FileSecrets;
 pub use store::EmbeddedStore;
 
+use lambent_core::clock::Clock;
 use lambent_core::env::StartError;
 use lambent_ports::Ports;
 
@@ -33,7 +34,13 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// Opens (creating on first use) every embedded adapter in `data_dir`;
 /// a queued message moves to its dead-letter queue after `max_receives`.
-pub fn open(data_dir: &Path, max_receives: u32) -> Result<Ports, StartError> {
+/// The store decides expiry by `clock`; the queue's visibility timeouts are
+/// transport time, on the wall clock as SQS's are.
+pub fn open(
+    data_dir: &Path,
+    max_receives: u32,
+    clock: Arc<dyn Clock>,
+) -> Result<Ports, StartError> {
     files::ensure_private_dir(data_dir)
         .map_err(|e| StartError::DataDir(format!("{}: {e}", data_dir.display())))?;
     let db = Db::open(&data_dir.join(DATABASE_FILE)).map_err(|e| StartError::Dependency {
@@ -47,9 +54,10 @@ pub fn open(data_dir: &Path, max_receives: u32) -> Result<Ports, StartError> {
         }
     })?;
     Ok(Ports {
-        store: Arc::new(EmbeddedStore::new(db.clone())),
+        store: Arc::new(EmbeddedStore::with_clock(db.clone(), clock.clone())),
         cipher: Arc::new(cipher),
         queue: Arc::new(EmbeddedQueue::new(db, max_receives)),
         secrets: Arc::new(FileSecrets::new(PathBuf::from(data_dir))),
+        clock,
     })
 }

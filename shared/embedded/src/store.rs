@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::db::{Db, DbError};
 use super::eval;
-use lambent_core::time::now_epoch_secs;
+use std::sync::Arc;
+
+use lambent_core::clock::{self, Clock};
 use lambent_ports::store::{
     validate, Condition, Item, ItemStore, Key, Order, Page, Query, StoreCursor, StoreError,
     StoreResult, TxOp, Update,
@@ -15,11 +17,17 @@ use lambent_ports::store::{
 
 pub struct EmbeddedStore {
     db: Db,
+    /// Decides what has expired.
+    clock: Arc<dyn Clock>,
 }
 
 impl EmbeddedStore {
     pub fn new(db: Db) -> Self {
-        EmbeddedStore { db }
+        EmbeddedStore::with_clock(db, clock::system())
+    }
+
+    pub fn with_clock(db: Db, clock: Arc<dyn Clock>) -> Self {
+        EmbeddedStore { db, clock }
     }
 }
 
@@ -121,12 +129,13 @@ fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<It
 
 impl EmbeddedStore {
     async fn write(&self, op: TxOp) -> StoreResult<Option<Item>> {
+        let now = self.clock.now_secs();
         self.db
             .with(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;
-                let out = write_one(&tx, &op, now_epoch_secs())?;
+                let out = write_one(&tx, &op, now)?;
                 tx.commit().map_err(sql)?;
                 Ok(out)
             })
@@ -152,9 +161,8 @@ impl ItemStore for EmbeddedStore {
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
         validate::key(key)?;
         let key = key.clone();
-        self.db
-            .with(move |conn| load(conn, &key, now_epoch_secs()))
-            .await
+        let now = self.clock.now_secs();
+        self.db.with(move |conn| load(conn, &key, now)).await
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
@@ -194,9 +202,9 @@ impl ItemStore for EmbeddedStore {
 
     async fn query(&self, query: Query) -> StoreResult<Page> {
         validate::query(&query)?;
+        let now = self.clock.now_secs();
         self.db
             .with(move |conn| {
-                let now = now_epoch_secs();
                 let prefix = query.sk_prefix.as_bytes().to_vec();
                 let end = prefix_end(&prefix);
                 // Bounds: [lower, upper) from the prefix, narrowed by the cursor.
@@ -257,9 +265,9 @@ impl ItemStore for EmbeddedStore {
 
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
         validate::transaction(&ops)?;
+        let now = self.clock.now_secs();
         self.db
             .with(move |conn| {
-                let now = now_epoch_secs();
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;

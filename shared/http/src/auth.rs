@@ -41,7 +41,7 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
     span.record("user_id", principal.user_id.as_str());
     span.record("key_id", principal.key_id.as_str());
 
-    let now = lambent_core::time::now_epoch_secs();
+    let now = state.clock.now_secs();
     if let Err(e) = rate_limits::take(
         state.store.as_ref(),
         &principal.key_id,

@@ -19,13 +19,15 @@ pub use store::{
 
 use std::sync::Arc;
 
-/// One adapter of each port: what a process runs on.
+/// One adapter of each port, and the clock they and the services decide
+/// expiry by: what a process runs on.
 #[derive(Clone)]
 pub struct Ports {
     pub store: Arc<dyn ItemStore>,
     pub cipher: Arc<dyn KeyCipher>,
     pub queue: Arc<dyn Queue>,
     pub secrets: Arc<dyn Secrets>,
+    pub clock: Arc<dyn lambent_core::clock::Clock>,
 }
 
 /// Which optional ports a function uses. A function gets IAM permissions

@@ -669,8 +669,8 @@ pub async fn claim(
     step_id: &str,
     lease: Duration,
     max_attempts: u32,
+    now: i64,
 ) -> Result<Option<StepRecord>> {
-    let now = lambent_core::time::now_epoch_millis();
     let token = ids::new_id("lease");
     let result = store
         .update(

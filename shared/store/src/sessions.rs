@@ -115,16 +115,16 @@ pub fn live() -> Condition {
     ])
 }
 
-/// The expiry of something active now, in epoch seconds.
-pub fn expiry(ttl: std::time::Duration) -> i64 {
-    lambent_core::time::now_epoch_secs() + ttl.as_secs() as i64
+/// When something written at `now` (epoch seconds) expires after `ttl`.
+pub fn expiry(now: i64, ttl: std::time::Duration) -> i64 {
+    now + ttl.as_secs() as i64
 }
 
 pub async fn create(
     store: &dyn ItemStore,
     owner: &str,
     new: NewSession,
-    ttl: std::time::Duration,
+    expires_at: i64,
 ) -> Result<Session> {
     let id = ids::new_sortable_id(ID_PREFIX);
     let now = lambent_core::time::now_rfc3339();
@@ -139,7 +139,7 @@ pub async fn create(
         .with("message_count", 0)
         .with("created_at", now.as_str())
         .with("updated_at", now.as_str())
-        .expiring_at(expiry(ttl));
+        .expiring_at(expires_at);
     if let Some(title) = &new.title {
         item = item.with("title", title.as_str());
     }

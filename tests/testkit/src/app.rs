@@ -5,10 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use lambent_app::config::Config;
+use lambent_core::clock::Clock;
 use lambent_local::serve::{self, Backend, Options};
 use tokio::sync::oneshot;
 
@@ -129,6 +130,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(lambent_core::clock::system(), configure).await
+}
+
+/// Like [`spawn_app_with`], deciding expiry and days by `clock` (a
+/// [`lambent_core::clock::ManualClock`] lets a test move time instead of
+/// sleeping).
+pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config {
         // Tests run provider servers on loopback.
         allow_private_provider_urls: true,
@@ -145,6 +153,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         backend: Backend::Embedded,
         prefix: "lambent".into(),
         config,
+        clock,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -6,7 +6,7 @@ use lambent_fake_provider::FakeProvider;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::app::{spawn_app_with, TestApp};
+use crate::app::{spawn_app_on, TestApp};
 
 /// The provider API key the member registers; it must never leak.
 pub const PROVIDER_KEY: &str = "sk-fake-CANARY-4c1d9e2b7a";
@@ -36,7 +36,16 @@ impl ChatWorld {
         kind: &str,
         configure: impl FnOnce(&mut lambent_app::config::Config),
     ) -> ChatWorld {
-        let app = spawn_app_with(configure).await;
+        ChatWorld::start_on(lambent_core::clock::system(), kind, configure).await
+    }
+
+    /// Like [`ChatWorld::start_with`], with `lambent serve` on `clock`.
+    pub async fn start_on(
+        clock: std::sync::Arc<dyn lambent_core::clock::Clock>,
+        kind: &str,
+        configure: impl FnOnce(&mut lambent_app::config::Config),
+    ) -> ChatWorld {
+        let app = spawn_app_on(clock, configure).await;
         let fake = FakeProvider::start().await.unwrap();
         let admin = app.admin_key();
         let model_kind = if kind == "anthropic" {
@@ -177,6 +186,16 @@ impl ChatWorld {
                 None => return all,
             }
         }
+    }
+
+    /// The reply of a session's first turn, once it is stored (a reply
+    /// whose client went away is stored when the provider's stream ends).
+    pub async fn stored_reply(&self, session: &str, within: std::time::Duration) -> Value {
+        crate::eventually("the reply stored", within, || async {
+            let history = self.history(session, 10, "asc").await;
+            (history.len() == 2).then(|| history[1].clone())
+        })
+        .await
     }
 }
 

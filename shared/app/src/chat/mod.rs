@@ -73,6 +73,8 @@ pub struct Prepared {
     pub record: Record,
     /// `yyyy-mm-dd` the call counts in.
     pub day: String,
+    /// When the call was prepared, epoch seconds (by the state's clock).
+    pub prepared_at: i64,
     /// Expiry of what the call writes into a session.
     pub expires_at: i64,
 }
@@ -227,7 +229,8 @@ async fn prepare(
     record: Record,
 ) -> Result<Prepared> {
     let store = state.store.as_ref();
-    let day = lambent_core::time::today();
+    let now = state.clock.now_secs();
+    let day = lambent_core::time::day_of_epoch_secs(now);
     let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
     let reservation = budgets::reserve(
         store,
@@ -254,7 +257,8 @@ async fn prepare(
         reservation,
         record,
         day,
-        expires_at: sessions::expiry(state.config.session_ttl),
+        prepared_at: now,
+        expires_at: sessions::expiry(now, state.config.session_ttl),
     })
 }
 
@@ -542,7 +546,7 @@ pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) ->
     let marker = Item::new(call_marker_key(&call.owner, call.reply_id()))
         .with("cost_usd", cost_usd)
         .with("model", call.model.as_str())
-        .expiring_at(lambent_core::time::now_epoch_secs() + CALL_MARKER_SECS);
+        .expiring_at(call.prepared_at + CALL_MARKER_SECS);
     let mut ops = vec![TxOp::Put {
         item: marker,
         condition: Some(Condition::NotExists),

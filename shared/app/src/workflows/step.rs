@@ -65,6 +65,7 @@ async fn run(worker: &Worker, message: &Received, at: &StepMessage) -> Result<()
         &at.step_id,
         config.step_lease,
         config.step_max_attempts,
+        worker.state.clock.now_millis(),
     )
     .await
     .map_err(unavailable)?;
@@ -88,7 +89,7 @@ async fn not_claimed(
     else {
         return dead_letter(worker, message, "there is no such step").await;
     };
-    let now = lambent_core::time::now_epoch_millis();
+    let now = worker.state.clock.now_millis();
     let max = worker.state.config.step_max_attempts;
     match step.status {
         // A redelivery of a finished step only moves on.
