@@ -65,6 +65,7 @@ macro_rules! backend_suites {
                 delays_a_message,
                 redrives_to_the_dead_letter_queue_after_max_receives,
                 refuses_an_unknown_receipt,
+                refuses_what_sqs_refuses,
             );
         }
 

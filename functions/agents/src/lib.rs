@@ -15,7 +15,6 @@ use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -162,15 +161,13 @@ async fn list_agents(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<AgentView>>> {
     let scope = format!("agents:{}", principal.user_id);
-    let page = params.page(&state, &scope).await?;
-    let found = agents::list(
-        state.store.as_ref(),
-        &state.catalog,
-        &principal.user_id,
-        page,
-    )
-    .await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let store = state.store.as_ref();
+    let listed = params
+        .list(&state, &scope, |page| {
+            agents::list(store, &state.catalog, &principal.user_id, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 /// Read one of your agents, with its model's prices.

@@ -17,7 +17,6 @@ use lambent_core::secret::ExposeSecret;
 use lambent_core::validate;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -119,9 +118,12 @@ async fn list_keys(
         limit: params.limit,
         cursor: params.cursor,
     };
-    let page = list.page(&state, &scope).await?;
-    let found = keys::list(state.store.as_ref(), &user_id, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = list
+        .list(&state, &scope, |page| {
+            keys::list(state.store.as_ref(), &user_id, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 /// Revoke an API key: one of yours (admins: anyone's).

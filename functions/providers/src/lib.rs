@@ -16,7 +16,6 @@ use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -167,9 +166,12 @@ async fn list_providers(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Provider>>> {
     let scope = format!("providers:{}", principal.user_id);
-    let page = params.page(&state, &scope).await?;
-    let found = providers::list(state.store.as_ref(), &principal.user_id, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = params
+        .list(&state, &scope, |page| {
+            providers::list(state.store.as_ref(), &principal.user_id, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 /// Read one of your providers.

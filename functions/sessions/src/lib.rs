@@ -16,16 +16,14 @@ use lambent_core::auth::Principal;
 use lambent_core::ids::{AgentId, SessionId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
-use lambent_http::error::ApiResult;
+use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_ports::Order;
 use lambent_store::messages::{self, Message};
 use lambent_store::sessions::{self, NewSession, Session};
-use lambent_store::PageRequest;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -101,9 +99,12 @@ async fn list_sessions(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Session>>> {
     let scope = format!("sessions:{}", principal.user_id);
-    let page = params.page(&state, &scope).await?;
-    let found = sessions::list(state.store.as_ref(), &principal.user_id, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = params
+        .list(&state, &scope, |page| {
+            sessions::list(state.store.as_ref(), &principal.user_id, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 async fn own_session(state: &State, principal: &Principal, id: &SessionId) -> ApiResult<Session> {
@@ -174,17 +175,19 @@ async fn list_messages(
 ) -> ApiResult<Json<ListPage<Message>>> {
     let order = params.order.unwrap_or_default();
     let scope = format!("messages:{}:{id}:{order:?}", principal.user_id);
-    let page: PageRequest = ListParams {
-        limit: params.limit,
-        cursor: params.cursor,
-    }
-    .page(&state, &scope)
-    .await?;
-    let session = own_session(&state, &principal, &id).await?;
     let order = match order {
         HistoryOrder::Asc => Order::Ascending,
         HistoryOrder::Desc => Order::Descending,
     };
-    let found = messages::page(state.store.as_ref(), &session.id, order, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let list = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let listed = list
+        .list(&state, &scope, |page| async {
+            let session = own_session(&state, &principal, &id).await?;
+            Ok::<_, ApiError>(messages::page(state.store.as_ref(), &session.id, order, page).await?)
+        })
+        .await?;
+    Ok(Json(listed))
 }

@@ -16,7 +16,6 @@ use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -109,9 +108,12 @@ async fn list_users(
 ) -> ApiResult<Json<ListPage<User>>> {
     principal.require_admin()?;
     let scope = scope(&principal, "users");
-    let page = params.page(&state, &scope).await?;
-    let found = users::list(state.store.as_ref(), page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = params
+        .list(&state, &scope, |page| {
+            users::list(state.store.as_ref(), page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 /// Read a user.
@@ -207,7 +209,10 @@ async fn list_audit(
         limit: params.limit,
         cursor: params.cursor,
     };
-    let page = list.page(&state, &scope).await?;
-    let found = audit::list(state.store.as_ref(), &day, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = list
+        .list(&state, &scope, |page| {
+            audit::list(state.store.as_ref(), &day, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }

@@ -20,7 +20,6 @@ use lambent_core::workflow::{Definition, StepSpec};
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::pagination::listed;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -79,9 +78,12 @@ async fn list_workflows(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<Workflow>>> {
     let scope = format!("workflows:{}", principal.user_id);
-    let page = params.page(&state, &scope).await?;
-    let found = workflows::list(state.store.as_ref(), &principal.user_id, page).await?;
-    Ok(Json(listed(&state, &scope, found).await?))
+    let listed = params
+        .list(&state, &scope, |page| {
+            workflows::list(state.store.as_ref(), &principal.user_id, page)
+        })
+        .await?;
+    Ok(Json(listed))
 }
 
 async fn own_workflow(

@@ -12,7 +12,7 @@ use aws_sdk_sqs::Client;
 
 use super::sdk::{error_text, CONNECT_TIMEOUT};
 use lambent_ports::queue::{
-    Queue, QueueError, QueueName, QueueResult, Received, MAX_DELAY, MAX_RECEIVE,
+    check_receive, check_send, Queue, QueueError, QueueName, QueueResult, Received,
 };
 
 /// Longest long-poll wait SQS allows.
@@ -65,17 +65,7 @@ fn unavailable<E: std::error::Error>(err: &E) -> QueueError {
 impl Queue for SqsQueue {
     async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> QueueResult<String> {
         let url = self.url(queue)?;
-        if delay > MAX_DELAY {
-            return Err(QueueError::Invalid(format!(
-                "delay must be at most {} s",
-                MAX_DELAY.as_secs()
-            )));
-        }
-        if body.is_empty() {
-            return Err(QueueError::Invalid(
-                "a message body must not be empty".into(),
-            ));
-        }
+        check_send(body, delay)?;
         let out = self
             .client
             .send_message()
@@ -97,11 +87,7 @@ impl Queue for SqsQueue {
         wait: Duration,
     ) -> QueueResult<Vec<Received>> {
         let url = self.url(queue)?;
-        if max == 0 || max > MAX_RECEIVE {
-            return Err(QueueError::Invalid(format!(
-                "max must be 1..={MAX_RECEIVE}"
-            )));
-        }
+        check_receive(max)?;
         if visibility > MAX_VISIBILITY || wait > MAX_WAIT {
             return Err(QueueError::Invalid(format!(
                 "visibility must be at most {} s and wait at most {} s",

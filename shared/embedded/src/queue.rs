@@ -13,7 +13,7 @@ use super::db::{Db, DbError};
 use lambent_core::ids;
 use lambent_core::time::now_epoch_millis;
 use lambent_ports::queue::{
-    Queue, QueueError, QueueName, QueueResult, Received, MAX_DELAY, MAX_RECEIVE,
+    check_receive, check_send, Queue, QueueError, QueueName, QueueResult, Received,
 };
 
 pub struct EmbeddedQueue {
@@ -119,12 +119,7 @@ fn sql(e: rusqlite::Error) -> QueueError {
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> QueueResult<String> {
-        if delay > MAX_DELAY {
-            return Err(QueueError::Invalid(format!(
-                "delay must be at most {}s",
-                MAX_DELAY.as_secs()
-            )));
-        }
+        check_send(body, delay)?;
         let id = ids::new_id("qmsg");
         let body = body.to_owned();
         let message_id = id.clone();
@@ -153,11 +148,7 @@ impl Queue for EmbeddedQueue {
         visibility: Duration,
         wait: Duration,
     ) -> QueueResult<Vec<Received>> {
-        if max == 0 || max > MAX_RECEIVE {
-            return Err(QueueError::Invalid(format!(
-                "receive 1..={MAX_RECEIVE} messages"
-            )));
-        }
+        check_receive(max)?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register interest before looking, so a send in between is not missed.

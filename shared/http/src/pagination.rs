@@ -5,7 +5,9 @@
 use lambent_core::Error;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiResult;
+use std::future::Future;
+
+use crate::error::{ApiError, ApiResult};
 use lambent_app::state::State;
 use lambent_store::{PageRequest, Paged};
 
@@ -33,7 +35,7 @@ pub struct ListPage<T> {
 
 impl ListParams {
     /// The store request of this page, with the cursor opened for `scope`.
-    pub async fn page(&self, state: &State, scope: &str) -> ApiResult<PageRequest> {
+    async fn page(&self, state: &State, scope: &str) -> ApiResult<PageRequest> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(Error::BadRequest(format!("limit: must be 1 to {MAX_LIMIT}")).into());
@@ -53,8 +55,28 @@ impl ListParams {
     }
 }
 
+impl ListParams {
+    /// One page of a listing: the cursor opened for `scope` (a bad cursor or
+    /// limit is refused before anything is read), `fetch` run with the store
+    /// request, and the next cursor sealed for `scope`.
+    pub async fn list<T, E, Fut>(
+        &self,
+        state: &State,
+        scope: &str,
+        fetch: impl FnOnce(PageRequest) -> Fut,
+    ) -> ApiResult<ListPage<T>>
+    where
+        Fut: Future<Output = Result<Paged<T>, E>>,
+        ApiError: From<E>,
+    {
+        let page = self.page(state, scope).await?;
+        let found = fetch(page).await?;
+        listed(state, scope, found).await
+    }
+}
+
 /// The page as the client sees it, its cursor sealed for `scope`.
-pub async fn listed<T>(state: &State, scope: &str, page: Paged<T>) -> ApiResult<ListPage<T>> {
+async fn listed<T>(state: &State, scope: &str, page: Paged<T>) -> ApiResult<ListPage<T>> {
     let next_cursor = match page.next {
         None => None,
         Some(position) => {

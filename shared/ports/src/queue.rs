@@ -84,6 +84,34 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// Largest batch one receive returns (SQS's limit).
 pub const MAX_RECEIVE: usize = 10;
 
+/// What every adapter refuses before it sends, as SQS does: an empty body,
+/// a delay beyond [`MAX_DELAY`].
+pub fn check_send(body: &str, delay: Duration) -> QueueResult<()> {
+    if delay > MAX_DELAY {
+        return Err(QueueError::Invalid(format!(
+            "delay must be at most {} s",
+            MAX_DELAY.as_secs()
+        )));
+    }
+    if body.is_empty() {
+        return Err(QueueError::Invalid(
+            "a message body must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What every adapter refuses before it receives: a batch of none, or of
+/// more than [`MAX_RECEIVE`].
+pub fn check_receive(max: usize) -> QueueResult<()> {
+    if max == 0 || max > MAX_RECEIVE {
+        return Err(QueueError::Invalid(format!(
+            "receive 1 to {MAX_RECEIVE} messages"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Enqueues a body, visible after `delay`. Returns the message id.

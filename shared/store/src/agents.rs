@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::models::{Catalog, Prices};
 use super::providers::{self, ProviderKind};
-use super::users::{self, alive};
+use super::users;
 use super::{opt_decimal, opt_text, text, whole, PageRequest, Paged};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
@@ -171,23 +171,12 @@ pub async fn create(
     if let Some(t) = agent.temperature {
         item = item.with("temperature", t);
     }
-    let result = store
-        .transact(vec![
-            TxOp::Check {
-                key: users::profile_key(owner),
-                condition: alive(),
-            },
-            TxOp::Put {
-                item,
-                condition: Some(Condition::NotExists),
-            },
-        ])
-        .await;
-    match result {
-        Ok(()) => Ok(agent),
-        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
-        Err(e) => Err(e.into()),
-    }
+    let put = TxOp::Put {
+        item,
+        condition: Some(Condition::NotExists),
+    };
+    users::write_owned(store, owner, vec![put], |_| None).await?;
+    Ok(agent)
 }
 
 pub async fn get(store: &dyn ItemStore, owner: &str, id: &str) -> Result<Option<Agent>> {

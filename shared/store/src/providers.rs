@@ -7,7 +7,7 @@
 use lambent_core::ids::{ProviderId, TypedId};
 use serde::Serialize;
 
-use super::users::{self, alive};
+use super::users;
 use super::{bytes, opt_text, text, whole, PageRequest, Paged};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
@@ -136,30 +136,21 @@ pub async fn create(
     if let Some(url) = &provider.base_url {
         item = item.with("base_url", url.as_str());
     }
-    let result = store
-        .transact(vec![
-            TxOp::Check {
-                key: users::profile_key(owner),
-                condition: alive(),
-            },
-            TxOp::Put {
-                item,
-                condition: Some(Condition::NotExists),
-            },
-            TxOp::Put {
-                item: Item::new(name_key(owner, &provider.name)).with("provider_id", id.as_str()),
-                condition: Some(Condition::NotExists),
-            },
-        ])
-        .await;
-    match result {
-        Ok(()) => Ok(provider),
-        Err(lambent_ports::StoreError::TransactionCancelled { failed }) if failed.contains(&2) => {
-            Err(name_taken(&provider.name))
-        }
-        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
-        Err(e) => Err(e.into()),
-    }
+    let ops = vec![
+        TxOp::Put {
+            item,
+            condition: Some(Condition::NotExists),
+        },
+        TxOp::Put {
+            item: Item::new(name_key(owner, &provider.name)).with("provider_id", id.as_str()),
+            condition: Some(Condition::NotExists),
+        },
+    ];
+    users::write_owned(store, owner, ops, |failed| {
+        (failed == 1).then(|| name_taken(&provider.name))
+    })
+    .await?;
+    Ok(provider)
 }
 
 pub async fn get(store: &dyn ItemStore, owner: &str, id: &str) -> Result<Option<Provider>> {

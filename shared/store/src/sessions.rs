@@ -8,12 +8,12 @@ use lambent_core::ids::{SessionId, TypedId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::users::{self, alive};
+use super::users;
 use super::{cascade, count, opt_decimal, opt_text, text, PageRequest, Paged};
 use lambent_core::chat::Usage;
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
-use lambent_ports::{Condition, Item, ItemStore, Key, Order, Query, StoreError, TxOp, Update};
+use lambent_ports::{Condition, Item, ItemStore, Key, Order, Query, TxOp, Update};
 
 pub const ID_PREFIX: &str = <SessionId as TypedId>::PREFIX;
 /// Set while a session's messages are being deleted: it reads as gone.
@@ -148,30 +148,21 @@ pub async fn create(
     }
     let item = cascade::owns_partition(item, &messages_partition(&id));
     let session = from_item(&item)?;
-    let result = store
-        .transact(vec![
-            TxOp::Check {
-                key: users::profile_key(owner),
-                condition: alive(),
-            },
-            TxOp::Check {
-                key: super::agents::item_key(owner, &new.agent_id),
-                condition: Condition::Exists,
-            },
-            TxOp::Put {
-                item,
-                condition: Some(Condition::NotExists),
-            },
-        ])
-        .await;
-    match result {
-        Ok(()) => Ok(session),
-        Err(StoreError::TransactionCancelled { failed }) if failed.contains(&1) => Err(
-            Error::BadRequest(format!("agent_id: no agent {:?}", new.agent_id)),
-        ),
-        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
-        Err(e) => Err(e.into()),
-    }
+    let ops = vec![
+        TxOp::Check {
+            key: super::agents::item_key(owner, &new.agent_id),
+            condition: Condition::Exists,
+        },
+        TxOp::Put {
+            item,
+            condition: Some(Condition::NotExists),
+        },
+    ];
+    users::write_owned(store, owner, ops, |failed| {
+        (failed == 0).then(|| Error::BadRequest(format!("agent_id: no agent {:?}", new.agent_id)))
+    })
+    .await?;
+    Ok(session)
 }
 
 pub async fn get(store: &dyn ItemStore, owner: &str, id: &str) -> Result<Option<Session>> {

@@ -9,7 +9,7 @@ use super::{cascade, opt_decimal, text, PageRequest, Paged};
 use lambent_core::auth::{Role, BOOTSTRAP_ADMIN_USER};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
-use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update};
+use lambent_ports::{Condition, Item, ItemStore, Key, Query, StoreError, TxOp, Update};
 
 pub const ID_PREFIX: &str = <UserId as TypedId>::PREFIX;
 const LISTING_PK: &str = "USERS";
@@ -64,6 +64,34 @@ pub(crate) fn alive() -> Condition {
         Condition::Exists,
         Condition::AttrNotExists(DELETING.into()),
     ])
+}
+
+/// Writes `ops` in one transaction that also checks that `owner` is alive,
+/// so nothing new is created for a user who is gone or being deleted.
+/// `refused(i)` names what a failed condition of `ops[i]` means; any other
+/// failed condition means the user is gone.
+pub(crate) async fn write_owned(
+    store: &dyn ItemStore,
+    owner: &str,
+    ops: Vec<TxOp>,
+    refused: impl Fn(usize) -> Option<Error>,
+) -> Result<()> {
+    let mut all = Vec::with_capacity(ops.len() + 1);
+    all.push(TxOp::Check {
+        key: profile_key(owner),
+        condition: alive(),
+    });
+    all.extend(ops);
+    match store.transact(all).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::TransactionCancelled { failed }) => Err(failed
+            .iter()
+            .filter_map(|&i| i.checked_sub(1))
+            .find_map(refused)
+            .unwrap_or(Error::NotFound("user"))),
+        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn to_items(user: &User) -> (Item, Item) {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use futures::future::join_all;
 use serde::Serialize;
 
-use super::users::{self, alive};
+use super::users;
 use super::{cascade, text, PageRequest, Paged};
 use crate::agents;
 use lambent_core::error::{Error, Result};
@@ -91,27 +91,18 @@ pub async fn create(
         .with("name", workflow.name.as_str())
         .with("steps", steps)
         .with("created_at", workflow.created_at.as_str());
-    let result = store
-        .transact(vec![
-            TxOp::Check {
-                key: users::profile_key(owner),
-                condition: alive(),
-            },
-            TxOp::Put {
-                item,
-                condition: Some(Condition::NotExists),
-            },
-            TxOp::Put {
-                item: Item::new(lookup).with("owner", owner),
-                condition: Some(Condition::NotExists),
-            },
-        ])
-        .await;
-    match result {
-        Ok(()) => Ok(workflow),
-        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
-        Err(e) => Err(e.into()),
-    }
+    let ops = vec![
+        TxOp::Put {
+            item,
+            condition: Some(Condition::NotExists),
+        },
+        TxOp::Put {
+            item: Item::new(lookup).with("owner", owner),
+            condition: Some(Condition::NotExists),
+        },
+    ];
+    users::write_owned(store, owner, ops, |_| None).await?;
+    Ok(workflow)
 }
 
 pub async fn get(store: &dyn ItemStore, owner: &str, id: &str) -> Result<Option<Workflow>> {

@@ -175,3 +175,29 @@ pub async fn refuses_an_unknown_receipt(queue: &dyn Queue) {
     assert!(matches!(err, QueueError::InvalidReceipt), "{err:?}");
     queue.ping().await.unwrap();
 }
+
+pub async fn refuses_what_sqs_refuses(queue: &dyn Queue) {
+    for (body, delay) in [
+        ("", Duration::ZERO),
+        ("x", MAX_DELAY + Duration::from_secs(1)),
+    ] {
+        let err = queue.send(QueueName::Steps, body, delay).await.unwrap_err();
+        assert!(
+            matches!(err, QueueError::Invalid(_)),
+            "{body:?} {delay:?}: {err:?}"
+        );
+    }
+    for max in [0, MAX_RECEIVE + 1] {
+        let err = queue
+            .receive(QueueName::Steps, max, LONG, NO_WAIT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueueError::Invalid(_)), "max {max}: {err:?}");
+    }
+    // Nothing refused was queued.
+    assert!(queue
+        .receive(QueueName::Steps, MAX_RECEIVE, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+}
