@@ -189,14 +189,7 @@ fn cors_origins(list: &str) -> Result<Vec<String>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use lambent_core::env::fixed as env;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {

@@ -184,13 +184,7 @@ impl Queue for NotProvided {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use lambent_core::env::fixed as env;
 
     #[test]
     fn a_missing_resource_names_its_variable() {

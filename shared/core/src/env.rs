@@ -24,6 +24,15 @@ impl Env for BTreeMap<String, String> {
     }
 }
 
+/// An environment of the given variables only (tests, and settings read
+/// from somewhere other than the process).
+pub fn fixed(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{name} is not set: {why}")]
