@@ -2,10 +2,10 @@
 //! Cursors are sealed (see [`crate::cursor`]) and bound to the listing's
 //! scope, which each route builds from its name, the caller and its filters.
 
+use std::future::Future;
+
 use lambent_core::Error;
 use serde::{Deserialize, Serialize};
-
-use std::future::Future;
 
 use crate::error::{ApiError, ApiResult};
 use lambent_app::state::State;
@@ -53,9 +53,7 @@ impl ListParams {
             after,
         })
     }
-}
 
-impl ListParams {
     /// One page of a listing: the cursor opened for `scope` (a bad cursor or
     /// limit is refused before anything is read), `fetch` run with the store
     /// request, and the next cursor sealed for `scope`.
