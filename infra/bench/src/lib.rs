@@ -5,10 +5,10 @@
 //! The orchestration (moto, child processes, valgrind) lives in
 //! `src/bin/coldstart.rs`.
 //!
-//! The streamed chat benchmark's pieces are in [`chat`]; its orchestration
-//! in `src/bin/chatbench.rs`. The workflow benchmark's (counting ports,
-//! tallies, summaries) are in `flow` (feature `flow`, on by default); its
-//! orchestration in `src/bin/flowbench.rs`.
+//! The streamed chat benchmark's pieces (and the percentiles and `/proc`
+//! readers both benchmarks use) are in [`chat`], the workflow benchmark's
+//! summaries in `flow` (feature `flow`, on by default); they run in
+//! `src/bin/chatbench.rs` and `src/bin/flowbench.rs` on the test kit.
 
 #[cfg(feature = "flow")]
 pub mod chat;

@@ -84,6 +84,22 @@ impl TestApp {
         (user_id, key["key"].as_str().unwrap().to_owned())
     }
 
+    /// A handle on a server this process did not start (the real binary,
+    /// [`LambentProcess`]) serving `data_dir` at `addr`; [`TestApp::stop`]
+    /// then only forgets it.
+    pub fn attached(addr: SocketAddr, data_dir: tempfile::TempDir) -> TestApp {
+        TestApp {
+            addr,
+            data_dir,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            shutdown: None,
+            server: None,
+        }
+    }
+
     /// Stops the server and waits for it (and its queue consumers) to end.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -220,7 +236,18 @@ impl LambentProcess {
         envs: &[(&str, &str)],
         stderr: impl Into<Stdio>,
     ) -> LambentProcess {
-        let mut command = Command::new(lambent_bin());
+        Self::serve_bin(&lambent_bin(), args, envs, stderr)
+    }
+
+    /// Like [`LambentProcess::serve_with_stderr`], running the binary at
+    /// `bin` (a benchmark measures a release build wherever it was built).
+    pub fn serve_bin(
+        bin: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: impl Into<Stdio>,
+    ) -> LambentProcess {
+        let mut command = Command::new(bin);
         command
             .args(args)
             .env("RUST_LOG", "warn")

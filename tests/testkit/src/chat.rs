@@ -45,7 +45,13 @@ impl ChatWorld {
         kind: &str,
         configure: impl FnOnce(&mut lambent_app::config::Config),
     ) -> ChatWorld {
-        let app = spawn_app_on(clock, configure).await;
+        ChatWorld::seed(spawn_app_on(clock, configure).await, kind).await
+    }
+
+    /// A world on `app`, which may be served by the real binary
+    /// ([`TestApp::attached`]): a fake provider of `kind`, the model, the
+    /// member and their provider and agent.
+    pub async fn seed(app: TestApp, kind: &str) -> ChatWorld {
         let fake = FakeProvider::start().await.unwrap();
         let admin = app.admin_key();
         let model_kind = if kind == "anthropic" {
