@@ -349,26 +349,7 @@ impl Flow {
     }
 }
 
-/// A diamond with a join, plus an independent branch (two sinks).
-const DAG: &[(&str, &str, &[&str])] = &[
-    ("research", "Research {{input.topic}}", &[]),
-    (
-        "summary",
-        "Summarise: {{steps.research.output}}",
-        &["research"],
-    ),
-    (
-        "critique",
-        "Critique: {{steps.research.output}}",
-        &["research"],
-    ),
-    (
-        "merge",
-        "Merge [{{steps.summary.output}}] with [{{steps.critique.output}}]",
-        &["summary", "critique"],
-    ),
-    ("title", "Title for {{input.topic}}", &[]),
-];
+use lambent_testkit::DIAMOND as DAG;
 
 /// What each step of [`DAG`] answers for `topic`, by the echo rule.
 fn expected_outputs(topic: &str) -> BTreeMap<String, String> {

@@ -91,10 +91,7 @@ impl TestApp {
         TestApp {
             addr,
             data_dir,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: client(),
             shutdown: None,
             server: None,
         }
@@ -137,6 +134,15 @@ pub async fn send_json(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
     };
     (status, json)
+}
+
+/// The client a test speaks to `lambent serve` with: no call hangs a test
+/// for longer than 30 s.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// Serves the whole app on the embedded backend in a fresh data directory.
@@ -186,10 +192,7 @@ pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Con
     TestApp {
         addr,
         data_dir,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        client: client(),
         shutdown: Some(shutdown_tx),
         server: Some(server),
     }

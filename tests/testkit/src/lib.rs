@@ -14,6 +14,29 @@ mod eventually;
 
 pub use eventually::eventually;
 
+/// A workflow of steps `(id, prompt, needs)`: a diamond with a join, plus an
+/// independent branch (two sinks). The worker suites and the workflow
+/// benchmark run it.
+pub const DIAMOND: &[(&str, &str, &[&str])] = &[
+    ("research", "Research {{input.topic}}", &[]),
+    (
+        "summary",
+        "Summarise: {{steps.research.output}}",
+        &["research"],
+    ),
+    (
+        "critique",
+        "Critique: {{steps.research.output}}",
+        &["research"],
+    ),
+    (
+        "merge",
+        "Merge [{{steps.summary.output}}] with [{{steps.critique.output}}]",
+        &["summary", "critique"],
+    ),
+    ("title", "Title for {{input.topic}}", &[]),
+];
+
 use std::ops::Deref;
 
 /// An adapter together with whatever must live as long as it (a temporary

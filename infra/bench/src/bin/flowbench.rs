@@ -38,6 +38,7 @@ use lambent_store::providers::{self, NewProvider, ProviderKind};
 use lambent_store::runs::{self, RunStatus, StepMessage, StepStatus};
 use lambent_store::users::{self, NewUser};
 use lambent_store::workflows;
+use lambent_testkit::DIAMOND;
 use rust_decimal::Decimal;
 
 /// The model's catalog name.
@@ -55,26 +56,6 @@ const SCENARIOS: [(&str, bool, bool); 4] = [
     ("chain, monthly budget", true, false),
     ("chain, idempotency key", false, true),
     ("diamond with a join and two sinks", false, false),
-];
-/// The integration tests' diamond: a join, and an independent second sink.
-const DIAMOND: [(&str, &str, &[&str]); 5] = [
-    ("research", "Research {{input.topic}}", &[]),
-    (
-        "summary",
-        "Summarise: {{steps.research.output}}",
-        &["research"],
-    ),
-    (
-        "critique",
-        "Critique: {{steps.research.output}}",
-        &["research"],
-    ),
-    (
-        "merge",
-        "Merge [{{steps.summary.output}}] with [{{steps.critique.output}}]",
-        &["summary", "critique"],
-    ),
-    ("title", "Title for {{input.topic}}", &[]),
 ];
 
 #[derive(Parser, Debug)]
