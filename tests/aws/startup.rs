@@ -45,12 +45,7 @@ async fn a_missing_table_fails_the_start_and_names_it() {
     );
 
     // With everything present, the state builds and is healthy.
-    let resources = AwsResources {
-        table: made.table,
-        secret_id: made.secret_id,
-        kms_key_id: Some(made.kms_key_id),
-        queue_urls: made.queue_urls,
-    };
+    let resources = AwsResources::from(made);
     let state = lambent_boot::aws(&sdk, Default::default(), resources)
         .await
         .unwrap();

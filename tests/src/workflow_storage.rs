@@ -96,12 +96,7 @@ impl Flow {
         // As deployed: more receives than attempts, so the worker, not the
         // redrive, decides when a step has failed.
         let made = lambent_testkit::emulator::provision_with(&sdk, 5).await;
-        let resources = lambent_boot::AwsResources {
-            table: made.table,
-            secret_id: made.secret_id,
-            kms_key_id: Some(made.kms_key_id),
-            queue_urls: made.queue_urls,
-        };
+        let resources = lambent_boot::AwsResources::from(made);
         let state = lambent_boot::aws(&sdk, config(Timing::SQS), resources)
             .await
             .unwrap();

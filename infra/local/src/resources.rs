@@ -92,6 +92,18 @@ pub struct Provisioned {
     pub secret_id: String,
 }
 
+/// The resources as the adapters are built on them.
+impl From<Provisioned> for lambent_aws::AwsResources {
+    fn from(made: Provisioned) -> Self {
+        lambent_aws::AwsResources {
+            table: made.table,
+            secret_id: made.secret_id,
+            kms_key_id: Some(made.kms_key_id),
+            queue_urls: made.queue_urls,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     /// `resolve` found no such resource.

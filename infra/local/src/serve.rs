@@ -61,13 +61,7 @@ pub async fn open_state(options: &Options) -> anyhow::Result<State> {
             let found = crate::resources::resolve(&sdk, &names)
                 .await
                 .context("AWS resources not found: run `lambent bootstrap` first")?;
-            let resources = AwsResources {
-                table: found.table,
-                secret_id: found.secret_id,
-                kms_key_id: Some(found.kms_key_id),
-                queue_urls: found.queue_urls,
-            };
-            Ok(lambent_boot::aws(&sdk, config, resources).await?)
+            Ok(lambent_boot::aws(&sdk, config, AwsResources::from(found)).await?)
         }
     }
 }

@@ -124,12 +124,7 @@ async fn run(o: Options) -> Result<()> {
     if let Some(endpoint) = &o.aws_endpoint {
         let sdk = lambent_testkit::emulator::sdk_for(endpoint).await;
         let made = lambent_testkit::emulator::provision_with(&sdk, 5).await;
-        let resources = lambent_boot::AwsResources {
-            table: made.table,
-            secret_id: made.secret_id,
-            kms_key_id: Some(made.kms_key_id),
-            queue_urls: made.queue_urls,
-        };
+        let resources = lambent_boot::AwsResources::from(made);
         let world =
             World::new(lambent_boot::aws(&sdk, config(), resources).await?, o.steps).await?;
         world
