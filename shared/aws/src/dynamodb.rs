@@ -590,8 +590,7 @@ impl ItemStore for DynamoStore {
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
-        validate::item(&item)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::put_op(&item, condition.as_ref())?;
         let mut x = Expr::new(now_epoch());
         let condition = condition.as_ref().map(|c| x.condition(c)).transpose()?;
         self.client
@@ -613,9 +612,7 @@ impl ItemStore for DynamoStore {
         update: Update,
         condition: Option<Condition>,
     ) -> StoreResult<Item> {
-        validate::key(key)?;
-        validate::update(&update)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::update_op(key, &update, condition.as_ref())?;
         for _ in 0..EXPIRED_RETRIES {
             let now = now_epoch();
             let mut x = Expr::new(now);
@@ -665,8 +662,7 @@ impl ItemStore for DynamoStore {
     }
 
     async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
-        validate::key(key)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::delete_op(key, condition.as_ref())?;
         let now = now_epoch();
         let mut x = Expr::new(now);
         let condition = condition.as_ref().map(|c| x.condition(c)).transpose()?;

@@ -166,8 +166,7 @@ impl ItemStore for EmbeddedStore {
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
-        validate::item(&item)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::put_op(&item, condition.as_ref())?;
         self.write(TxOp::Put { item, condition }).await.map(|_| ())
     }
 
@@ -177,9 +176,7 @@ impl ItemStore for EmbeddedStore {
         update: Update,
         condition: Option<Condition>,
     ) -> StoreResult<Item> {
-        validate::key(key)?;
-        validate::update(&update)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::update_op(key, &update, condition.as_ref())?;
         let written = self
             .write(TxOp::Update {
                 key: key.clone(),
@@ -191,8 +188,7 @@ impl ItemStore for EmbeddedStore {
     }
 
     async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
-        validate::key(key)?;
-        validate::maybe_condition(condition.as_ref())?;
+        validate::delete_op(key, condition.as_ref())?;
         self.write(TxOp::Delete {
             key: key.clone(),
             condition,

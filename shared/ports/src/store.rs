@@ -448,6 +448,25 @@ pub mod validate {
         c.map_or(Ok(()), condition)
     }
 
+    /// The arguments of a put, as every adapter refuses them.
+    pub fn put_op(item: &Item, condition: Option<&Condition>) -> StoreResult<()> {
+        self::item(item)?;
+        maybe_condition(condition)
+    }
+
+    /// The arguments of an update, as every adapter refuses them.
+    pub fn update_op(key: &Key, update: &Update, condition: Option<&Condition>) -> StoreResult<()> {
+        self::key(key)?;
+        self::update(update)?;
+        maybe_condition(condition)
+    }
+
+    /// The arguments of a delete, as every adapter refuses them.
+    pub fn delete_op(key: &Key, condition: Option<&Condition>) -> StoreResult<()> {
+        self::key(key)?;
+        maybe_condition(condition)
+    }
+
     pub fn query(query: &Query) -> StoreResult<()> {
         if query.pk.is_empty() {
             return Err(StoreError::Invalid("query needs a pk".into()));
@@ -483,19 +502,13 @@ pub mod validate {
                 )));
             }
             match op {
-                TxOp::Put { item, condition } => {
-                    self::item(item)?;
-                    maybe_condition(condition.as_ref())?;
-                }
+                TxOp::Put { item, condition } => put_op(item, condition.as_ref())?,
                 TxOp::Update {
-                    update: u,
+                    key,
+                    update,
                     condition,
-                    ..
-                } => {
-                    self::update(u)?;
-                    maybe_condition(condition.as_ref())?;
-                }
-                TxOp::Delete { condition, .. } => maybe_condition(condition.as_ref())?,
+                } => update_op(key, update, condition.as_ref())?,
+                TxOp::Delete { key, condition } => delete_op(key, condition.as_ref())?,
                 TxOp::Check { condition: c, .. } => self::condition(c)?,
             }
         }
