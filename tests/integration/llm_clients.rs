@@ -60,21 +60,13 @@ fn request() -> ChatRequest {
         model: "test-model-1".into(),
         system: Some("You are terse.".into()),
         turns: vec![
-            Turn {
-                role: Role::User,
-                content: "Hello?".into(),
-            },
-            Turn {
-                role: Role::Assistant,
-                content: "Hi.".into(),
-            },
-            Turn {
-                role: Role::User,
-                content: "Tell me more.".into(),
-            },
+            Turn::text(Role::User, "Hello?"),
+            Turn::text(Role::Assistant, "Hi."),
+            Turn::text(Role::User, "Tell me more."),
         ],
         max_tokens: 321,
         temperature: Some(Decimal::new(5, 1)),
+        ..ChatRequest::default()
     }
 }
 

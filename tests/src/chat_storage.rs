@@ -93,6 +93,7 @@ fn turn(
             turns: Vec::new(),
             max_tokens: 100,
             temperature: None,
+            ..ChatRequest::default()
         },
         reservation,
         record: Record::SessionTurn {

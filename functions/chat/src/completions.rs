@@ -118,10 +118,7 @@ fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<T
                 )))
             }
         };
-        turns.push(Turn {
-            role,
-            content: text,
-        });
+        turns.push(Turn::text(role, text));
     }
     if !turns.iter().any(|t| t.role == Role::User) {
         return Err(bad("messages: at least one user message is needed".into()));

@@ -185,6 +185,9 @@ async fn pump(
             }
             Some(Ok(Chunk::Usage(latest))) => usage = latest,
             Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
+            // No tools are offered on these routes yet, so a provider sends
+            // no calls; the events that carry them come with the tool routes.
+            Some(Ok(Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. })) => {}
             Some(Err(e)) => {
                 failure = Some(e);
                 break;

@@ -10,10 +10,14 @@ use reqwest::header::{HeaderValue, ACCEPT};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::sse::{EventDecoder, SseEvent};
-use super::wire::{error_detail, malformed_json, merge_usage};
-use super::{ChatRequest, Chunk, Completion, ProviderError, Role, Usage};
+use super::wire::{self, error_detail, malformed_json, merge_usage, role};
+use super::{
+    ChatRequest, Chunk, Completion, Image, Part, ProviderError, ToolCall, ToolChoice, ToolSpec,
+    Usage,
+};
 
 /// The API version every request is pinned to.
 pub const API_VERSION: &str = "2023-06-01";
@@ -24,25 +28,81 @@ struct Body<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<&'a str>,
-    messages: Vec<Message<'a>>,
+    messages: Vec<Message>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::float_option"
     )]
     temperature: Option<Decimal>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
     stream: bool,
 }
 
 #[derive(Serialize)]
-struct Message<'a> {
+struct Message {
     role: &'static str,
-    content: &'a str,
+    /// A string for a turn of text only, else a list of blocks.
+    content: Value,
 }
 
-fn role(role: Role) -> &'static str {
-    match role {
-        Role::User => "user",
-        Role::Assistant => "assistant",
+/// A part as an Anthropic content block.
+fn block(part: &Part) -> Value {
+    match part {
+        Part::Text(text) => json!({"type": "text", "text": text}),
+        Part::Image(image) => json!({"type": "image", "source": image_source(image)}),
+        Part::ToolCall(call) => json!({
+            "type": "tool_use",
+            "id": call.id,
+            "name": call.name,
+            "input": call.input,
+        }),
+        Part::ToolResult(result) => {
+            let mut block = json!({
+                "type": "tool_result",
+                "tool_use_id": result.tool_call_id,
+                "content": result.content,
+            });
+            if result.is_error {
+                block["is_error"] = Value::Bool(true);
+            }
+            block
+        }
+    }
+}
+
+/// Anthropic takes inline data as base64 and fetches only http(s) URLs, so
+/// a `data:` URL travels as the base64 data it holds.
+fn image_source(image: &Image) -> Value {
+    match image {
+        Image::Base64 { media_type, data } => {
+            json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        Image::Url(url) => match wire::data_url(url) {
+            Some((media_type, data)) => {
+                json!({"type": "base64", "media_type": media_type, "data": data})
+            }
+            None => json!({"type": "url", "url": url}),
+        },
+    }
+}
+
+fn tool(spec: &ToolSpec) -> Value {
+    let mut tool = json!({"name": spec.name, "input_schema": spec.input_schema});
+    if let Some(description) = &spec.description {
+        tool["description"] = Value::String(description.clone());
+    }
+    tool
+}
+
+fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::Any => json!({"type": "any"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
     }
 }
 
@@ -57,10 +117,15 @@ pub fn request_body(request: &ChatRequest, stream: bool) -> Result<Vec<u8>, Prov
             .iter()
             .map(|t| Message {
                 role: role(t.role),
-                content: &t.content,
+                content: match t.as_plain_text() {
+                    Some(text) => Value::String(text.to_owned()),
+                    None => Value::Array(t.parts.iter().map(block).collect()),
+                },
             })
             .collect(),
         temperature: request.temperature,
+        tools: request.tools.iter().map(tool).collect(),
+        tool_choice: (!request.tools.is_empty()).then(|| tool_choice(&request.tool_choice)),
         stream,
     };
     serde_json::to_vec(&body)
@@ -138,9 +203,13 @@ enum Event {
     },
     ContentBlockStart {
         #[serde(default)]
+        index: u32,
+        #[serde(default)]
         content_block: Option<Block>,
     },
     ContentBlockDelta {
+        #[serde(default)]
+        index: u32,
         delta: Delta,
     },
     MessageDelta {
@@ -178,7 +247,15 @@ enum Block {
         #[serde(default)]
         text: String,
     },
-    /// Tool use, thinking and other blocks carry no text for the user.
+    ToolUse {
+        id: String,
+        name: String,
+        /// `{}` at the start of a streamed block: the arguments follow as
+        /// `input_json_delta`s.
+        #[serde(default)]
+        input: Value,
+    },
+    /// Thinking and other blocks carry nothing for the caller.
     #[serde(other)]
     Other,
 }
@@ -186,11 +263,17 @@ enum Block {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Delta {
-    TextDelta {
+    #[serde(rename = "text_delta")]
+    Text {
         #[serde(default)]
         text: String,
     },
-    /// `input_json_delta`, `thinking_delta`, `signature_delta`, ...
+    #[serde(rename = "input_json_delta")]
+    InputJson {
+        #[serde(default)]
+        partial_json: String,
+    },
+    /// `thinking_delta`, `signature_delta`, ...
     #[serde(other)]
     Other,
 }
@@ -214,11 +297,21 @@ fn malformed(e: serde_json::Error) -> ProviderError {
 pub(crate) struct StreamDecoder {
     usage: Usage,
     stopped: bool,
+    /// The tool call each `tool_use` block is, by block index: Anthropic
+    /// numbers text and tool blocks together, Lambent numbers tool calls.
+    tool_blocks: Vec<(u32, u32)>,
 }
 
 impl StreamDecoder {
     pub(crate) fn new() -> StreamDecoder {
         StreamDecoder::default()
+    }
+
+    fn tool_call_of(&self, block: u32) -> Option<u32> {
+        self.tool_blocks
+            .iter()
+            .find(|(b, _)| *b == block)
+            .map(|(_, call)| *call)
     }
 
     fn usage_chunk(&mut self, wire: Option<&WireUsage>, out: &mut Vec<Chunk>) {
@@ -240,10 +333,45 @@ impl EventDecoder for StreamDecoder {
             }
             Event::ContentBlockStart {
                 content_block: Some(Block::Text { text }),
+                ..
             } if !text.is_empty() => out.push(Chunk::Text(text)),
+            Event::ContentBlockStart {
+                index,
+                content_block: Some(Block::ToolUse { id, name, input }),
+            } => {
+                let call = self.tool_blocks.len() as u32;
+                self.tool_blocks.push((index, call));
+                out.push(Chunk::ToolCallStart {
+                    index: call,
+                    id,
+                    name,
+                });
+                // Streamed blocks start empty; a proxy that sends the whole
+                // input at once is read as one piece.
+                if input.as_object().is_some_and(|o| !o.is_empty()) {
+                    out.push(Chunk::ToolCallArguments {
+                        index: call,
+                        json: input.to_string(),
+                    });
+                }
+            }
             Event::ContentBlockDelta {
-                delta: Delta::TextDelta { text },
+                delta: Delta::Text { text },
+                ..
             } if !text.is_empty() => out.push(Chunk::Text(text)),
+            // Arguments for a block that is not a tool call carry nothing
+            // for the caller, like a thinking delta.
+            Event::ContentBlockDelta {
+                index,
+                delta: Delta::InputJson { partial_json },
+            } if !partial_json.is_empty() => {
+                if let Some(call) = self.tool_call_of(index) {
+                    out.push(Chunk::ToolCallArguments {
+                        index: call,
+                        json: partial_json,
+                    });
+                }
+            }
             Event::MessageDelta { delta, usage } => {
                 self.usage_chunk(usage.as_ref(), &mut out);
                 if let Some(reason) = delta.stop_reason {
@@ -283,16 +411,18 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
     if message.kind.as_deref() == Some("error") {
         return Err(stream_error(&message.error));
     }
-    let text = message
-        .content
-        .into_iter()
-        .filter_map(|block| match block {
-            Block::Text { text } => Some(text),
-            Block::Other => None,
-        })
-        .collect::<String>();
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in message.content {
+        match block {
+            Block::Text { text: piece } => text.push_str(&piece),
+            Block::ToolUse { id, name, input } => tool_calls.push(ToolCall { id, name, input }),
+            Block::Other => {}
+        }
+    }
     Ok(Completion {
         text,
+        tool_calls,
         usage: message
             .usage
             .as_ref()
@@ -306,7 +436,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
 mod tests {
     use super::*;
     use crate::sse::tests::parse_bytewise;
-    use lambent_core::chat::Turn;
+    use lambent_core::chat::{Role, Turn};
 
     /// Runs an event stream, fed byte by byte, through the decoder.
     fn decode(input: &str) -> (Vec<Result<Chunk, ProviderError>>, bool) {
@@ -504,21 +634,13 @@ data: {"type":"content_block_stop","index":0}
             model: "claude-x".into(),
             system: Some("be brief".into()),
             turns: vec![
-                Turn {
-                    role: Role::User,
-                    content: "hi".into(),
-                },
-                Turn {
-                    role: Role::Assistant,
-                    content: "hello".into(),
-                },
-                Turn {
-                    role: Role::User,
-                    content: "more".into(),
-                },
+                Turn::text(Role::User, "hi"),
+                Turn::text(Role::Assistant, "hello"),
+                Turn::text(Role::User, "more"),
             ],
             max_tokens: 256,
             temperature: Some(Decimal::new(7, 1)),
+            ..ChatRequest::default()
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body(&request, true).unwrap()).unwrap();
@@ -560,6 +682,11 @@ data: {"type":"content_block_stop","index":0}
             parse_completion(body).unwrap(),
             Completion {
                 text: "Hello there".into(),
+                tool_calls: vec![ToolCall {
+                    id: "t".into(),
+                    name: "n".into(),
+                    input: json!({}),
+                }],
                 usage: Usage {
                     input_tokens: 10,
                     output_tokens: 20,
@@ -578,5 +705,139 @@ data: {"type":"content_block_stop","index":0}
             parse_completion(br#"{"type":"error","error":{"type":"overloaded_error"}}"#),
             Err(ProviderError::Overloaded)
         );
+    }
+
+    #[test]
+    fn a_tool_conversation_is_sent_as_blocks() {
+        let body = request_body(&crate::fixtures::tool_conversation(), true).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": "m",
+                "max_tokens": 100,
+                "system": "Be brief.",
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather here and there?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/"}},
+                        {"type": "image", "source": {"type": "url", "url": "https://example.com/map.png"}},
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Zürich"}},
+                        {"type": "tool_use", "id": "call_2", "name": "weather", "input": {"city": "Oslo"}},
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "call_1", "content": "12 °C"},
+                        {"type": "tool_result", "tool_use_id": "call_2", "content": "no station", "is_error": true},
+                    ]},
+                ],
+                "tools": [{"name": "weather", "description": "Current weather",
+                           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+                "tool_choice": {"type": "tool", "name": "weather"},
+                "stream": true,
+            })
+        );
+        // Without tools, no tool fields at all.
+        let plain = ChatRequest {
+            tools: Vec::new(),
+            ..crate::fixtures::tool_conversation()
+        };
+        let body: Value = serde_json::from_slice(&request_body(&plain, false).unwrap()).unwrap();
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn streamed_tool_calls_are_numbered_in_order_and_their_pieces_kept() {
+        let input = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"usage":{"input_tokens":50,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"ci"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"ty\": \"Z\u00fcr"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"ich\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_2","name":"time","input":{}}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":2}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":30}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#;
+        let (chunks, finished) = decode(input);
+        assert!(finished, "{chunks:?}");
+        let chunks: Vec<Chunk> = chunks.into_iter().map(Result::unwrap).collect();
+        let tools: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. }
+                )
+            })
+            .collect();
+        assert_eq!(
+            tools,
+            [
+                &Chunk::ToolCallStart {
+                    index: 0,
+                    id: "toolu_1".into(),
+                    name: "weather".into()
+                },
+                &Chunk::ToolCallArguments {
+                    index: 0,
+                    json: "{\"ci".into()
+                },
+                &Chunk::ToolCallArguments {
+                    index: 0,
+                    json: "ty\": \"Zür".into()
+                },
+                &Chunk::ToolCallArguments {
+                    index: 0,
+                    json: "ich\"}".into()
+                },
+                &Chunk::ToolCallStart {
+                    index: 1,
+                    id: "toolu_2".into(),
+                    name: "time".into()
+                },
+            ]
+        );
+        let mut calls = crate::ToolCallAssembler::default();
+        chunks.iter().for_each(|c| calls.push(c));
+        let calls = calls.finish();
+        assert_eq!(calls[0].input, json!({"city": "Zürich"}));
+        assert_eq!(calls[1].input, json!({}));
+        assert_eq!(chunks.last(), Some(&Chunk::Stop("tool_use".into())));
     }
 }

@@ -489,6 +489,7 @@ mod tests {
             turns: vec![],
             max_tokens: 1,
             temperature: None,
+            ..ChatRequest::default()
         };
         let client = LlmClient::new(settings(true)).unwrap();
         for base in [
@@ -565,6 +566,7 @@ mod tests {
             turns: vec![],
             max_tokens: 1,
             temperature: None,
+            ..ChatRequest::default()
         };
         let base = format!("http://127.0.0.1:{port}");
         let err = client
@@ -585,6 +587,7 @@ mod tests {
             turns: vec![],
             max_tokens: 1,
             temperature: None,
+            ..ChatRequest::default()
         };
         let builder = openai::prepare(
             client.http.post("https://x.example/"),

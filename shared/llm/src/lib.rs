@@ -9,9 +9,11 @@ pub mod client;
 pub mod net_guard;
 pub mod openai;
 pub mod sse;
+pub mod tool_calls;
 pub mod wire;
 
 pub use client::LlmClient;
+pub use tool_calls::ToolCallAssembler;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,7 +22,9 @@ use futures::Stream;
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 
-pub use lambent_core::chat::{Role, Turn, Usage};
+pub use lambent_core::chat::{
+    Image, Part, Role, StopReason, ToolCall, ToolChoice, ToolResult, ToolSpec, Turn, Usage,
+};
 use lambent_core::provider::ProviderKind;
 
 /// Who speaks which wire format, where, with which key.
@@ -34,14 +38,19 @@ pub struct Endpoint {
 }
 
 /// What to ask the model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatRequest {
     pub model: String,
     pub system: Option<String>,
-    /// Oldest first; the last turn is the user's new message.
+    /// Oldest first; the last turn is the user's new message (or the
+    /// results of the tools the model called).
     pub turns: Vec<Turn>,
     pub max_tokens: u32,
     pub temperature: Option<Decimal>,
+    /// The tools the model may call; none means a plain chat.
+    pub tools: Vec<ToolSpec>,
+    /// Sent only with tools.
+    pub tool_choice: ToolChoice,
 }
 
 /// One piece of a streamed reply, in the order the provider sent it.
@@ -49,6 +58,16 @@ pub struct ChatRequest {
 pub enum Chunk {
     /// Text to forward to the client.
     Text(String),
+    /// A tool call begins. `index` counts the reply's tool calls from 0, in
+    /// order, whatever the provider numbers its blocks by.
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// A piece of the JSON arguments of the call `index`; the pieces of a
+    /// call, joined, are its arguments exactly as the provider sent them.
+    ToolCallArguments { index: u32, json: String },
     /// The usage as known so far, already merged by the adapter's rules: each
     /// `Usage` chunk replaces the previous one.
     Usage(Usage),
@@ -64,6 +83,8 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> +
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub stop_reason: Option<String>,
 }
@@ -114,4 +135,69 @@ pub struct ClientSettings {
     /// Whether loopback and private addresses may be called (local
     /// development and tests); link-local and metadata addresses never.
     pub allow_private: bool,
+}
+
+/// A tool conversation both wire formats' tests encode.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use serde_json::json;
+
+    pub fn tool_conversation() -> ChatRequest {
+        let call = |id: &str, city: &str| {
+            Part::ToolCall(ToolCall {
+                id: id.into(),
+                name: "weather".into(),
+                input: json!({"city": city}),
+            })
+        };
+        let result = |id: &str, content: &str, is_error: bool| {
+            Part::ToolResult(ToolResult {
+                tool_call_id: id.into(),
+                content: content.into(),
+                is_error,
+            })
+        };
+        ChatRequest {
+            model: "m".into(),
+            system: Some("Be brief.".into()),
+            turns: vec![
+                Turn {
+                    role: Role::User,
+                    parts: vec![
+                        Part::Text("Weather here and there?".into()),
+                        Part::Image(Image::Base64 {
+                            media_type: "image/png".into(),
+                            data: "iVBOR".into(),
+                        }),
+                        Part::Image(Image::Url("data:image/jpeg;base64,/9j/".into())),
+                        Part::Image(Image::Url("https://example.com/map.png".into())),
+                    ],
+                },
+                Turn {
+                    role: Role::Assistant,
+                    parts: vec![
+                        Part::Text("Checking.".into()),
+                        call("call_1", "Zürich"),
+                        call("call_2", "Oslo"),
+                    ],
+                },
+                Turn {
+                    role: Role::User,
+                    parts: vec![
+                        result("call_1", "12 °C", false),
+                        result("call_2", "no station", true),
+                    ],
+                },
+            ],
+            max_tokens: 100,
+            temperature: None,
+            tools: vec![ToolSpec {
+                name: "weather".into(),
+                description: Some("Current weather".into()),
+                input_schema: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            }],
+            tool_choice: ToolChoice::Tool("weather".into()),
+        }
+    }
 }

@@ -11,10 +11,14 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::sse::{EventDecoder, SseEvent};
-use super::wire::{error_detail, malformed_json, merge_usage};
-use super::{ChatRequest, Chunk, Completion, ProviderError, Role, Usage};
+use super::wire::{arguments, error_detail, malformed_json, merge_usage, role};
+use super::{
+    ChatRequest, Chunk, Completion, Image, Part, ProviderError, Role, ToolCall, ToolChoice,
+    ToolSpec, Turn, Usage,
+};
 
 /// How the output limit is named: OpenAI's current name, or the older one
 /// that compatible servers understand.
@@ -29,7 +33,7 @@ pub enum Flavour {
 #[derive(Serialize)]
 struct Body<'a> {
     model: &'a str,
-    messages: Vec<Message<'a>>,
+    messages: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +46,10 @@ struct Body<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -49,10 +57,77 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
+/// A turn as chat completions messages: a user turn's tool results become
+/// one `role: "tool"` message each, before whatever else the turn says.
+fn messages_of(turn: &Turn, out: &mut Vec<Value>) {
+    if let Some(text) = turn.as_plain_text() {
+        out.push(json!({"role": role(turn.role), "content": text}));
+        return;
+    }
+    let mut content = Vec::new();
+    let mut tool_calls = Vec::new();
+    for part in &turn.parts {
+        match part {
+            Part::Text(text) => content.push(json!({"type": "text", "text": text})),
+            Part::Image(image) => content.push(json!({
+                "type": "image_url",
+                "image_url": {"url": image_url(image)},
+            })),
+            Part::ToolCall(call) => tool_calls.push(json!({
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.input.to_string()},
+            })),
+            Part::ToolResult(result) => out.push(json!({
+                "role": "tool",
+                "tool_call_id": result.tool_call_id,
+                "content": result.content,
+            })),
+        }
+    }
+    match turn.role {
+        Role::Assistant => {
+            // The assistant's content is a string (or null beside tool calls).
+            let text = turn.joined_text();
+            let mut message = json!({
+                "role": "assistant",
+                "content": if text.is_empty() { Value::Null } else { Value::String(text) },
+            });
+            if !tool_calls.is_empty() {
+                message["tool_calls"] = Value::Array(tool_calls);
+            }
+            out.push(message);
+        }
+        Role::User if !content.is_empty() => {
+            out.push(json!({"role": "user", "content": content}));
+        }
+        Role::User => {}
+    }
+}
+
+/// OpenAI takes every image as a URL: inline data as a `data:` URL.
+fn image_url(image: &Image) -> String {
+    match image {
+        Image::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        Image::Url(url) => url.clone(),
+    }
+}
+
+fn tool(spec: &ToolSpec) -> Value {
+    let mut function = json!({"name": spec.name, "parameters": spec.input_schema});
+    if let Some(description) = &spec.description {
+        function["description"] = Value::String(description.clone());
+    }
+    json!({"type": "function", "function": function})
+}
+
+fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::Any => json!("required"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+    }
 }
 
 /// The JSON body of a chat completions call.
@@ -61,24 +136,16 @@ pub fn request_body(
     flavour: Flavour,
     stream: bool,
 ) -> Result<Vec<u8>, ProviderError> {
-    let system = request
-        .system
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|content| Message {
-            role: "system",
-            content,
-        });
-    let turns = request.turns.iter().map(|t| Message {
-        role: match t.role {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        },
-        content: &t.content,
-    });
+    let mut messages = Vec::with_capacity(request.turns.len() + 1);
+    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for turn in &request.turns {
+        messages_of(turn, &mut messages);
+    }
     let body = Body {
         model: &request.model,
-        messages: system.into_iter().chain(turns).collect(),
+        messages,
         max_completion_tokens: (flavour == Flavour::OpenAi).then_some(request.max_tokens),
         max_tokens: (flavour == Flavour::Compatible).then_some(request.max_tokens),
         temperature: request.temperature,
@@ -86,6 +153,8 @@ pub fn request_body(
         stream_options: stream.then_some(StreamOptions {
             include_usage: true,
         }),
+        tools: request.tools.iter().map(tool).collect(),
+        tool_choice: (!request.tools.is_empty()).then(|| tool_choice(&request.tool_choice)),
     };
     serde_json::to_vec(&body)
         .map_err(|e| ProviderError::Protocol(format!("could not encode the request: {e}")))
@@ -167,6 +236,24 @@ struct StreamChoice {
 #[serde(default)]
 struct Delta {
     content: Option<String>,
+    tool_calls: Option<Vec<ToolCallFragment>>,
+}
+
+/// A piece of a streamed tool call: `index` always; `id` and the function's
+/// `name` on the call's first piece; `arguments` in pieces after.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolCallFragment {
+    index: Option<u32>,
+    id: Option<String>,
+    function: Option<FunctionFragment>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FunctionFragment {
+    name: Option<String>,
+    arguments: Option<String>,
 }
 
 /// The error an `error` object (a string on some servers) stands for.
@@ -187,11 +274,54 @@ fn error_of(error: &serde_json::Value) -> ProviderError {
 pub(crate) struct StreamDecoder {
     usage: Usage,
     done: bool,
+    /// The tool calls begun, by the provider's index, in order.
+    tool_indices: Vec<u32>,
 }
 
 impl StreamDecoder {
     pub(crate) fn new() -> StreamDecoder {
         StreamDecoder::default()
+    }
+
+    fn tool_fragment(
+        &mut self,
+        fragment: &ToolCallFragment,
+        out: &mut Vec<Chunk>,
+    ) -> Result<(), ProviderError> {
+        // Servers that stream one call at a time may leave the index out.
+        let provider_index = fragment.index.unwrap_or(0);
+        let function = fragment.function.as_ref();
+        let known = self.tool_indices.iter().position(|i| *i == provider_index);
+        let index = match known {
+            Some(call) => call as u32,
+            None => {
+                let (Some(id), Some(name)) =
+                    (fragment.id.as_ref(), function.and_then(|f| f.name.as_ref()))
+                else {
+                    return Err(ProviderError::Protocol(format!(
+                        "tool call {provider_index} began without its id and name"
+                    )));
+                };
+                let call = self.tool_indices.len() as u32;
+                self.tool_indices.push(provider_index);
+                out.push(Chunk::ToolCallStart {
+                    index: call,
+                    id: id.clone(),
+                    name: name.clone(),
+                });
+                call
+            }
+        };
+        if let Some(json) = function
+            .and_then(|f| f.arguments.as_ref())
+            .filter(|a| !a.is_empty())
+        {
+            out.push(Chunk::ToolCallArguments {
+                index,
+                json: json.clone(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -216,11 +346,12 @@ impl EventDecoder for StreamDecoder {
                 .find(|c| c.index == Some(0))
                 .or_else(|| choices.first())
         });
-        if let Some(choice) = choice {
-            if let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
-                if !text.is_empty() {
-                    out.push(Chunk::Text(text.to_owned()));
-                }
+        if let Some(delta) = choice.and_then(|c| c.delta.as_ref()) {
+            if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                out.push(Chunk::Text(text.to_owned()));
+            }
+            for fragment in delta.tool_calls.iter().flatten() {
+                self.tool_fragment(fragment, &mut out)?;
             }
         }
         if let Some(usage) = &chunk.usage {
@@ -259,6 +390,20 @@ struct WholeChoice {
 #[serde(default)]
 struct WholeMessage {
     content: Option<String>,
+    tool_calls: Option<Vec<WholeToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WholeToolCall {
+    id: String,
+    function: WholeFunction,
+}
+
+#[derive(Deserialize)]
+struct WholeFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 /// Reads a whole (non-streamed) `chat.completion` object.
@@ -273,11 +418,19 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
         .iter()
         .find(|c| c.index == Some(0))
         .or_else(|| choices.first());
+    let message = choice.and_then(|c| c.message.as_ref());
     Ok(Completion {
-        text: choice
-            .and_then(|c| c.message.as_ref())
-            .and_then(|m| m.content.clone())
-            .unwrap_or_default(),
+        text: message.and_then(|m| m.content.clone()).unwrap_or_default(),
+        tool_calls: message
+            .and_then(|m| m.tool_calls.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|call| ToolCall {
+                id: call.id.clone(),
+                name: call.function.name.clone(),
+                input: arguments(&call.function.arguments),
+            })
+            .collect(),
         usage: completion
             .usage
             .as_ref()
@@ -460,17 +613,12 @@ mod tests {
             model: "gpt-x".into(),
             system: Some("sys".into()),
             turns: vec![
-                Turn {
-                    role: Role::User,
-                    content: "a".into(),
-                },
-                Turn {
-                    role: Role::Assistant,
-                    content: "b".into(),
-                },
+                Turn::text(Role::User, "a"),
+                Turn::text(Role::Assistant, "b"),
             ],
             max_tokens: 99,
             temperature: Some(Decimal::new(125, 2)),
+            ..ChatRequest::default()
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body(&request, Flavour::OpenAi, true).unwrap())
@@ -521,6 +669,7 @@ mod tests {
             parse_completion(body).unwrap(),
             Completion {
                 text: "Hi there".into(),
+                tool_calls: Vec::new(),
                 usage: Usage {
                     input_tokens: 30,
                     output_tokens: 5,
@@ -538,5 +687,153 @@ mod tests {
             parse_completion(b"nope"),
             Err(ProviderError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_tool_conversation_is_sent_as_messages_and_tool_messages() {
+        let request = crate::fixtures::tool_conversation();
+        let body = request_body(&request, Flavour::OpenAi, false).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather here and there?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/map.png"}},
+                    ]},
+                    {"role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"id": "call_1", "type": "function",
+                         "function": {"name": "weather", "arguments": "{\"city\":\"Zürich\"}"}},
+                        {"id": "call_2", "type": "function",
+                         "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "12 °C"},
+                    {"role": "tool", "tool_call_id": "call_2", "content": "no station"},
+                ],
+                "max_completion_tokens": 100,
+                "stream": false,
+                "tools": [{"type": "function", "function": {
+                    "name": "weather", "description": "Current weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+                "tool_choice": {"type": "function", "function": {"name": "weather"}},
+            })
+        );
+        for (choice, wire) in [
+            (ToolChoice::Auto, json!("auto")),
+            (ToolChoice::Any, json!("required")),
+            (ToolChoice::None, json!("none")),
+        ] {
+            let request = ChatRequest {
+                tool_choice: choice,
+                ..request.clone()
+            };
+            let body = request_body(&request, Flavour::Compatible, true).unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["tool_choice"], wire);
+        }
+    }
+
+    #[test]
+    fn streamed_tool_call_fragments_keep_their_calls_apart() {
+        // Parallel calls: the id and name only on a call's first fragment,
+        // the arguments split mid-string and mid-escape, the second call's
+        // first fragment between the first call's pieces.
+        let input = r#"data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"weather","arguments":""}}]},"finish_reason":null}]}
+
+data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": \"Z"}}]},"finish_reason":null}]}
+
+data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"time","arguments":"{}"}}]},"finish_reason":null}]}
+
+data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\u00fcrich\\\"s\"}"}}]},"finish_reason":null}]}
+
+data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}
+
+data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":40,"completion_tokens":12,"total_tokens":52}}
+
+data: [DONE]
+
+"#;
+        let (chunks, finished) = decode(input);
+        assert!(finished, "{chunks:?}");
+        let chunks: Vec<Chunk> = chunks.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            chunks[..5],
+            [
+                Chunk::ToolCallStart {
+                    index: 0,
+                    id: "call_a".into(),
+                    name: "weather".into()
+                },
+                Chunk::ToolCallArguments {
+                    index: 0,
+                    json: "{\"city\": \"Z".into()
+                },
+                Chunk::ToolCallStart {
+                    index: 1,
+                    id: "call_b".into(),
+                    name: "time".into()
+                },
+                Chunk::ToolCallArguments {
+                    index: 1,
+                    json: "{}".into()
+                },
+                Chunk::ToolCallArguments {
+                    index: 0,
+                    json: "ürich\\\"s\"}".into()
+                },
+            ]
+        );
+        assert_eq!(chunks[5], Chunk::Stop("tool_calls".into()));
+        let mut calls = crate::ToolCallAssembler::default();
+        chunks.iter().for_each(|c| calls.push(c));
+        let calls = calls.finish();
+        assert_eq!(calls[0].input, json!({"city": "Zürich\"s"}));
+        assert_eq!(
+            (calls[1].id.as_str(), &calls[1].input),
+            ("call_b", &json!({}))
+        );
+    }
+
+    #[test]
+    fn a_call_that_begins_without_id_and_name_is_a_protocol_error() {
+        let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n";
+        let (chunks, _) = decode(input);
+        assert!(
+            matches!(chunks.last(), Some(Err(ProviderError::Protocol(m))) if m.contains("without its id")),
+            "{chunks:?}"
+        );
+    }
+
+    #[test]
+    fn whole_tool_calls_are_parsed() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m",
+            "choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[
+                {"id":"call_a","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},
+                {"id":"call_b","type":"function","function":{"name":"time","arguments":""}}]},
+              "finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":50,"completion_tokens":5,"total_tokens":55}}"#;
+        let completion = parse_completion(body).unwrap();
+        assert_eq!(completion.text, "");
+        assert_eq!(completion.stop_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            completion.tool_calls,
+            vec![
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "weather".into(),
+                    input: json!({"city": "Oslo"}),
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    name: "time".into(),
+                    input: json!({}),
+                },
+            ]
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! What the two wire formats share: reading a provider's error object,
 //! refusing malformed JSON without quoting it, and merging usage reports.
 
-use crate::{ProviderError, Usage};
+use crate::{ProviderError, Role, Usage};
 
 /// The type of an error object: its `type`, else its `code`, else
 /// `"unknown"`. Only a short identifier is kept: the rest of a provider's
@@ -59,6 +59,32 @@ pub fn merge_usage(usage: &mut Usage, update: &Usage) -> bool {
     *usage != before
 }
 
+/// A role's name: the same in both formats.
+pub fn role(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+/// A tool call's arguments as JSON. Arguments that are not JSON (a model
+/// can write anything) are kept as the string they were, so nothing is lost;
+/// none at all are an empty object.
+pub fn arguments(raw: &str) -> serde_json::Value {
+    if raw.trim().is_empty() {
+        return serde_json::Value::Object(Default::default());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+}
+
+/// The media type and base64 data of a `data:<type>;base64,<data>` URL.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    (!media_type.is_empty()).then_some((media_type, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +116,17 @@ mod tests {
                 ..Usage::default()
             }
         );
+    }
+
+    #[test]
+    fn data_urls_give_their_media_type_and_data() {
+        assert_eq!(
+            data_url("data:image/png;base64,iVBOR="),
+            Some(("image/png", "iVBOR="))
+        );
+        assert_eq!(data_url("data:image/png,raw"), None);
+        assert_eq!(data_url("https://example.com/a.png"), None);
+        assert_eq!(data_url("data:;base64,xx"), None);
     }
 
     #[test]

@@ -305,7 +305,7 @@ pub async fn recent_turns(
                 Some("assistant") => Role::Assistant,
                 _ => Role::User,
             };
-            turns.push((Turn { role, content }, tokens));
+            turns.push((Turn::text(role, content), tokens));
         }
         match found.next {
             Some(next) => after = Some(next),

@@ -412,16 +412,14 @@ impl Bench {
         let path = format!("/v1/agents/{}", world.agent_id);
         let (status, agent) = world.call(Method::GET, &path, None).await;
         ensure!(status == 200, "reading the agent: {status} {agent}");
-        let turns = vec![Turn {
-            role: Role::User,
-            content: PROMPT.into(),
-        }];
+        let turns = vec![Turn::text(Role::User, PROMPT)];
         let request = ChatRequest {
             model: agent["model"].as_str().unwrap_or_default().into(),
             system: agent["system_prompt"].as_str().map(str::to_owned),
             turns,
             max_tokens: agent["max_tokens"].as_u64().unwrap_or(1024) as u32,
             temperature: None,
+            ..ChatRequest::default()
         };
         let direct = |stream| lambent_llm::anthropic::request_body(&request, stream);
         let through = |stream: bool| json!({ "content": PROMPT, "stream": stream }).to_string();

@@ -376,12 +376,10 @@ impl World {
         let request = ChatRequest {
             model: MODEL.into(),
             system: None,
-            turns: vec![Turn {
-                role: lambent_core::chat::Role::User,
-                content,
-            }],
+            turns: vec![Turn::text(lambent_core::chat::Role::User, content)],
             max_tokens: MAX_TOKENS,
             temperature: None,
+            ..ChatRequest::default()
         };
         let started = Instant::now();
         let reply = self.worker.llm.complete(&self.endpoint, &request).await;

@@ -132,10 +132,7 @@ pub async fn prepare_session_turn(
     }
     let (mut turns, history_tokens) =
         messages::recent_turns(store, &session.id, budget - fixed).await?;
-    turns.push(Turn {
-        role: Role::User,
-        content: content.clone(),
-    });
+    turns.push(Turn::text(Role::User, content.clone()));
     let (user_message_id, assistant_message_id) = messages::turn_ids();
     let record = Record::SessionTurn {
         session_id: session.id.clone(),
@@ -165,7 +162,7 @@ pub async fn prepare_call(
         .map_or(0, messages::estimate_tokens)
         + turns
             .iter()
-            .map(|t| messages::estimate_tokens(&t.content))
+            .map(|t| messages::estimate_tokens(&t.joined_text()))
             .sum::<u64>();
     let record = Record::Call {
         call_id: lambent_core::ids::new_sortable_id("call"),
@@ -202,10 +199,7 @@ pub async fn prepare_step(
             target.context_token_budget
         )));
     }
-    let turns = vec![Turn {
-        role: Role::User,
-        content: prompt,
-    }];
+    let turns = vec![Turn::text(Role::User, prompt)];
     let limits = Limits {
         monthly: monthly_limit,
         session: None,
@@ -253,6 +247,7 @@ async fn prepare(
             turns,
             max_tokens: target.max_tokens,
             temperature: target.temperature,
+            ..ChatRequest::default()
         },
         reservation,
         record,
