@@ -16,6 +16,13 @@
 //! # }
 //! ```
 //!
+//! A reply may call tools ([`Reply::tool_calls`], [`Reply::with_tool_call`]):
+//! Anthropic `tool_use` blocks (streamed as `input_json_delta` pieces),
+//! OpenAI `tool_calls` (streamed as `delta.tool_calls` fragments), the
+//! arguments cut where the test says ([`Reply::split_arguments_at`]).
+//! [`Recorded`] shows what a request offered and answered (tools, tool calls
+//! and results, images) the same way for both formats.
+//!
 //! Usage on the wire, for a reply's [`FakeUsage`]:
 //! - Anthropic: `input_tokens` = `input` (cache excluded),
 //!   `cache_read_input_tokens` = `cache_read`, `cache_creation_input_tokens`
@@ -28,6 +35,7 @@
 //!   reports it only when the request sets `stream_options.include_usage`,
 //!   in the shape [`FinalChunk`] says.
 
+mod recorded;
 mod reply;
 mod server;
 mod wire;
@@ -40,31 +48,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-pub use reply::{FakeUsage, FinalChunk, Reply, UsageAt, TEXT_CHUNK_CHARS};
-
-/// One request the fake provider received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    /// The HTTP method, e.g. `POST`.
-    pub method: String,
-    /// The request path, e.g. `/v1/messages` (without the query).
-    pub path: String,
-    /// The request headers in the order received, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body parsed as JSON; a body that is not JSON is kept as a JSON
-    /// string of its (lossily decoded) text, and an empty one as `null`.
-    pub body: serde_json::Value,
-}
-
-impl Recorded {
-    /// The first value of a header, its name matched without regard to case.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use recorded::{Recorded, SeenImage, SeenToolCall, SeenToolResult};
+pub use reply::{
+    FakeToolCall, FakeUsage, FinalChunk, Reply, UsageAt, ARGUMENT_PIECE_CHARS, TEXT_CHUNK_CHARS,
+};
 
 /// State shared by the server's tasks and the [`FakeProvider`] handle.
 pub(crate) struct Shared {

@@ -56,6 +56,92 @@ pub enum FinalChunk {
     Absent,
 }
 
+/// One tool call of a scripted reply. The same call serves either wire
+/// format: Anthropic's `tool_use` block and OpenAI's `tool_calls` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeToolCall {
+    /// The call's ID, sent as it is (the real ones look like `toolu_...`
+    /// for Anthropic and `call_...` for OpenAI).
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as JSON text. Streams and OpenAI's whole reply send it
+    /// verbatim (so a test may script malformed arguments); Anthropic's whole
+    /// message parses it into `input` (empty text: `{}`; text that does not
+    /// parse: the text as a JSON string, which the real API never sends).
+    pub arguments_json: String,
+}
+
+impl FakeToolCall {
+    /// A call of `name` with these arguments (JSON text).
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments_json: impl Into<String>,
+    ) -> FakeToolCall {
+        FakeToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments_json: arguments_json.into(),
+        }
+    }
+}
+
+/// How many characters each streamed piece of a tool call's arguments has by
+/// default: few enough that keys, strings and escapes are cut mid-way.
+pub const ARGUMENT_PIECE_CHARS: usize = 5;
+
+/// Where streamed arguments are cut.
+#[derive(Clone, Debug)]
+pub(crate) enum ArgumentSplit {
+    /// Every this many characters.
+    Every(usize),
+    /// At these byte offsets (each moved forward to a character boundary).
+    At(Arc<[usize]>),
+}
+
+impl ArgumentSplit {
+    /// The pieces of `arguments`, none empty; no pieces for empty arguments.
+    pub(crate) fn pieces<'a>(&self, arguments: &'a str) -> Vec<&'a str> {
+        let mut cuts: Vec<usize> = match self {
+            ArgumentSplit::Every(n) => {
+                let n = (*n).max(1);
+                arguments
+                    .char_indices()
+                    .enumerate()
+                    .filter(|(i, _)| *i > 0 && i % n == 0)
+                    .map(|(_, (at, _))| at)
+                    .collect()
+            }
+            ArgumentSplit::At(offsets) => offsets
+                .iter()
+                .map(|&at| {
+                    // A piece travels as a JSON string, so it must be whole
+                    // UTF-8: a cut inside a character moves past it.
+                    let mut at = at.min(arguments.len());
+                    while !arguments.is_char_boundary(at) {
+                        at += 1;
+                    }
+                    at
+                })
+                .collect(),
+        };
+        cuts.retain(|&at| at > 0 && at < arguments.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut pieces = Vec::with_capacity(cuts.len() + 1);
+        let mut start = 0;
+        for cut in cuts {
+            pieces.push(&arguments[start..cut]);
+            start = cut;
+        }
+        if start < arguments.len() {
+            pieces.push(&arguments[start..]);
+        }
+        pieces
+    }
+}
+
 /// The text of a reply: explicit deltas, or one delta repeated lazily.
 #[derive(Clone, Debug)]
 pub(crate) enum Text {
@@ -106,8 +192,14 @@ pub(crate) enum Interrupt {
 }
 
 /// A scripted reply. Build one with [`Reply::text`], [`Reply::chunks`],
-/// [`Reply::repeated`] or [`Reply::http_error`], then adjust it with the
-/// builder methods. The same reply serves either wire format.
+/// [`Reply::repeated`], [`Reply::tool_calls`] or [`Reply::http_error`], then
+/// adjust it with the builder methods. The same reply serves either wire
+/// format.
+///
+/// A reply is text, then its tool calls (if any). A stream sends *deltas*:
+/// the text deltas, then the pieces of each call's arguments (a call with
+/// empty arguments counts one). Delays, cuts, errors and the default output
+/// usage count deltas of both kinds.
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub(crate) body: Body,
@@ -121,6 +213,9 @@ pub struct Reply {
     pub(crate) interrupt: Option<(u64, Interrupt)>,
     pub(crate) hang: bool,
     pub(crate) retry_after: Option<u64>,
+    pub(crate) tool_calls: Vec<FakeToolCall>,
+    pub(crate) argument_split: ArgumentSplit,
+    pub(crate) interleave_tool_calls: bool,
 }
 
 /// How many characters [`Reply::text`] puts in each delta.
@@ -140,6 +235,9 @@ impl Reply {
             interrupt: None,
             hang: false,
             retry_after: None,
+            tool_calls: Vec::new(),
+            argument_split: ArgumentSplit::Every(ARGUMENT_PIECE_CHARS),
+            interleave_tool_calls: false,
         }
     }
 
@@ -197,14 +295,60 @@ impl Reply {
         })
     }
 
+    /// A reply of tool calls only (no text). Add more with
+    /// [`Reply::with_tool_call`].
+    pub fn tool_calls<I: IntoIterator<Item = FakeToolCall>>(calls: I) -> Reply {
+        let mut reply = Reply::with_body(Body::Text(Text::Chunks(Arc::from([]))));
+        reply.tool_calls = calls.into_iter().collect();
+        reply
+    }
+
+    /// Adds a tool call after the reply's text and its earlier calls (calls
+    /// of one reply are parallel calls). `arguments_json` is JSON text (see
+    /// [`FakeToolCall::arguments_json`]). A reply with tool calls stops with
+    /// `tool_use` / `tool_calls` unless [`Reply::stop_reason`] says
+    /// otherwise. Ignored by an HTTP error reply.
+    pub fn with_tool_call(mut self, id: &str, name: &str, arguments_json: &str) -> Reply {
+        self.tool_calls
+            .push(FakeToolCall::new(id, name, arguments_json));
+        self
+    }
+
+    /// Streams each call's arguments cut at these byte offsets (the same
+    /// offsets for every call; an offset inside a UTF-8 character moves to
+    /// the character's end, offsets at or past the end are ignored). Any
+    /// other place is fair: inside a key, a number, or an escape such as
+    /// between `\` and `"`. Default: every [`ARGUMENT_PIECE_CHARS`] characters.
+    pub fn split_arguments_at(mut self, offsets: &[usize]) -> Reply {
+        self.argument_split = ArgumentSplit::At(Arc::from(offsets));
+        self
+    }
+
+    /// Streams each call's arguments in pieces of this many characters (at
+    /// least 1).
+    pub fn split_arguments_every(mut self, chars: usize) -> Reply {
+        self.argument_split = ArgumentSplit::Every(chars.max(1));
+        self
+    }
+
+    /// OpenAI streams only: send the calls' fragments in turn (the first
+    /// fragment of every call, then the second of every call, ...) instead
+    /// of one call after the other. Anthropic's content blocks never
+    /// overlap, so its streams are unchanged.
+    pub fn interleave_tool_calls(mut self, interleave: bool) -> Reply {
+        self.interleave_tool_calls = interleave;
+        self
+    }
+
     /// The usage to report. Default: 10 input tokens and one output token a
-    /// text delta, no cache.
+    /// delta (text delta or argument piece), no cache.
     pub fn usage(mut self, usage: FakeUsage) -> Reply {
         self.usage = Some(usage);
         self
     }
 
-    /// The stop reason. Default `end_turn` (Anthropic) and `stop` (OpenAI);
+    /// The stop reason. Default `end_turn` (Anthropic) and `stop` (OpenAI),
+    /// or `tool_use` / `tool_calls` for a reply with tool calls;
     /// a reason of either vocabulary is translated for the other
     /// (`max_tokens` <-> `length`, `tool_use` <-> `tool_calls`,
     /// `refusal` <-> `content_filter`, `end_turn`/`stop_sequence` -> `stop`);
@@ -234,19 +378,19 @@ impl Reply {
     }
 
     /// Wait this long after the stream's opening events (headers,
-    /// `message_start`, ... already sent) before the first text delta.
+    /// `message_start`, ... already sent) before the first delta.
     pub fn first_token_delay(mut self, d: Duration) -> Reply {
         self.first_token_delay = d;
         self
     }
 
-    /// Wait this long between two text deltas.
+    /// Wait this long between two deltas.
     pub fn chunk_delay(mut self, d: Duration) -> Reply {
         self.chunk_delay = d;
         self
     }
 
-    /// After `n` text deltas, drop the connection abruptly (TCP reset, the
+    /// After `n` deltas, drop the connection abruptly (TCP reset, the
     /// chunked body never terminated): no final events, no usage, no
     /// `[DONE]`. A non-streamed reply sends half its JSON body, then drops.
     pub fn cut_after(mut self, n: usize) -> Reply {
@@ -254,7 +398,7 @@ impl Reply {
         self
     }
 
-    /// After `n` text deltas, send the format's mid-stream error of this
+    /// After `n` deltas, send the format's mid-stream error of this
     /// kind (Anthropic `event: error`, OpenAI a `data: {"error":..}` chunk)
     /// and end the stream (no `message_stop`, no `[DONE]`). A non-streamed
     /// reply answers the matching HTTP error instead.
@@ -282,12 +426,66 @@ impl Reply {
             (Some(usage), _) => usage,
             (None, Body::Text(text)) => FakeUsage {
                 input: 10,
-                output: text.len(),
+                output: text.len().saturating_add(self.tool_deltas()),
                 ..FakeUsage::default()
             },
             (None, Body::HttpError { .. } | Body::Echo(_)) => FakeUsage::default(),
         }
     }
+}
+
+// What the server needs of a reply's tool calls, kept apart from the
+// public builders.
+impl Reply {
+    /// The stop reason asked for, or `tool_use` when the reply calls tools.
+    pub(crate) fn effective_stop_reason(&self) -> Option<&str> {
+        self.stop_reason
+            .as_deref()
+            .or((!self.tool_calls.is_empty()).then_some("tool_use"))
+    }
+
+    /// How many deltas the tool calls stream: one an argument piece, at
+    /// least one a call.
+    pub(crate) fn tool_deltas(&self) -> u64 {
+        self.tool_calls
+            .iter()
+            .map(|call| {
+                self.argument_split
+                    .pieces(&call.arguments_json)
+                    .len()
+                    .max(1) as u64
+            })
+            .sum()
+    }
+
+    /// The calls with their arguments cut into streamed pieces.
+    pub(crate) fn planned_calls(&self) -> Vec<PlannedCall> {
+        self.tool_calls
+            .iter()
+            .map(|call| PlannedCall {
+                id: call.id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments_json.clone(),
+                pieces: self
+                    .argument_split
+                    .pieces(&call.arguments_json)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// A tool call ready for the wire.
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedCall {
+    pub id: String,
+    pub name: String,
+    /// The whole arguments, for a whole reply.
+    pub arguments: String,
+    /// The arguments cut for a stream.
+    pub pieces: Vec<String>,
 }
 
 impl Default for Reply {

@@ -446,6 +446,8 @@ fn respond(
     };
     let usage = reply.effective_usage();
     let id = shared.next_id();
+    let calls = reply.planned_calls();
+    let stop_reason = reply.effective_stop_reason();
 
     if !ask.stream {
         let interrupt = reply.interrupt.clone();
@@ -466,7 +468,8 @@ fn respond(
                 &format!("msg_{id}"),
                 &ask.model,
                 &full_text,
-                &anthropic_stop_reason(reply.stop_reason.as_deref()),
+                &calls,
+                &anthropic_stop_reason(stop_reason),
                 &usage,
             ),
             Api::OpenAi => openai_completion(
@@ -474,7 +477,8 @@ fn respond(
                 unix_now(),
                 &ask.model,
                 &full_text,
-                &openai_finish_reason(reply.stop_reason.as_deref()),
+                &calls,
+                &openai_finish_reason(stop_reason),
                 &usage,
             ),
         };
@@ -507,6 +511,8 @@ fn respond(
     }
 
     let guard = StreamGuard::new(shared.clone());
+    // Text deltas open a text block; so does a reply of nothing at all.
+    let has_text = text.len() > 0 || calls.is_empty();
     let body = match ask.api {
         Api::Anthropic => {
             let wire = AnthropicStream {
@@ -514,7 +520,9 @@ fn respond(
                 model: ask.model.clone(),
                 usage,
                 usage_at: reply.usage_at,
-                stop_reason: anthropic_stop_reason(reply.stop_reason.as_deref()),
+                stop_reason: anthropic_stop_reason(stop_reason),
+                text_block: has_text,
+                calls,
             };
             event_body(wire, text, &reply, guard, ctl)
         }
@@ -526,7 +534,10 @@ fn respond(
                 usage,
                 include_usage: ask.include_usage,
                 final_chunk: reply.final_chunk,
-                finish_reason: openai_finish_reason(reply.stop_reason.as_deref()),
+                finish_reason: openai_finish_reason(stop_reason),
+                has_text,
+                calls,
+                interleave: reply.interleave_tool_calls,
             };
             event_body(wire, text, &reply, guard, ctl)
         }
@@ -577,7 +588,8 @@ impl Drop for StreamGuard {
 }
 
 enum Phase {
-    Text,
+    /// Text deltas, then the tool calls' steps.
+    Deltas,
     Closing,
     Done,
 }
@@ -590,6 +602,9 @@ struct Gen<W: Wire> {
     /// For a repeated delta, its event, serialised once.
     repeated: Option<Bytes>,
     queue: VecDeque<Bytes>,
+    /// The tool calls' events, a group a delta, sent after the text.
+    tool_steps: VecDeque<Vec<Bytes>>,
+    /// Deltas sent, text and tool steps together.
     sent: u64,
     limit: u64,
     interrupt: Option<Interrupt>,
@@ -625,7 +640,7 @@ impl<W: Wire> Gen<W> {
                 return Some((Ok(Frame::data(event)), self));
             }
             match self.phase {
-                Phase::Text => {
+                Phase::Deltas => {
                     if self.sent < self.limit {
                         let delay = if self.sent == 0 {
                             self.first_token_delay
@@ -635,9 +650,16 @@ impl<W: Wire> Gen<W> {
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
                         }
-                        let event = self.text_event(self.sent);
+                        let i = self.sent;
                         self.sent += 1;
-                        return Some((Ok(Frame::data(event)), self));
+                        if i < self.text.len() {
+                            let event = self.text_event(i);
+                            return Some((Ok(Frame::data(event)), self));
+                        }
+                        // A tool step's events go out one chunk each.
+                        let step = self.tool_steps.pop_front().unwrap_or_default();
+                        self.queue.extend(step);
+                        continue;
                     }
                     match self.interrupt.take() {
                         Some(Interrupt::Cut) => {
@@ -678,7 +700,8 @@ fn event_body<W: Wire>(
     guard: StreamGuard,
     ctl: Arc<ConnCtl>,
 ) -> Body {
-    let total = text.len();
+    let tool_steps: VecDeque<Vec<Bytes>> = wire.tool_steps().into();
+    let total = text.len().saturating_add(tool_steps.len() as u64);
     let (limit, interrupt) = match &reply.interrupt {
         Some((n, interrupt)) => ((*n).min(total), Some(interrupt.clone())),
         None => (total, None),
@@ -693,10 +716,11 @@ fn event_body<W: Wire>(
         text,
         repeated,
         queue,
+        tool_steps,
         sent: 0,
         limit,
         interrupt,
-        phase: Phase::Text,
+        phase: Phase::Deltas,
         first_token_delay: reply.first_token_delay,
         chunk_delay: reply.chunk_delay,
         guard,

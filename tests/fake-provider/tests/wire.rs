@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lambent_fake_provider::{FakeProvider, FakeUsage, FinalChunk, Reply, UsageAt};
+use lambent_fake_provider::{
+    FakeProvider, FakeToolCall, FakeUsage, FinalChunk, Reply, SeenImage, SeenToolCall,
+    SeenToolResult, UsageAt, ARGUMENT_PIECE_CHARS,
+};
 use serde_json::{json, Value};
 
 const USAGE: FakeUsage = FakeUsage {
@@ -1006,4 +1009,679 @@ async fn stream_opening_comes_before_the_first_token_delay() {
     }
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert!(String::from_utf8_lossy(&rest).contains("late"));
+}
+
+// ------------------------------------------------------------- tool calls
+
+/// Arguments with what a careless reassembly breaks: escapes, multi-byte
+/// characters (two and three bytes), nesting, numbers.
+const AWKWARD_ARGS: &str = r#"{"q":"say \"hi\" to Zürich ✓","n":[1,2.5e3],"o":{"k":null}}"#;
+
+/// Each tool_use block of an Anthropic stream: (index, its start block, the
+/// `partial_json` pieces), checking that blocks open, take deltas and stop
+/// in order without overlapping.
+fn anthropic_tool_blocks(events: &[(String, Value)]) -> Vec<(u64, Value, Vec<String>)> {
+    let mut blocks: Vec<(u64, Value, Vec<String>)> = Vec::new();
+    let mut open: Option<u64> = None;
+    for (name, value) in events {
+        match name.as_str() {
+            "content_block_start" => {
+                assert_eq!(open, None, "blocks never overlap");
+                let index = value["index"].as_u64().unwrap();
+                open = Some(index);
+                if value["content_block"]["type"] == "tool_use" {
+                    blocks.push((index, value["content_block"].clone(), Vec::new()));
+                }
+            }
+            "content_block_delta" => {
+                assert_eq!(Some(value["index"].as_u64().unwrap()), open);
+                if value["delta"]["type"] == "input_json_delta" {
+                    let block = blocks.last_mut().unwrap();
+                    assert_eq!(block.0, value["index"]);
+                    assert_eq!(
+                        value["delta"].as_object().unwrap().len(),
+                        2,
+                        "type and partial_json only"
+                    );
+                    block
+                        .2
+                        .push(value["delta"]["partial_json"].as_str().unwrap().to_owned());
+                }
+            }
+            "content_block_stop" => {
+                assert_eq!(Some(value["index"].as_u64().unwrap()), open);
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(open, None, "every block stopped");
+    blocks
+}
+
+/// A streamed OpenAI call: its ID, its name and its argument pieces.
+type StreamedCall = (String, String, Vec<String>);
+
+/// An OpenAI stream's tool calls by their index: (id, name, the argument
+/// pieces), checking that `id`, `type` and `name` come once, on the call's
+/// first fragment, with empty arguments, and that the later fragments carry
+/// only `index` and `function.arguments`. Also returns the order of the
+/// fragments' indices.
+fn openai_tool_calls(chunks: &[Value]) -> (Vec<StreamedCall>, Vec<u64>) {
+    let mut calls: Vec<StreamedCall> = Vec::new();
+    let mut order = Vec::new();
+    for chunk in chunks {
+        let Some(choice) = chunk["choices"].as_array().and_then(|c| c.first()) else {
+            continue;
+        };
+        for fragment in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(choice["finish_reason"], Value::Null);
+            let index = fragment["index"].as_u64().unwrap();
+            order.push(index);
+            let i = usize::try_from(index).unwrap();
+            if fragment.get("id").is_some() {
+                assert_eq!(i, calls.len(), "calls begin in index order");
+                assert_eq!(fragment["type"], "function");
+                assert_eq!(
+                    fragment["function"]["arguments"], "",
+                    "the first fragment has empty arguments"
+                );
+                calls.push((
+                    fragment["id"].as_str().unwrap().to_owned(),
+                    fragment["function"]["name"].as_str().unwrap().to_owned(),
+                    Vec::new(),
+                ));
+            } else {
+                let piece = fragment["function"]["arguments"].as_str().unwrap();
+                assert_eq!(
+                    *fragment,
+                    json!({ "index": index, "function": { "arguments": piece } })
+                );
+                calls[i].2.push(piece.to_owned());
+            }
+        }
+    }
+    (calls, order)
+}
+
+async fn anthropic_stream_events(fake: &FakeProvider) -> Vec<(String, Value)> {
+    let resp = anthropic(fake, anthropic_req(true)).await;
+    assert_eq!(resp.status(), 200);
+    anthropic_events(&resp.text().await.unwrap())
+}
+
+async fn openai_stream_chunks(fake: &FakeProvider, include_usage: bool) -> Vec<Value> {
+    let resp = openai(fake, openai_req(true, include_usage)).await;
+    assert_eq!(resp.status(), 200);
+    let (chunks, done) = openai_chunks(&resp.text().await.unwrap());
+    assert!(done);
+    chunks
+}
+
+#[tokio::test]
+async fn anthropic_whole_message_with_text_and_tool_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::text("Let me check.")
+            .with_tool_call("toolu_01", "weather", AWKWARD_ARGS)
+            .with_tool_call("toolu_02", "clock", "")
+            .usage(USAGE),
+    );
+    let body: Value = anthropic(&fake, anthropic_req(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let expected_input: Value = serde_json::from_str(AWKWARD_ARGS).unwrap();
+    assert_eq!(
+        body["content"],
+        json!([
+            { "type": "text", "text": "Let me check." },
+            { "type": "tool_use", "id": "toolu_01", "name": "weather", "input": expected_input },
+            { "type": "tool_use", "id": "toolu_02", "name": "clock", "input": {} },
+        ])
+    );
+    assert_eq!(body["stop_reason"], "tool_use");
+    // The cache counts of a tool turn are reported as in any turn.
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 100);
+    assert_eq!(body["usage"]["cache_creation_input_tokens"], 23);
+    assert_eq!(body["usage"]["output_tokens"], 7);
+
+    // Tool calls alone: no text block.
+    fake.push(Reply::tool_calls([FakeToolCall::new(
+        "toolu_03",
+        "weather",
+        r#"{"city":"Bern"}"#,
+    )]));
+    let body: Value = anthropic(&fake, anthropic_req(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["content"],
+        json!([{ "type": "tool_use", "id": "toolu_03", "name": "weather", "input": { "city": "Bern" } }])
+    );
+    assert_eq!(body["stop_reason"], "tool_use");
+}
+
+#[tokio::test]
+async fn anthropic_stream_of_text_then_parallel_tool_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::chunks(["Let me ", "check."])
+            .with_tool_call("toolu_01", "weather", AWKWARD_ARGS)
+            .with_tool_call("toolu_02", "clock", "{}")
+            .usage(USAGE),
+    );
+    let events = anthropic_stream_events(&fake).await;
+    let pieces_1 = AWKWARD_ARGS.chars().count().div_ceil(ARGUMENT_PIECE_CHARS);
+    let mut expected = vec![
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+    ];
+    // The empty first piece, then the arguments' pieces.
+    expected.extend(std::iter::repeat_n("content_block_delta", 1 + pieces_1));
+    expected.extend([
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]);
+    assert_eq!(names(&events), expected);
+    assert_eq!(
+        events[1].1["content_block"],
+        json!({ "type": "text", "text": "" })
+    );
+    assert_eq!(
+        events[6].1,
+        json!({
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": { "type": "tool_use", "id": "toolu_01", "name": "weather", "input": {} },
+        })
+    );
+    assert_eq!(
+        events[7].1,
+        json!({
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": { "type": "input_json_delta", "partial_json": "" },
+        })
+    );
+
+    let blocks = anthropic_tool_blocks(&events);
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0].0, 1);
+    assert_eq!(blocks[1].0, 2);
+    assert_eq!(blocks[1].1["id"], "toolu_02");
+    assert_eq!(blocks[1].1["name"], "clock");
+    assert_eq!(blocks[0].2.concat(), AWKWARD_ARGS);
+    assert_eq!(blocks[1].2, ["", "{}"]);
+    for piece in &blocks[0].2[1..] {
+        assert!(!piece.is_empty() && piece.chars().count() <= ARGUMENT_PIECE_CHARS);
+    }
+
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(anthropic_latest_usage(&events), USAGE);
+    assert_eq!(fake.completed_streams(), 1);
+}
+
+#[tokio::test]
+async fn anthropic_stream_of_tool_calls_alone() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::tool_calls([
+            FakeToolCall::new("toolu_a", "first", r#"{"a":1}"#),
+            FakeToolCall::new("toolu_b", "second", r#"{"b":2}"#),
+        ])
+        .split_arguments_at(&[3]),
+    );
+    let events = anthropic_stream_events(&fake).await;
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    assert_eq!(events[1].1["index"], 0, "the first call is block 0");
+    let blocks = anthropic_tool_blocks(&events);
+    assert_eq!(
+        blocks
+            .iter()
+            .map(|(i, start, pieces)| (*i, start["id"].as_str().unwrap(), pieces.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (0, "toolu_a", vec!["".into(), "{\"a".into(), "\":1}".into()]),
+            (1, "toolu_b", vec!["".into(), "{\"b".into(), "\":2}".into()]),
+        ]
+    );
+    assert_eq!(events[12].1["delta"]["stop_reason"], "tool_use");
+    // Default usage: one output token a delta (here, an argument piece).
+    assert_eq!(events[12].1["usage"]["output_tokens"], 4);
+}
+
+#[tokio::test]
+async fn arguments_split_anywhere_reassemble_exactly() {
+    let fake = FakeProvider::start().await.unwrap();
+    let escape = AWKWARD_ARGS.find(r#"\""#).unwrap();
+    let umlaut = AWKWARD_ARGS.find('ü').unwrap();
+    let check = AWKWARD_ARGS.find('✓').unwrap();
+    // Inside a key, between `\` and `"`, inside `ü` and inside `✓` (both
+    // moved to the character's end), and past the end (ignored).
+    let offsets = [3, escape + 1, umlaut + 1, check + 2, AWKWARD_ARGS.len() + 9];
+    let expected_pieces = [
+        &AWKWARD_ARGS[..3],
+        &AWKWARD_ARGS[3..=escape],
+        &AWKWARD_ARGS[escape + 1..umlaut + 2],
+        &AWKWARD_ARGS[umlaut + 2..check + 3],
+        &AWKWARD_ARGS[check + 3..],
+    ];
+    assert!(expected_pieces[1].ends_with('\\'));
+
+    let reply = || {
+        Reply::tool_calls([FakeToolCall::new("call_1", "lookup", AWKWARD_ARGS)])
+            .split_arguments_at(&offsets)
+    };
+    fake.push(reply());
+    let blocks = anthropic_tool_blocks(&anthropic_stream_events(&fake).await);
+    assert_eq!(blocks[0].2[0], "");
+    assert_eq!(blocks[0].2[1..], expected_pieces);
+
+    fake.push(reply());
+    let (calls, _) = openai_tool_calls(&openai_stream_chunks(&fake, false).await);
+    assert_eq!(calls[0].2, expected_pieces);
+
+    // One character a piece.
+    for stream_openai in [false, true] {
+        fake.push(
+            Reply::tool_calls([FakeToolCall::new("call_1", "lookup", AWKWARD_ARGS)])
+                .split_arguments_every(1),
+        );
+        let pieces = if stream_openai {
+            openai_tool_calls(&openai_stream_chunks(&fake, false).await).0[0]
+                .2
+                .clone()
+        } else {
+            anthropic_tool_blocks(&anthropic_stream_events(&fake).await)[0].2[1..].to_vec()
+        };
+        assert_eq!(pieces.len(), AWKWARD_ARGS.chars().count());
+        assert_eq!(pieces.concat(), AWKWARD_ARGS);
+    }
+}
+
+#[tokio::test]
+async fn openai_whole_completion_with_tool_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::tool_calls([
+            FakeToolCall::new("call_a", "weather", AWKWARD_ARGS),
+            FakeToolCall::new("call_b", "clock", "{}"),
+        ])
+        .usage(USAGE),
+    );
+    let body: Value = openai(&fake, openai_req(false, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(message["content"], Value::Null);
+    assert!(message.get("content").is_some(), "content is there, null");
+    assert_eq!(
+        message["tool_calls"],
+        json!([
+            { "id": "call_a", "type": "function", "function": { "name": "weather", "arguments": AWKWARD_ARGS } },
+            { "id": "call_b", "type": "function", "function": { "name": "clock", "arguments": "{}" } },
+        ])
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(body["usage"], expected_openai_usage());
+
+    // Text beside the calls is the content.
+    fake.push(Reply::text("Checking.").with_tool_call("call_c", "weather", "{}"));
+    let body: Value = openai(&fake, openai_req(false, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Checking.");
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["id"],
+        "call_c"
+    );
+
+    // A text reply has no tool_calls field at all.
+    fake.push(Reply::text("plain"));
+    let body: Value = openai(&fake, openai_req(false, false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body["choices"][0]["message"].get("tool_calls").is_none());
+}
+
+#[tokio::test]
+async fn openai_stream_of_parallel_tool_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::tool_calls([
+            FakeToolCall::new("call_a", "weather", AWKWARD_ARGS),
+            FakeToolCall::new("call_b", "clock", r#"{"tz":"Europe/Zurich"}"#),
+        ])
+        .usage(USAGE),
+    );
+    let chunks = openai_stream_chunks(&fake, true).await;
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({ "role": "assistant", "content": null, "refusal": null }),
+        "no text: the opening chunk's content is null"
+    );
+    let first = &chunks[1]["choices"][0]["delta"]["tool_calls"];
+    assert_eq!(
+        *first,
+        json!([{ "index": 0, "id": "call_a", "type": "function", "function": { "name": "weather", "arguments": "" } }])
+    );
+    let (calls, order) = openai_tool_calls(&chunks);
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        (calls[0].0.as_str(), calls[0].1.as_str()),
+        ("call_a", "weather")
+    );
+    assert_eq!(
+        (calls[1].0.as_str(), calls[1].1.as_str()),
+        ("call_b", "clock")
+    );
+    assert_eq!(calls[0].2.concat(), AWKWARD_ARGS);
+    assert_eq!(calls[1].2.concat(), r#"{"tz":"Europe/Zurich"}"#);
+    // One call after the other.
+    let switch = order.iter().position(|i| *i == 1).unwrap();
+    assert!(order[..switch].iter().all(|i| *i == 0));
+    assert!(order[switch..].iter().all(|i| *i == 1));
+    assert_eq!(openai_text(&chunks), "");
+
+    let finish = chunks
+        .iter()
+        .find(|c| !c["choices"][0]["finish_reason"].is_null())
+        .unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(finish["choices"][0]["delta"], json!({}));
+    // Usage (cache included) in the last chunk, as for any reply.
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], expected_openai_usage());
+    assert_eq!(fake.completed_streams(), 1);
+}
+
+#[tokio::test]
+async fn openai_stream_of_interleaved_tool_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::text("On it.")
+            .with_tool_call("call_a", "weather", AWKWARD_ARGS)
+            .with_tool_call("call_b", "clock", r#"{"tz":"UTC"}"#)
+            .split_arguments_every(3)
+            .interleave_tool_calls(true),
+    );
+    let chunks = openai_stream_chunks(&fake, false).await;
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
+    assert_eq!(openai_text(&chunks), "On it.");
+    let (calls, order) = openai_tool_calls(&chunks);
+    assert_eq!(calls[0].2.concat(), AWKWARD_ARGS);
+    assert_eq!(calls[1].2.concat(), r#"{"tz":"UTC"}"#);
+    // In turn: each call's opening fragment with its first piece, then a
+    // piece of each, until the second call's pieces run out.
+    let pieces = [
+        AWKWARD_ARGS.chars().count().div_ceil(3),
+        r#"{"tz":"UTC"}"#.len().div_ceil(3),
+    ];
+    let mut expected: Vec<u64> = vec![0, 0, 1, 1];
+    for round in 1..pieces[0] {
+        expected.extend((0..2u64).filter(|call| round < pieces[*call as usize]));
+    }
+    assert!(expected[4..8] == [0, 1, 0, 1] && expected.ends_with(&[0, 0]));
+    assert_eq!(order, expected);
+    // Anthropic blocks never overlap, whatever the option says.
+    fake.push(
+        Reply::tool_calls([
+            FakeToolCall::new("toolu_a", "weather", AWKWARD_ARGS),
+            FakeToolCall::new("toolu_b", "clock", "{}"),
+        ])
+        .interleave_tool_calls(true),
+    );
+    let blocks = anthropic_tool_blocks(&anthropic_stream_events(&fake).await);
+    assert_eq!(blocks[0].2.concat(), AWKWARD_ARGS);
+    assert_eq!(blocks[1].2.concat(), "{}");
+}
+
+#[tokio::test]
+async fn openai_stream_text_then_a_tool_call() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push(
+        Reply::chunks(["Let me ", "look."])
+            .with_tool_call("call_a", "weather", "")
+            .stop_reason("end_turn"),
+    );
+    let chunks = openai_stream_chunks(&fake, false).await;
+    // Role, two text deltas, the call's one fragment, the finish.
+    assert_eq!(chunks.len(), 5, "{chunks:?}");
+    assert_eq!(
+        chunks[1]["choices"][0]["delta"],
+        json!({ "content": "Let me " })
+    );
+    assert_eq!(
+        chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"],
+        json!({ "name": "weather", "arguments": "" })
+    );
+    // A stop reason set by the test wins over the tool default.
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn tool_replies_stop_reasons() {
+    let fake = FakeProvider::start().await.unwrap();
+    let call = || Reply::text("x").with_tool_call("id_1", "f", "{}");
+    for (reply, anthropic_expected, openai_expected) in [
+        (call(), "tool_use", "tool_calls"),
+        (call().stop_reason("max_tokens"), "max_tokens", "length"),
+        (call().stop_reason("length"), "max_tokens", "length"),
+        (Reply::text("x"), "end_turn", "stop"),
+    ] {
+        fake.push(reply.clone());
+        let events = anthropic_stream_events(&fake).await;
+        let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+        assert_eq!(delta.1["delta"]["stop_reason"], anthropic_expected);
+        fake.push(reply.clone());
+        let body: Value = anthropic(&fake, anthropic_req(false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["stop_reason"], anthropic_expected);
+        fake.push(reply.clone());
+        let chunks = openai_stream_chunks(&fake, false).await;
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            openai_expected
+        );
+        fake.push(reply);
+        let body: Value = openai(&fake, openai_req(false, false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["finish_reason"], openai_expected);
+    }
+}
+
+#[tokio::test]
+async fn cuts_and_errors_count_argument_pieces() {
+    let fake = FakeProvider::start().await.unwrap();
+    // One text delta, then the call's pieces `{"a":` `1}`: cut after the
+    // first piece.
+    let reply = || {
+        Reply::text("ab")
+            .with_tool_call("toolu_1", "f", r#"{"a":1}"#)
+            .split_arguments_at(&[5])
+    };
+    fake.push(reply().cut_after(2));
+    let (text, err) = read_all(anthropic(&fake, anthropic_req(true)).await).await;
+    assert!(err.is_some(), "the body must fail, got {text:?}");
+    let events = anthropic_events(&text);
+    let last = &events.last().unwrap().1;
+    assert_eq!(last["delta"]["partial_json"], r#"{"a":"#);
+    assert!(!names(&events).contains(&"message_delta"));
+
+    fake.push(reply().cut_after(2));
+    let (text, err) = read_all(openai(&fake, openai_req(true, false)).await).await;
+    assert!(err.is_some());
+    let (chunks, done) = openai_chunks(&text);
+    assert!(!done);
+    let (calls, _) = openai_tool_calls(&chunks);
+    assert_eq!(calls[0].2, [r#"{"a":"#]);
+
+    // A mid-stream error after the whole call, before the stop.
+    fake.push(reply().error_after(3, "overloaded_error"));
+    let events = anthropic_stream_events(&fake).await;
+    let tail: Vec<&str> = names(&events).into_iter().rev().take(2).collect();
+    assert_eq!(tail, ["error", "content_block_delta"]);
+    let arguments: String = events
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(arguments, r#"{"a":1}"#);
+    assert!(!names(&events).contains(&"message_delta"));
+}
+
+#[tokio::test]
+async fn recorded_requests_show_tools_results_and_images() {
+    let fake = FakeProvider::start().await.unwrap();
+    let png = "iVBORw0KGgo=";
+    let anthropic_body = json!({
+        "model": "claude-test-1",
+        "max_tokens": 100,
+        "tools": [{ "name": "weather", "input_schema": { "type": "object" } }],
+        "tool_choice": { "type": "any" },
+        "messages": [
+            { "role": "user", "content": [
+                { "type": "text", "text": "What is this?" },
+                { "type": "image", "source": { "type": "base64", "media_type": "image/png", "data": png } },
+                { "type": "image", "source": { "type": "url", "url": "https://example.com/a.jpg" } },
+            ] },
+            { "role": "assistant", "content": [
+                { "type": "text", "text": "Checking." },
+                { "type": "tool_use", "id": "toolu_1", "name": "weather", "input": { "city": "Bern" } },
+            ] },
+            { "role": "user", "content": [
+                { "type": "tool_result", "tool_use_id": "toolu_1", "content": "12 °C" },
+                { "type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+                  "content": [{ "type": "text", "text": "no " }, { "type": "text", "text": "station" }] },
+            ] },
+        ],
+    });
+    anthropic(&fake, anthropic_body.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+    let openai_body = json!({
+        "model": "gpt-test-1",
+        "tools": [{ "type": "function", "function": { "name": "weather", "parameters": { "type": "object" } } }],
+        "tool_choice": "required",
+        "messages": [
+            { "role": "user", "content": [
+                { "type": "text", "text": "What is this?" },
+                { "type": "image_url", "image_url": { "url": format!("data:image/png;base64,{png}") } },
+                { "type": "image_url", "image_url": { "url": "https://example.com/a.jpg" } },
+            ] },
+            { "role": "assistant", "content": "Checking.", "tool_calls": [
+                { "id": "toolu_1", "type": "function", "function": { "name": "weather", "arguments": "{\"city\":\"Bern\"}" } },
+            ] },
+            { "role": "tool", "tool_call_id": "toolu_1", "content": "12 °C" },
+            { "role": "tool", "tool_call_id": "toolu_2", "content": "no station" },
+        ],
+    });
+    openai(&fake, openai_body.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    let seen = fake.requests();
+    assert_eq!(seen[0].body, anthropic_body, "the body as sent");
+    assert_eq!(seen[0].body["tool_choice"], json!({ "type": "any" }));
+    assert_eq!(seen[1].body["tool_choice"], "required");
+    for request in &seen {
+        assert_eq!(request.tool_names(), ["weather"]);
+        assert_eq!(
+            request.tool_calls(),
+            [SeenToolCall {
+                id: "toolu_1".into(),
+                name: "weather".into(),
+                input: json!({ "city": "Bern" }),
+            }]
+        );
+        let results = request.tool_results();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            results[0],
+            SeenToolResult {
+                tool_call_id: "toolu_1".into(),
+                content: json!("12 °C"),
+                is_error: false,
+            }
+        );
+        assert_eq!(results[1].tool_call_id, "toolu_2");
+        assert_eq!(results[1].text(), "no station");
+        assert_eq!(
+            request.images(),
+            [
+                SeenImage::Base64 {
+                    media_type: "image/png".into(),
+                    data: png.into(),
+                },
+                SeenImage::Url("https://example.com/a.jpg".into()),
+            ]
+        );
+    }
+    assert!(seen[0].tool_results()[1].is_error);
+
+    // A request without any of it.
+    anthropic(&fake, anthropic_req(false))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let plain = &fake.requests()[2];
+    assert!(plain.tool_names().is_empty());
+    assert!(plain.tool_calls().is_empty());
+    assert!(plain.tool_results().is_empty());
+    assert!(plain.images().is_empty());
 }
