@@ -11,4 +11,5 @@ mod llm_clients;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;
+mod tools;
 mod workflows;

@@ -51,6 +51,8 @@ async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session)
             temperature: None,
             max_tokens: 100,
             context_token_budget: 1000,
+            tools: Vec::new(),
+            tool_choice: Default::default(),
         },
     )
     .await

@@ -218,6 +218,8 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
             temperature: None,
             max_tokens: 100,
             context_token_budget: 1000,
+            tools: Vec::new(),
+            tool_choice: Default::default(),
         },
     )
     .await

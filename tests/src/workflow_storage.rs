@@ -162,6 +162,8 @@ impl Flow {
                 temperature: None,
                 max_tokens: 100,
                 context_token_budget: 100_000,
+                tools: Vec::new(),
+                tool_choice: Default::default(),
             },
         )
         .await

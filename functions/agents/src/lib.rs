@@ -10,6 +10,7 @@ use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
+use lambent_core::chat::{check_tools, ToolChoice, ToolSpec};
 use lambent_core::ids::{AgentId, ProviderId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
@@ -67,6 +68,11 @@ struct CreateAgent {
     /// (default 16000).
     #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
+    /// Client tools the model may call (up to 128): the turn stops with
+    /// `stop_reason: "tool_use"` and the caller sends the results.
+    tools: Option<Vec<ToolSpec>>,
+    /// `"auto"` (default), `"any"`, `"none"` or `{"name": "<tool>"}`.
+    tool_choice: Option<ToolChoice>,
 }
 
 /// The fields to change; the others keep their values.
@@ -91,6 +97,9 @@ struct UpdateAgent {
     max_tokens: Option<i64>,
     #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
+    /// Replaces every tool; `[]` removes them.
+    tools: Option<Vec<ToolSpec>>,
+    tool_choice: Option<ToolChoice>,
 }
 
 /// Absent: unchanged; `null`: cleared; a value: set.
@@ -145,7 +154,10 @@ async fn create_agent(
                 .unwrap_or(agents::DEFAULT_CONTEXT_TOKEN_BUDGET),
             CONTEXT_TOKEN_BUDGET,
         )?,
+        tools: body.tools.unwrap_or_default(),
+        tool_choice: body.tool_choice.unwrap_or_default(),
     };
+    check_tools(&spec.tools, &spec.tool_choice)?;
     let store = state.store.as_ref();
     let agent = agents::create(store, &state.catalog, &principal.user_id, spec).await?;
     let view = agents::view(store, &state.catalog, agent).await?;
@@ -237,7 +249,10 @@ async fn update_agent(
         temperature: temp.unwrap_or(current.temperature),
         max_tokens: max_tokens.unwrap_or(current.max_tokens),
         context_token_budget: budget.unwrap_or(current.context_token_budget),
+        tools: body.tools.unwrap_or(current.tools),
+        tool_choice: body.tool_choice.unwrap_or(current.tool_choice),
     };
+    check_tools(&spec.tools, &spec.tool_choice)?;
     let agent = agents::update(
         store,
         &state.catalog,

@@ -2,7 +2,10 @@
 //! what was said (text, images, tool calls and their results), the tools a
 //! model may use, and what a call used.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -88,15 +91,94 @@ pub struct ToolResult {
 }
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ToolSpec {
+    /// `^[A-Za-z0-9_-]{1,64}$`, unique among the agent's tools.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// A JSON Schema object for the arguments.
+    /// A JSON Schema object for the arguments (`"type": "object"`).
+    #[schema(value_type = Object)]
     pub input_schema: Value,
 }
 
-/// Whether and which tool the model must call.
+/// The most tools one agent or call may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+/// The most bytes of one tool's description.
+const MAX_TOOL_DESCRIPTION: usize = 10_000;
+/// The most bytes of one tool's schema, as JSON.
+const MAX_TOOL_SCHEMA: usize = 64 * 1024;
+
+/// Checks tools as both providers would take them: a valid, unique name, an
+/// object schema; the error names the field (`tools[2].name`).
+pub fn check_tools(tools: &[ToolSpec], choice: &ToolChoice) -> Result<(), Error> {
+    let bad = |field: String, why: &str| Err(Error::BadRequest(format!("{field}: {why}")));
+    if tools.len() > MAX_TOOLS {
+        return bad("tools".into(), &format!("at most {MAX_TOOLS} tools"));
+    }
+    for (i, tool) in tools.iter().enumerate() {
+        let valid_name = !tool.name.is_empty()
+            && tool.name.len() <= 64
+            && tool
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_name {
+            return bad(
+                format!("tools[{i}].name"),
+                "must match ^[A-Za-z0-9_-]{1,64}$",
+            );
+        }
+        if tools[..i].iter().any(|t| t.name == tool.name) {
+            return bad(
+                format!("tools[{i}].name"),
+                &format!("{:?} is already a tool of this agent", tool.name),
+            );
+        }
+        if tool
+            .description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_TOOL_DESCRIPTION)
+        {
+            return bad(
+                format!("tools[{i}].description"),
+                &format!("at most {MAX_TOOL_DESCRIPTION} bytes"),
+            );
+        }
+        let schema = &tool.input_schema;
+        let is_object_schema = schema.is_object()
+            && schema
+                .get("type")
+                .is_none_or(|t| t == &Value::String("object".into()));
+        if !is_object_schema {
+            return bad(
+                format!("tools[{i}].input_schema"),
+                "must be a JSON Schema object with \"type\": \"object\"",
+            );
+        }
+        if schema.to_string().len() > MAX_TOOL_SCHEMA {
+            return bad(
+                format!("tools[{i}].input_schema"),
+                &format!("at most {MAX_TOOL_SCHEMA} bytes"),
+            );
+        }
+    }
+    match choice {
+        ToolChoice::Tool(name) if !tools.iter().any(|t| &t.name == name) => bad(
+            "tool_choice".into(),
+            &format!("{name:?} is not one of the tools"),
+        ),
+        ToolChoice::Any | ToolChoice::Tool(_) if tools.is_empty() => {
+            bad("tool_choice".into(), "needs tools")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether and which tool the model must call. On the wire: `"auto"`,
+/// `"any"`, `"none"` or `{"name": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ToolChoice {
     /// The model decides.
@@ -109,6 +191,75 @@ pub enum ToolChoice {
     /// This tool.
     Tool(String),
 }
+
+impl ToolChoice {
+    pub fn as_wire(&self) -> Value {
+        match self {
+            ToolChoice::Auto => Value::String("auto".into()),
+            ToolChoice::Any => Value::String("any".into()),
+            ToolChoice::None => Value::String("none".into()),
+            ToolChoice::Tool(name) => serde_json::json!({ "name": name }),
+        }
+    }
+
+    pub fn from_wire(value: &Value) -> Option<ToolChoice> {
+        match value {
+            Value::String(s) => match s.as_str() {
+                "auto" => Some(ToolChoice::Auto),
+                "any" => Some(ToolChoice::Any),
+                "none" => Some(ToolChoice::None),
+                _ => None,
+            },
+            Value::Object(o) if o.len() == 1 => o
+                .get("name")?
+                .as_str()
+                .map(|n| ToolChoice::Tool(n.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for ToolChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_wire().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        ToolChoice::from_wire(&value).ok_or_else(|| {
+            serde::de::Error::custom(r#"expected "auto", "any", "none" or {"name": "<tool>"}"#)
+        })
+    }
+}
+
+impl utoipa::PartialSchema for ToolChoice {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::String))
+                    .enum_values(Some(["auto", "any", "none"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Object))
+                    .property(
+                        "name",
+                        ObjectBuilder::new().schema_type(SchemaType::new(Type::String)),
+                    )
+                    .required("name")
+                    .additional_properties(Some(
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                    )),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ToolChoice {}
 
 /// Why the model stopped, in one vocabulary whatever the provider's
 /// (Anthropic's names; OpenAI's `stop`, `length`, `tool_calls` map onto them).
@@ -188,6 +339,83 @@ mod tests {
         }
         assert_eq!(StopReason::from_provider("refusal").openai(), "refusal");
         assert_eq!(StopReason::from_provider("stop_sequence").openai(), "stop");
+    }
+
+    fn tool(name: &str, schema: Value) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: None,
+            input_schema: schema,
+        }
+    }
+
+    #[test]
+    fn tools_are_checked_field_by_field() {
+        let object = serde_json::json!({"type": "object", "properties": {}});
+        let ok = [
+            tool("get_weather", object.clone()),
+            tool("time-now", serde_json::json!({})),
+        ];
+        assert!(check_tools(&ok, &ToolChoice::Tool("time-now".into())).is_ok());
+        let cases = [
+            (
+                vec![tool("has space", object.clone())],
+                ToolChoice::Auto,
+                "tools[0].name",
+            ),
+            (
+                vec![tool(&"x".repeat(65), object.clone())],
+                ToolChoice::Auto,
+                "tools[0].name",
+            ),
+            (
+                vec![tool("a", object.clone()), tool("a", object.clone())],
+                ToolChoice::Auto,
+                "tools[1].name",
+            ),
+            (
+                vec![tool("a", serde_json::json!({"type": "string"}))],
+                ToolChoice::Auto,
+                "tools[0].input_schema",
+            ),
+            (
+                vec![tool("a", serde_json::json!([1]))],
+                ToolChoice::Auto,
+                "tools[0].input_schema",
+            ),
+            (
+                vec![tool("a", object.clone())],
+                ToolChoice::Tool("b".into()),
+                "tool_choice",
+            ),
+            (Vec::new(), ToolChoice::Any, "tool_choice"),
+        ];
+        for (tools, choice, field) in cases {
+            let Err(Error::BadRequest(message)) = check_tools(&tools, &choice) else {
+                panic!("{field}: accepted");
+            };
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        }
+    }
+
+    #[test]
+    fn tool_choices_read_and_write_their_wire_forms() {
+        for wire in [
+            serde_json::json!("auto"),
+            serde_json::json!("any"),
+            serde_json::json!("none"),
+            serde_json::json!({"name": "get_weather"}),
+        ] {
+            let choice: ToolChoice = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&choice).unwrap(), wire);
+        }
+        for bad in [
+            serde_json::json!("required"),
+            serde_json::json!({"type": "tool"}),
+            serde_json::json!(1),
+        ] {
+            assert!(serde_json::from_value::<ToolChoice>(bad).is_err());
+        }
     }
 
     #[test]

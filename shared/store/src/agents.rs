@@ -11,6 +11,7 @@ use super::models::{Catalog, Prices};
 use super::providers::{self, ProviderKind};
 use super::users;
 use super::{opt_decimal, opt_text, text, whole, PageRequest, Paged};
+use lambent_core::chat::{ToolChoice, ToolSpec};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update};
@@ -37,6 +38,9 @@ pub struct Agent {
     pub max_tokens: i64,
     /// The most history tokens sent to the model per call.
     pub context_token_budget: i64,
+    /// The tools the model may call (client tools: the caller answers).
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
     /// Bumped by every change; caches compare it.
     pub version: i64,
     pub created_at: String,
@@ -62,6 +66,30 @@ pub struct AgentSpec {
     pub temperature: Option<Decimal>,
     pub max_tokens: i64,
     pub context_token_budget: i64,
+    /// Checked with [`lambent_core::chat::check_tools`] by the route.
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
+}
+
+/// Tools are kept as their JSON: a list (absent when none).
+fn tools_of(item: &Item) -> Result<Vec<ToolSpec>> {
+    match opt_text(item, "tools") {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("agent tools are not readable: {e}"))),
+    }
+}
+
+fn tool_choice_of(item: &Item) -> Result<ToolChoice> {
+    match opt_text(item, "tool_choice") {
+        None => Ok(ToolChoice::Auto),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("agent tool_choice is not readable: {e}"))),
+    }
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("tools serialise")
 }
 
 fn from_item(item: &Item) -> Result<Agent> {
@@ -74,6 +102,8 @@ fn from_item(item: &Item) -> Result<Agent> {
         temperature: opt_decimal(item, "temperature"),
         max_tokens: whole(item, "max_tokens")?,
         context_token_budget: whole(item, "context_token_budget")?,
+        tools: tools_of(item)?,
+        tool_choice: tool_choice_of(item)?,
         version: whole(item, "version")?,
         created_at: text(item, "created_at")?,
         updated_at: text(item, "updated_at")?,
@@ -125,6 +155,15 @@ fn apply(mut update: Update, spec: &AgentSpec) -> Update {
         .set("model", spec.model.as_str())
         .set("max_tokens", spec.max_tokens)
         .set("context_token_budget", spec.context_token_budget);
+    update = if spec.tools.is_empty() {
+        update.remove("tools")
+    } else {
+        update.set("tools", json_text(&spec.tools))
+    };
+    update = match &spec.tool_choice {
+        ToolChoice::Auto => update.remove("tool_choice"),
+        choice => update.set("tool_choice", json_text(choice)),
+    };
     update = match &spec.system_prompt {
         Some(p) => update.set("system_prompt", p.as_str()),
         None => update.remove("system_prompt"),
@@ -152,6 +191,8 @@ pub async fn create(
         temperature: spec.temperature,
         max_tokens: spec.max_tokens,
         context_token_budget: spec.context_token_budget,
+        tools: spec.tools,
+        tool_choice: spec.tool_choice,
         version: 1,
         created_at: now.clone(),
         updated_at: now,
@@ -170,6 +211,12 @@ pub async fn create(
     }
     if let Some(t) = agent.temperature {
         item = item.with("temperature", t);
+    }
+    if !agent.tools.is_empty() {
+        item = item.with("tools", json_text(&agent.tools));
+    }
+    if agent.tool_choice != ToolChoice::Auto {
+        item = item.with("tool_choice", json_text(&agent.tool_choice));
     }
     let put = TxOp::Put {
         item,

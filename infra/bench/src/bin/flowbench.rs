@@ -422,6 +422,8 @@ async fn member(
         temperature: None,
         max_tokens: i64::from(MAX_TOKENS),
         context_token_budget: 100_000,
+        tools: Vec::new(),
+        tool_choice: Default::default(),
     };
     let agent = agents::create(store, &state.catalog, &id, agent).await?.id;
     Ok(Member { id, agent })
