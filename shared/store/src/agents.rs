@@ -88,8 +88,8 @@ fn tool_choice_of(item: &Item) -> Result<ToolChoice> {
     }
 }
 
-fn json_text<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("tools serialise")
+fn json_text<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("agent tools: {e}")))
 }
 
 fn from_item(item: &Item) -> Result<Agent> {
@@ -148,7 +148,7 @@ async fn validate(
     Ok(())
 }
 
-fn apply(mut update: Update, spec: &AgentSpec) -> Update {
+fn apply(mut update: Update, spec: &AgentSpec) -> Result<Update> {
     update = update
         .set("name", spec.name.as_str())
         .set("provider_id", spec.provider_id.as_str())
@@ -158,20 +158,20 @@ fn apply(mut update: Update, spec: &AgentSpec) -> Update {
     update = if spec.tools.is_empty() {
         update.remove("tools")
     } else {
-        update.set("tools", json_text(&spec.tools))
+        update.set("tools", json_text(&spec.tools)?)
     };
     update = match &spec.tool_choice {
         ToolChoice::Auto => update.remove("tool_choice"),
-        choice => update.set("tool_choice", json_text(choice)),
+        choice => update.set("tool_choice", json_text(choice)?),
     };
     update = match &spec.system_prompt {
         Some(p) => update.set("system_prompt", p.as_str()),
         None => update.remove("system_prompt"),
     };
-    match spec.temperature {
+    Ok(match spec.temperature {
         Some(t) => update.set("temperature", t),
         None => update.remove("temperature"),
-    }
+    })
 }
 
 pub async fn create(
@@ -213,10 +213,10 @@ pub async fn create(
         item = item.with("temperature", t);
     }
     if !agent.tools.is_empty() {
-        item = item.with("tools", json_text(&agent.tools));
+        item = item.with("tools", json_text(&agent.tools)?);
     }
     if agent.tool_choice != ToolChoice::Auto {
-        item = item.with("tool_choice", json_text(&agent.tool_choice));
+        item = item.with("tool_choice", json_text(&agent.tool_choice)?);
     }
     let put = TxOp::Put {
         item,
@@ -269,7 +269,7 @@ pub async fn update(
     spec: AgentSpec,
 ) -> Result<Agent> {
     validate(store, catalog, owner, &spec).await?;
-    let update = apply(Update::new(), &spec)
+    let update = apply(Update::new(), &spec)?
         .add("version", Decimal::ONE)
         .set("updated_at", lambent_core::time::now_rfc3339());
     match store
