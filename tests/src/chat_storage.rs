@@ -114,6 +114,7 @@ fn outcome() -> Outcome {
     let mut text = ReplyText::default();
     text.push("counted once");
     Outcome {
+        tool_calls: Vec::new(),
         text,
         status: MessageStatus::Complete,
         usage: Usage {
@@ -339,4 +340,187 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
         .unwrap();
     assert!(none.is_empty());
     assert_eq!(total.calls, 0);
+}
+
+pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {
+    use lambent_core::chat::{
+        ContentPart, Image, ImageSource, Part, Role, ToolCall, ToolResult, Turn,
+    };
+    use lambent_store::messages::MessageRole;
+
+    let (owner, _agent, ses) = session(s, None).await;
+    let store = s.store.as_ref();
+    let expires = lambent_core::time::now_epoch_secs() + 3600;
+    let start = lambent_core::time::now_epoch_millis();
+    let id = |k: i64| lambent_core::ids::sortable_id_at(messages::ID_PREFIX, start + k);
+    let question = vec![
+        Part::Text("Weather here and there?".into()),
+        Part::Image(Image::Base64 {
+            media_type: "image/png".into(),
+            data: "iVBOR".into(),
+        }),
+    ];
+    let calls = vec![
+        ToolCall {
+            id: "call_1".into(),
+            name: "weather".into(),
+            input: serde_json::json!({"city": "Zürich"}),
+        },
+        ToolCall {
+            id: "call_2".into(),
+            name: "weather".into(),
+            input: serde_json::json!({"city": "Oslo"}),
+        },
+    ];
+    let results = vec![
+        ToolResult {
+            tool_call_id: "call_1".into(),
+            content: "12 °C".into(),
+            is_error: false,
+        },
+        ToolResult {
+            tool_call_id: "call_2".into(),
+            content: "no station".into(),
+            is_error: true,
+        },
+    ];
+    let reply = |text: &str, tool_calls: Vec<ToolCall>| messages::Reply {
+        text: text.into(),
+        tool_calls,
+        truncated: false,
+        status: MessageStatus::Complete,
+        model: "claude-sonnet-4-5".into(),
+        stop_reason: Some("tool_use".into()),
+        usage: Usage::default(),
+        cost_usd: Decimal::ZERO,
+        prices: prices(),
+    };
+    store
+        .transact(messages::user_message_ops(
+            &owner,
+            &ses.id,
+            &id(0),
+            &question,
+            expires,
+        ))
+        .await
+        .unwrap();
+    store
+        .transact(vec![messages::assistant_message_op(
+            &ses.id,
+            &id(1),
+            &reply("Checking.", calls.clone()),
+            expires,
+        )])
+        .await
+        .unwrap();
+    store
+        .transact(messages::tool_result_ops(
+            &owner,
+            &ses.id,
+            &[id(2), id(3)],
+            &results,
+            expires,
+        ))
+        .await
+        .unwrap();
+    store
+        .transact(vec![messages::assistant_message_op(
+            &ses.id,
+            &id(4),
+            &reply("Sunny here; no station there.", Vec::new()),
+            expires,
+        )])
+        .await
+        .unwrap();
+
+    // The model sees it again as it was said: all results of the calls in
+    // one user turn, after the assistant turn that made them.
+    let (turns, _) = messages::recent_turns(store, &ses.id, 100_000)
+        .await
+        .unwrap();
+    let mut assistant = vec![Part::Text("Checking.".into())];
+    assistant.extend(calls.iter().cloned().map(Part::ToolCall));
+    assert_eq!(
+        turns,
+        vec![
+            Turn {
+                role: Role::User,
+                parts: question.clone(),
+            },
+            Turn {
+                role: Role::Assistant,
+                parts: assistant,
+            },
+            Turn {
+                role: Role::User,
+                parts: results.iter().cloned().map(Part::ToolResult).collect(),
+            },
+            Turn::text(Role::Assistant, "Sunny here; no station there."),
+        ]
+    );
+
+    // History shows the calls on the assistant's message and one message
+    // per result.
+    let page = messages::page(
+        store,
+        &ses.id,
+        lambent_ports::Order::Ascending,
+        lambent_store::PageRequest {
+            limit: 10,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    let roles: Vec<MessageRole> = page.items.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [
+            MessageRole::User,
+            MessageRole::Assistant,
+            MessageRole::Tool,
+            MessageRole::Tool,
+            MessageRole::Assistant
+        ]
+    );
+    let user = &page.items[0];
+    assert_eq!(user.content, "Weather here and there?");
+    assert_eq!(
+        user.parts,
+        vec![
+            ContentPart::Text {
+                text: "Weather here and there?".into()
+            },
+            ContentPart::Image {
+                source: ImageSource::Base64 {
+                    media_type: "image/png".into(),
+                    data: "iVBOR".into()
+                }
+            },
+        ]
+    );
+    assert_eq!(page.items[1].tool_calls, calls);
+    let answers: Vec<(Option<&str>, &str, bool)> = page.items[2..4]
+        .iter()
+        .map(|m| (m.tool_call_id.as_deref(), m.content.as_str(), m.is_error))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (Some("call_1"), "12 °C", false),
+            (Some("call_2"), "no station", true)
+        ]
+    );
+    assert!(page.items[4].tool_calls.is_empty());
+
+    // Results whose calls no longer fit the context cannot open it.
+    let (turns, _) = messages::recent_turns(store, &ses.id, 60).await.unwrap();
+    assert!(
+        turns
+            .first()
+            .is_none_or(|t| t.role == Role::User
+                && !t.parts.iter().any(|p| matches!(p, Part::ToolResult(_)))),
+        "{turns:?}"
+    );
 }

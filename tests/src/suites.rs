@@ -91,6 +91,7 @@ macro_rules! backend_suites {
                 a_call_settled_again_and_again_counts_once,
                 reservations_never_pass_a_limit_under_concurrency,
                 usage_reports_cover_exactly_their_days,
+                a_tool_conversation_is_stored_and_read_back_as_turns,
             );
         }
 

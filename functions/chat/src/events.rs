@@ -14,7 +14,7 @@ use futures::StreamExt;
 use lambent_app::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
 use lambent_app::state::State;
 use lambent_http::error::ApiError;
-use lambent_llm::{Chunk, ProviderError, Usage};
+use lambent_llm::{Chunk, ProviderError, ToolCallAssembler, Usage};
 use lambent_store::messages::MessageStatus;
 use lambent_store::sessions::TokenCounts;
 use serde_json::json;
@@ -155,6 +155,7 @@ async fn pump(
     client.send_all(wire.start(&call)).await;
 
     let mut text = ReplyText::default();
+    let mut tool_calls = ToolCallAssembler::default();
     let mut usage = Usage::default();
     let mut stop_reason = None;
     let mut failure: Option<ProviderError> = None;
@@ -185,9 +186,11 @@ async fn pump(
             }
             Some(Ok(Chunk::Usage(latest))) => usage = latest,
             Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
-            // No tools are offered on these routes yet, so a provider sends
-            // no calls; the events that carry them come with the tool routes.
-            Some(Ok(Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. })) => {}
+            // Kept and stored with the reply; no route offers tools yet, so
+            // the events that would show them to the client come later.
+            Some(Ok(chunk @ (Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. }))) => {
+                tool_calls.push(&chunk);
+            }
             Some(Err(e)) => {
                 failure = Some(e);
                 break;
@@ -212,6 +215,7 @@ async fn pump(
     };
     let outcome = Outcome {
         text,
+        tool_calls: tool_calls.finish(),
         status,
         usage,
         stop_reason,

@@ -74,20 +74,73 @@ pub enum Image {
     Url(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     /// The provider's call ID (`toolu_…`, `call_…`); results name it.
     pub id: String,
     pub name: String,
     /// The arguments: a JSON object.
+    #[schema(value_type = Object)]
     pub input: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ToolResult {
     pub tool_call_id: String,
     pub content: String,
+    #[serde(default)]
     pub is_error: bool,
+}
+
+/// A part of a message's content as the API and the store write it:
+/// `{"type": "text", "text"}` or `{"type": "image", "source": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ContentPart {
+    Text { text: String },
+    Image { source: ImageSource },
+}
+
+/// `{"type": "base64", "media_type", "data"}` or `{"type": "url", "url"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+impl From<ContentPart> for Part {
+    fn from(part: ContentPart) -> Part {
+        match part {
+            ContentPart::Text { text } => Part::Text(text),
+            ContentPart::Image {
+                source: ImageSource::Base64 { media_type, data },
+            } => Part::Image(Image::Base64 { media_type, data }),
+            ContentPart::Image {
+                source: ImageSource::Url { url },
+            } => Part::Image(Image::Url(url)),
+        }
+    }
+}
+
+impl Part {
+    /// The part as content, if it is text or an image.
+    pub fn as_content(&self) -> Option<ContentPart> {
+        match self {
+            Part::Text(text) => Some(ContentPart::Text { text: text.clone() }),
+            Part::Image(Image::Base64 { media_type, data }) => Some(ContentPart::Image {
+                source: ImageSource::Base64 {
+                    media_type: media_type.clone(),
+                    data: data.clone(),
+                },
+            }),
+            Part::Image(Image::Url(url)) => Some(ContentPart::Image {
+                source: ImageSource::Url { url: url.clone() },
+            }),
+            Part::ToolCall(_) | Part::ToolResult(_) => None,
+        }
+    }
 }
 
 /// A tool the model may call.

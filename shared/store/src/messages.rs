@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::models::Prices;
 use super::sessions::{self, TokenCounts};
 use super::{count, opt_decimal, opt_text, text, PageRequest, Paged};
-use lambent_core::chat::{Role, Turn, Usage};
+use lambent_core::chat::{ContentPart, Part, Role, ToolCall, ToolResult, Turn, Usage};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
 use lambent_ports::{Condition, Item, ItemStore, Key, Order, Query, TxOp};
@@ -65,6 +65,8 @@ impl MessageStatus {
 pub enum MessageRole {
     User,
     Assistant,
+    /// The result of one tool call, sent by the caller.
+    Tool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -72,7 +74,19 @@ pub struct Message {
     pub id: String,
     pub session_id: String,
     pub role: MessageRole,
+    /// The message's text (its text parts, joined).
     pub content: String,
+    /// Every part: text and images.
+    pub parts: Vec<ContentPart>,
+    /// Assistant messages: the tools the model called, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tool messages: the call this answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Tool messages: the tool failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
     pub status: MessageStatus,
     /// The stored text stops at 256 KiB; the reply went on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -103,6 +117,43 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(3) + 4
 }
 
+/// What one image counts for in the context: the most either provider
+/// bills for an image it scales down to its limits.
+pub const IMAGE_TOKENS: u64 = 1_600;
+
+/// An estimate of a turn's tokens that errs high: its text, its images at
+/// [`IMAGE_TOKENS`] each, tool calls and results as the JSON they travel as.
+pub fn estimate_parts_tokens(parts: &[Part]) -> u64 {
+    let mut tokens = 0;
+    for part in parts {
+        tokens += match part {
+            Part::Text(text) => estimate_tokens(text),
+            Part::Image(_) => IMAGE_TOKENS,
+            Part::ToolCall(call) => {
+                estimate_tokens(&call.name) + estimate_tokens(&call.input.to_string())
+            }
+            Part::ToolResult(result) => {
+                estimate_tokens(&result.tool_call_id) + estimate_tokens(&result.content)
+            }
+        };
+    }
+    tokens
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    // Only the API's own types are written, which always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<Option<T>> {
+    opt_text(item, name)
+        .map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| Error::Internal(format!("message {name} are not readable: {e}")))
+        })
+        .transpose()
+}
+
 /// Two IDs that sort in the order of a turn: the user's message, then the reply.
 pub fn turn_ids() -> (String, String) {
     let now = lambent_core::time::now_epoch_millis();
@@ -112,21 +163,30 @@ pub fn turn_ids() -> (String, String) {
     )
 }
 
-/// The user's message, written only while the session is live.
+/// The user's message, written only while the session is live. A message
+/// of text only is stored as its text; one with images keeps its parts too.
 pub fn user_message_ops(
     owner: &str,
     session_id: &str,
     message_id: &str,
-    content: &str,
+    parts: &[Part],
     expires_at: i64,
 ) -> Vec<TxOp> {
-    let item = Item::new(item_key(session_id, message_id))
+    let turn = Turn {
+        role: Role::User,
+        parts: parts.to_vec(),
+    };
+    let mut item = Item::new(item_key(session_id, message_id))
         .with("role", "user")
-        .with("content", content)
+        .with("content", turn.joined_text())
         .with("status", MessageStatus::Complete.as_str())
-        .with("tokens", estimate_tokens(content) as i64)
+        .with("tokens", estimate_parts_tokens(parts) as i64)
         .with("created_at", lambent_core::time::now_rfc3339())
         .expiring_at(expires_at);
+    if turn.as_plain_text().is_none() {
+        let content: Vec<ContentPart> = parts.iter().filter_map(Part::as_content).collect();
+        item = item.with("parts", json_text(&content));
+    }
     vec![
         TxOp::Check {
             key: sessions::item_key(owner, session_id),
@@ -139,10 +199,49 @@ pub fn user_message_ops(
     ]
 }
 
+/// The results of the tools the model called, one message each, in order,
+/// written only while the session is live. `message_ids` are as many
+/// time-ordered IDs as results.
+pub fn tool_result_ops(
+    owner: &str,
+    session_id: &str,
+    message_ids: &[String],
+    results: &[ToolResult],
+    expires_at: i64,
+) -> Vec<TxOp> {
+    let mut ops = vec![TxOp::Check {
+        key: sessions::item_key(owner, session_id),
+        condition: sessions::live(),
+    }];
+    for (message_id, result) in message_ids.iter().zip(results) {
+        let mut item = Item::new(item_key(session_id, message_id))
+            .with("role", "tool")
+            .with("content", result.content.as_str())
+            .with("tool_call_id", result.tool_call_id.as_str())
+            .with("status", MessageStatus::Complete.as_str())
+            .with(
+                "tokens",
+                estimate_parts_tokens(&[Part::ToolResult(result.clone())]) as i64,
+            )
+            .with("created_at", lambent_core::time::now_rfc3339())
+            .expiring_at(expires_at);
+        if result.is_error {
+            item = item.with("is_error", true);
+        }
+        ops.push(TxOp::Put {
+            item,
+            condition: Some(Condition::NotExists),
+        });
+    }
+    ops
+}
+
 /// What a finished call stores as the assistant's message.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
     pub truncated: bool,
     pub status: MessageStatus,
     pub model: String,
@@ -166,10 +265,7 @@ pub fn assistant_message_op(
         .with("content", reply.text.as_str())
         .with("status", reply.status.as_str())
         .with("model", reply.model.as_str())
-        .with(
-            "tokens",
-            (u.output_tokens.max(estimate_tokens(&reply.text))) as i64,
-        )
+        .with("tokens", (u.output_tokens.max(reply_tokens(reply))) as i64)
         .with("input_tokens", u.input_tokens as i64)
         .with("output_tokens", u.output_tokens as i64)
         .with("cache_read_tokens", u.cache_read_tokens as i64)
@@ -185,6 +281,9 @@ pub fn assistant_message_op(
     if reply.truncated {
         item = item.with("truncated", true);
     }
+    if !reply.tool_calls.is_empty() {
+        item = item.with("tool_calls", json_text(&reply.tool_calls));
+    }
     if let Some(reason) = &reply.stop_reason {
         item = item.with("stop_reason", reason.as_str());
     }
@@ -194,17 +293,25 @@ pub fn assistant_message_op(
     }
 }
 
+/// What a reply counts for in a later call's context.
+fn reply_tokens(reply: &Reply) -> u64 {
+    let mut parts = vec![Part::Text(reply.text.clone())];
+    parts.extend(reply.tool_calls.iter().cloned().map(Part::ToolCall));
+    estimate_parts_tokens(&parts)
+}
+
 fn from_item(session_id: &str, item: &Item) -> Result<Message> {
     let role = match text(item, "role")?.as_str() {
         "user" => MessageRole::User,
         "assistant" => MessageRole::Assistant,
+        "tool" => MessageRole::Tool,
         other => return Err(Error::Internal(format!("message role {other:?}"))),
     };
     let status = text(item, "status")?;
     let status = MessageStatus::parse(&status)
         .ok_or_else(|| Error::Internal(format!("message status {status:?}")))?;
     let (usage, prices) = match role {
-        MessageRole::User => (None, None),
+        MessageRole::User | MessageRole::Tool => (None, None),
         MessageRole::Assistant => (
             Some(TokenCounts {
                 input_tokens: count(item, "input_tokens")?,
@@ -224,7 +331,11 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         id: super::id_after(item, "MSG#")?.to_owned(),
         session_id: session_id.to_owned(),
         role,
+        parts: stored_parts(item)?,
         content: text(item, "content")?,
+        tool_calls: json_attr(item, "tool_calls")?.unwrap_or_default(),
+        tool_call_id: opt_text(item, "tool_call_id"),
+        is_error: item.get("is_error").is_some(),
         status,
         truncated: item.get("truncated").is_some(),
         model: opt_text(item, "model"),
@@ -234,6 +345,55 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         prices,
         created_at: text(item, "created_at")?,
     })
+}
+
+/// A message's parts: as stored, or its text alone.
+fn stored_parts(item: &Item) -> Result<Vec<ContentPart>> {
+    if let Some(parts) = json_attr(item, "parts")? {
+        return Ok(parts);
+    }
+    let content = text(item, "content")?;
+    Ok(if content.is_empty() {
+        Vec::new()
+    } else {
+        vec![ContentPart::Text { text: content }]
+    })
+}
+
+/// A stored message as the model sees it again.
+fn turn_of(item: &Item) -> Result<Turn> {
+    match item.get_str("role") {
+        Some("assistant") => {
+            let mut parts = Vec::new();
+            let content = text(item, "content")?;
+            if !content.is_empty() {
+                parts.push(Part::Text(content));
+            }
+            let calls: Vec<ToolCall> = json_attr(item, "tool_calls")?.unwrap_or_default();
+            parts.extend(calls.into_iter().map(Part::ToolCall));
+            Ok(Turn {
+                role: Role::Assistant,
+                parts,
+            })
+        }
+        Some("tool") => Ok(Turn {
+            role: Role::User,
+            parts: vec![Part::ToolResult(ToolResult {
+                tool_call_id: text(item, "tool_call_id")?,
+                content: text(item, "content")?,
+                is_error: item.get("is_error").is_some(),
+            })],
+        }),
+        _ => Ok(Turn {
+            role: Role::User,
+            parts: stored_parts(item)?.into_iter().map(Part::from).collect(),
+        }),
+    }
+}
+
+/// Whether a turn answers tool calls (it cannot start a conversation).
+fn is_tool_results(turn: &Turn) -> bool {
+    turn.parts.iter().any(|p| matches!(p, Part::ToolResult(_)))
 }
 
 /// One page of a session's history. The caller has checked the session is its own.
@@ -292,8 +452,8 @@ pub async fn recent_turns(
             )
             .await?;
         for item in &found.items {
-            let content = text(item, "content")?;
-            if content.is_empty() {
+            let turn = turn_of(item)?;
+            if turn.parts.is_empty() {
                 continue;
             }
             let tokens = count(item, "tokens")?;
@@ -301,11 +461,17 @@ pub async fn recent_turns(
                 break 'pages;
             }
             used += tokens;
-            let role = match item.get_str("role") {
-                Some("assistant") => Role::Assistant,
-                _ => Role::User,
-            };
-            turns.push((Turn::text(role, content), tokens));
+            // Newest first here: a result joins the results read before it
+            // (the later ones), so one turn holds all results of a call.
+            match turns.last_mut() {
+                Some((later, later_tokens)) if is_tool_results(&turn) && is_tool_results(later) => {
+                    let mut parts = turn.parts;
+                    parts.append(&mut later.parts);
+                    later.parts = parts;
+                    *later_tokens += tokens;
+                }
+                _ => turns.push((turn, tokens)),
+            }
         }
         match found.next {
             Some(next) => after = Some(next),
@@ -313,9 +479,10 @@ pub async fn recent_turns(
         }
     }
     turns.reverse();
+    // Tool results whose calls did not fit cannot open the conversation.
     let first_user = turns
         .iter()
-        .position(|(t, _)| t.role == Role::User)
+        .position(|(t, _)| t.role == Role::User && !is_tool_results(t))
         .unwrap_or(turns.len());
     let dropped: u64 = turns.drain(..first_user).map(|(_, tokens)| tokens).sum();
     Ok((turns.into_iter().map(|(t, _)| t).collect(), used - dropped))

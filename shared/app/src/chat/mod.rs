@@ -26,7 +26,8 @@ use tracing::Instrument;
 
 use crate::state::State;
 use lambent_llm::{
-    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, ProviderError, Role, Turn, Usage,
+    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role, ToolCall,
+    Turn, Usage,
 };
 use lambent_ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
 use lambent_store::budgets::{self, Reservation};
@@ -304,6 +305,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
                 call,
                 Outcome {
                     text,
+                    tool_calls: completion.tool_calls,
                     status: MessageStatus::Complete,
                     usage: completion.usage,
                     stop_reason: completion.stop_reason,
@@ -363,7 +365,7 @@ fn store_user_message(
             &call.owner,
             session_id,
             user_message_id,
-            user_content,
+            &[Part::Text(user_content.clone())],
             call.expires_at,
         )),
         Record::Call { .. } | Record::Step { .. } => None,
@@ -427,6 +429,8 @@ impl ReplyText {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub text: ReplyText,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
     pub status: MessageStatus,
     pub usage: Usage,
     pub stop_reason: Option<String>,
@@ -498,6 +502,7 @@ pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) ->
     {
         let reply = Reply {
             text: outcome.text.text,
+            tool_calls: outcome.tool_calls,
             truncated: outcome.text.truncated,
             status: outcome.status,
             model: call.model.clone(),
