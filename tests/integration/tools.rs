@@ -1,6 +1,7 @@
 //! Tools: agents that offer them, validated field by field.
 
-use lambent_testkit::chat::ChatWorld;
+use lambent_fake_provider::{FakeUsage, Reply};
+use lambent_testkit::chat::{ChatWorld, JsonData};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -119,4 +120,176 @@ async fn malformed_tools_are_refused_naming_the_field() {
         1,
         "nothing was created"
     );
+}
+
+/// A world of `kind` whose agent offers [`weather`].
+async fn tooled_world(kind: &str) -> ChatWorld {
+    let w = ChatWorld::start_with(kind, |_| {}).await;
+    let (status, agent) = w
+        .call(
+            Method::PATCH,
+            &format!("/v1/agents/{}", w.agent_id),
+            Some(json!({"tools": [weather()]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{agent}");
+    w
+}
+
+/// Text, then two parallel calls whose arguments arrive in pieces of 3.
+fn calling_reply() -> Reply {
+    Reply::text("Checking.")
+        .with_tool_call("call_1", "get_weather", r#"{"city": "Zürich"}"#)
+        .with_tool_call("call_2", "get_weather", r#"{"city":"Oslo"}"#)
+        .split_arguments_every(3)
+        .usage(FakeUsage {
+            input: 100,
+            cache_read: 40,
+            output: 20,
+            ..FakeUsage::default()
+        })
+}
+
+fn expected_calls() -> Value {
+    json!([
+        {"id": "call_1", "name": "get_weather", "input": {"city": "Zürich"}},
+        {"id": "call_2", "name": "get_weather", "input": {"city": "Oslo"}},
+    ])
+}
+
+#[tokio::test]
+async fn native_chat_streams_the_calls_and_stores_them_for_both_provider_kinds() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        w.fake.push(calling_reply());
+        let session = w.session(json!({})).await;
+        let stream = w.chat(&session, "Weather in Zürich and Oslo?").await;
+        assert_eq!(stream.status, 200, "{kind}: {}", stream.raw);
+        assert_eq!(stream.text(), "Checking.", "{kind}");
+        let calls: Vec<Value> = stream.named("tool_call").iter().map(|e| e.json()).collect();
+        assert_eq!(calls.len(), 2, "{kind}: {}", stream.raw);
+        for (i, (event, expected)) in calls
+            .iter()
+            .zip(expected_calls().as_array().unwrap())
+            .enumerate()
+        {
+            assert_eq!(event["index"], i, "{kind}");
+            for field in ["id", "name", "input"] {
+                assert_eq!(event[field], expected[field], "{kind}: {field}");
+            }
+        }
+        let end = stream.end();
+        assert_eq!(end["stop_reason"], "tool_use", "{kind}: {end}");
+
+        // The provider was offered the agent's tool, in its own format.
+        let request = w.fake.requests().last().unwrap().clone();
+        assert_eq!(request.tool_names(), ["get_weather"], "{kind}");
+
+        // History: the assistant's message carries the calls.
+        let history = w.history(&session, 10, "asc").await;
+        let reply = &history[1];
+        assert_eq!(reply["tool_calls"], expected_calls(), "{kind}: {reply}");
+        assert_eq!(reply["stop_reason"], "tool_use", "{kind}");
+        assert_eq!(reply["content"], "Checking.", "{kind}");
+
+        // Whole: the stored message, calls included.
+        w.fake.push(calling_reply());
+        let (status, whole) = w.chat_whole(&session, "And again?").await;
+        assert_eq!(status, 200, "{kind}: {whole}");
+        assert_eq!(whole["tool_calls"], expected_calls(), "{kind}: {whole}");
+
+        // Every call is billed once: the messages' costs are the total.
+        let history = w.history(&session, 10, "asc").await;
+        let billed: rust_decimal::Decimal = history
+            .iter()
+            .filter_map(|m| m["cost_usd"].as_str())
+            .map(|c| c.parse::<rust_decimal::Decimal>().unwrap())
+            .sum();
+        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+        let total: rust_decimal::Decimal = usage["total"]["cost_usd"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(billed, total, "{kind}");
+        assert_eq!(usage["total"]["calls"], 2, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn completions_answer_tool_calls_in_openai_shape_whatever_the_provider() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        w.fake.push(calling_reply());
+        let body =
+            json!({"model": w.agent_id, "messages": [{"role": "user", "content": "Weather?"}]});
+        let (status, whole) = w
+            .call(Method::POST, "/v1/chat/completions", Some(body.clone()))
+            .await;
+        assert_eq!(status, 200, "{kind}: {whole}");
+        let choice = &whole["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{kind}");
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 2, "{kind}");
+        assert_eq!(calls[0]["id"], "call_1");
+        assert_eq!(calls[0]["type"], "function");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        let arguments: Value =
+            serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(arguments, json!({"city": "Zürich"}));
+
+        // Streamed: the id and name on a call's first fragment, then the
+        // arguments in pieces that join to the call's JSON.
+        w.fake.push(calling_reply());
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let response = w
+            .app
+            .request(Method::POST, "/v1/chat/completions", &w.key)
+            .json(&streamed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let mut ids = Vec::new();
+        let mut arguments = [String::new(), String::new()];
+        let mut finish = Value::Null;
+        for event in lambent_testkit::chat::parse_events(&text) {
+            let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            let choice = &chunk["choices"][0];
+            if !choice["finish_reason"].is_null() {
+                finish = choice["finish_reason"].clone();
+            }
+            for fragment in choice["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let index = fragment["index"].as_u64().unwrap() as usize;
+                if let Some(id) = fragment["id"].as_str() {
+                    assert_eq!(fragment["function"]["name"], "get_weather");
+                    ids.push((index, id.to_owned()));
+                }
+                arguments[index].push_str(fragment["function"]["arguments"].as_str().unwrap_or(""));
+            }
+        }
+        assert_eq!(
+            ids,
+            [(0, "call_1".to_owned()), (1, "call_2".to_owned())],
+            "{kind}: {text}"
+        );
+        let parsed: Vec<Value> = arguments
+            .iter()
+            .map(|a| serde_json::from_str(a).unwrap())
+            .collect();
+        assert_eq!(
+            parsed,
+            [json!({"city": "Zürich"}), json!({"city": "Oslo"})],
+            "{kind}"
+        );
+        assert_eq!(finish, "tool_calls", "{kind}");
+    }
 }

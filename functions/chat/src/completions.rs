@@ -14,7 +14,7 @@ use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::Body;
 use lambent_http::Caller;
-use lambent_llm::{Role, Turn, Usage};
+use lambent_llm::{Chunk, Role, Turn, Usage};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -237,6 +237,23 @@ fn openai_usage(usage: &Usage, cost_usd: Decimal) -> Value {
 }
 
 fn completion(call: &Prepared, settled: &Settled, created: i64) -> Value {
+    let mut message = json!({ "role": "assistant", "content": settled.text });
+    if !settled.tool_calls.is_empty() {
+        if settled.text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = settled
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.id,
+                    "type": "function",
+                    "function": { "name": call.name, "arguments": call.input.to_string() },
+                })
+            })
+            .collect();
+    }
     json!({
         "id": completion_id(call),
         "object": "chat.completion",
@@ -244,7 +261,7 @@ fn completion(call: &Prepared, settled: &Settled, created: i64) -> Value {
         "model": call.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": settled.text },
+            "message": message,
             "finish_reason": finish_reason(settled.stop_reason.as_deref()),
         }],
         "usage": openai_usage(&settled.usage, settled.cost_usd),
@@ -288,6 +305,26 @@ impl Wire for OpenAiChunks {
             json!([{ "index": 0, "delta": { "content": piece }, "finish_reason": null }]),
             None,
         )
+    }
+
+    fn tool_piece(&mut self, chunk: &Chunk) -> Vec<Event> {
+        let fragment = match chunk {
+            Chunk::ToolCallStart { index, id, name } => json!({
+                "index": index,
+                "id": id,
+                "type": "function",
+                "function": { "name": name, "arguments": "" },
+            }),
+            Chunk::ToolCallArguments { index, json } => json!({
+                "index": index,
+                "function": { "arguments": json },
+            }),
+            Chunk::Text(_) | Chunk::Usage(_) | Chunk::Stop(_) => return Vec::new(),
+        };
+        vec![self.chunk(
+            json!([{ "index": 0, "delta": { "tool_calls": [fragment] }, "finish_reason": null }]),
+            None,
+        )]
     }
 
     fn end(&mut self, settled: &Settled) -> Vec<Event> {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use lambent_app::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
 use lambent_app::state::State;
 use lambent_http::error::ApiError;
-use lambent_llm::{Chunk, ProviderError, ToolCallAssembler, Usage};
+use lambent_llm::{Chunk, ProviderError, ToolCall, ToolCallAssembler, Usage};
 use lambent_store::messages::MessageStatus;
 use lambent_store::sessions::TokenCounts;
 use serde_json::json;
@@ -33,6 +33,15 @@ pub trait Wire: Send + 'static {
     /// Sent before the first text.
     fn start(&mut self, call: &Prepared) -> Vec<Event>;
     fn text(&mut self, piece: &str) -> Event;
+    /// A piece of a tool call as the provider streamed it (a call's start
+    /// or a piece of its arguments), for wires that stream calls in pieces.
+    fn tool_piece(&mut self, _chunk: &Chunk) -> Vec<Event> {
+        Vec::new()
+    }
+    /// A tool call, whole, for wires that show each call once.
+    fn tool_call(&mut self, _index: usize, _call: &ToolCall) -> Vec<Event> {
+        Vec::new()
+    }
     /// Sent after the reply was stored and counted.
     fn end(&mut self, settled: &Settled) -> Vec<Event>;
     fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event>;
@@ -70,6 +79,13 @@ impl Wire for LambentEvents {
 
     fn text(&mut self, piece: &str) -> Event {
         self.event("delta", json!({ "text": piece }))
+    }
+
+    fn tool_call(&mut self, index: usize, call: &ToolCall) -> Vec<Event> {
+        vec![self.event(
+            "tool_call",
+            json!({ "index": index, "id": call.id, "name": call.name, "input": call.input }),
+        )]
     }
 
     fn end(&mut self, settled: &Settled) -> Vec<Event> {
@@ -189,7 +205,18 @@ async fn pump(
             // Kept and stored with the reply; no route offers tools yet, so
             // the events that would show them to the client come later.
             Some(Ok(chunk @ (Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. }))) => {
+                // A call is whole when the next begins (or the reply ends).
+                let begun = tool_calls.len();
                 tool_calls.push(&chunk);
+                let mut events = wire.tool_piece(&chunk);
+                if tool_calls.len() > begun && begun > 0 {
+                    if let Some(call) = tool_calls.call(begun - 1) {
+                        events.extend(wire.tool_call(begun - 1, &call));
+                    }
+                }
+                if !client.gone() {
+                    client.send_all(events).await;
+                }
             }
             Some(Err(e)) => {
                 failure = Some(e);
@@ -198,6 +225,13 @@ async fn pump(
         }
     }
     drop(upstream);
+    if failure.is_none() && !tool_calls.is_empty() {
+        let last = tool_calls.len() - 1;
+        if let Some(call) = tool_calls.call(last) {
+            let events = wire.tool_call(last, &call);
+            client.send_all(events).await;
+        }
+    }
     // The user's message goes before the reply. If it could not be stored
     // (its session was deleted meanwhile) the settle still counts the cost.
     match started.user_message.await {

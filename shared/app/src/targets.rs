@@ -55,4 +55,7 @@ pub struct Target {
     pub max_tokens: u32,
     pub temperature: Option<Decimal>,
     pub context_token_budget: u64,
+    /// The agent's client tools, offered on every call but a workflow step's.
+    pub tools: Vec<lambent_core::chat::ToolSpec>,
+    pub tool_choice: lambent_core::chat::ToolChoice,
 }

@@ -43,6 +43,21 @@ impl ToolCallAssembler {
         self.calls.is_empty()
     }
 
+    /// How many calls have begun.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Call `index` with the arguments received so far: whole once a later
+    /// call has begun or the reply has ended.
+    pub fn call(&self, index: usize) -> Option<ToolCall> {
+        self.calls.get(index).map(|call| ToolCall {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            input: arguments(&call.json),
+        })
+    }
+
     /// The calls, in order, their arguments parsed.
     pub fn finish(self) -> Vec<ToolCall> {
         self.calls

@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use crate::state::State;
 use lambent_llm::{
-    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role, ToolCall,
-    Turn, Usage,
+    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
+    StopReason, ToolCall, ToolChoice, Turn, Usage,
 };
 use lambent_ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
 use lambent_store::budgets::{self, Reservation};
@@ -183,7 +183,7 @@ pub async fn prepare_call(
 pub async fn prepare_step(
     state: &State,
     owner: &str,
-    target: Target,
+    mut target: Target,
     prompt: String,
     monthly_limit: Option<Decimal>,
     step: Record,
@@ -200,6 +200,9 @@ pub async fn prepare_step(
             target.context_token_budget
         )));
     }
+    // Nobody is there to answer a client tool's call in a workflow.
+    target.tools.clear();
+    target.tool_choice = ToolChoice::Auto;
     let turns = vec![Turn::text(Role::User, prompt)];
     let limits = Limits {
         monthly: monthly_limit,
@@ -226,6 +229,13 @@ async fn prepare(
     let store = state.store.as_ref();
     let now = state.clock.now_secs();
     let day = lambent_core::time::day_of_epoch_secs(now);
+    // The tools travel with every call, as their JSON.
+    let prompt_tokens = prompt_tokens
+        + target
+            .tools
+            .iter()
+            .map(|t| messages::estimate_tokens(&serde_json::to_string(t).unwrap_or_default()))
+            .sum::<u64>();
     let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
     let reservation = budgets::reserve(
         store,
@@ -248,7 +258,8 @@ async fn prepare(
             turns,
             max_tokens: target.max_tokens,
             temperature: target.temperature,
-            ..ChatRequest::default()
+            tools: target.tools,
+            tool_choice: target.tool_choice,
         },
         reservation,
         record,
@@ -305,7 +316,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
                 call,
                 Outcome {
                     text,
-                    tool_calls: completion.tool_calls,
+                    tool_calls: completion.tool_calls.clone(),
                     status: MessageStatus::Complete,
                     usage: completion.usage,
                     stop_reason: completion.stop_reason,
@@ -314,6 +325,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
             .await?;
             // The caller gets the whole reply, even past what is stored.
             settled.text = completion.text;
+            settled.tool_calls = completion.tool_calls;
             Ok(settled)
         }
         Err(e) => {
@@ -442,10 +454,14 @@ pub struct Settled {
     pub reply_id: String,
     pub usage: Usage,
     pub cost_usd: Decimal,
+    /// In Anthropic's names whatever the provider (`end_turn`,
+    /// `max_tokens`, `tool_use`…): each endpoint says it its own way.
     pub stop_reason: Option<String>,
     /// The whole reply, from [`complete`] only (a stream has already
     /// delivered it); empty otherwise.
     pub text: String,
+    /// The tools the model called, from [`complete`] only, like `text`.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// What a call costs and the writes that count it: the month's
@@ -476,12 +492,19 @@ pub fn charge(call: &Prepared, used: &Usage) -> Charge {
 /// Stores the reply, counts its cost in every aggregate and settles the
 /// reservation: one transaction, guarded by the create-only reply (or call
 /// marker), so it counts once however often it is retried.
-pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) -> Result<Settled> {
+pub async fn settle(
+    store: &dyn ItemStore,
+    call: &Prepared,
+    mut outcome: Outcome,
+) -> Result<Settled> {
     if let Record::Step { .. } = call.record {
         return Err(Error::Internal(
             "a workflow step is settled by its checkpoint, not here".into(),
         ));
     }
+    outcome.stop_reason = outcome
+        .stop_reason
+        .map(|raw| StopReason::from_provider(&raw).anthropic().to_owned());
     let Charge {
         cost_usd,
         ops: common,
@@ -492,6 +515,7 @@ pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) ->
         cost_usd,
         stop_reason: outcome.stop_reason.clone(),
         text: String::new(),
+        tool_calls: Vec::new(),
     };
 
     if let Record::SessionTurn {

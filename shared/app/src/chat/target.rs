@@ -69,6 +69,8 @@ impl Target {
             max_tokens: u32::try_from(agent.max_tokens).unwrap_or(u32::MAX),
             temperature: agent.temperature,
             context_token_budget: agent.context_token_budget.max(0) as u64,
+            tools: agent.tools,
+            tool_choice: agent.tool_choice,
         })
     }
 
@@ -116,6 +118,8 @@ impl Target {
             max_tokens: DEFAULT_MAX_TOKENS as u32,
             temperature: None,
             context_token_budget: DEFAULT_CONTEXT_TOKEN_BUDGET as u64,
+            tools: Vec::new(),
+            tool_choice: Default::default(),
         })
     }
 }
