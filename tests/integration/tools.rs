@@ -293,3 +293,172 @@ async fn completions_answer_tool_calls_in_openai_shape_whatever_the_provider() {
         assert_eq!(finish, "tool_calls", "{kind}");
     }
 }
+
+/// Sends `body` as a turn of `session`, whole.
+async fn turn(w: &ChatWorld, session: &str, body: Value) -> (u16, Value) {
+    let mut body = body;
+    body["stream"] = json!(false);
+    w.call(
+        Method::POST,
+        &format!("/v1/sessions/{session}/messages"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_two_round_tool_conversation_reads_back_from_history() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        let session = w.session(json!({})).await;
+        // Results before any call: nothing waits for them.
+        let (status, err) = turn(
+            &w,
+            &session,
+            json!({"tool_results": [{"tool_call_id": "call_1", "content": "x"}]}),
+        )
+        .await;
+        assert_eq!(status, 409, "{kind}: {err}");
+
+        // Round 1: a question with an image; the model calls two tools.
+        w.fake.push(calling_reply());
+        let (status, first) = turn(
+            &w,
+            &session,
+            json!({"content": [
+                {"type": "text", "text": "Weather in Zürich and Oslo?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            ]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind}: {first}");
+        assert_eq!(first["stop_reason"], "tool_use");
+
+        // Results that do not answer exactly those calls are refused.
+        for (results, code, field) in [
+            (
+                json!([{"tool_call_id": "call_1", "content": "12 °C"}]),
+                400,
+                "call_2",
+            ),
+            (
+                json!([{"tool_call_id": "call_1", "content": "a"}, {"tool_call_id": "call_9", "content": "b"}]),
+                400,
+                "tool_results[1].tool_call_id",
+            ),
+            (
+                json!([{"tool_call_id": "call_1", "content": "a"}, {"tool_call_id": "call_1", "content": "b"}]),
+                400,
+                "tool_results[1].tool_call_id",
+            ),
+        ] {
+            let (status, err) = turn(&w, &session, json!({ "tool_results": results })).await;
+            assert_eq!(status, code, "{kind}: {err}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{kind}: {message}");
+        }
+        let (status, err) = turn(&w, &session, json!({"content": "hi", "tool_results": []})).await;
+        assert_eq!(status, 400, "{kind}: {err}");
+
+        // Round 2: the results; the model answers.
+        w.fake
+            .push(Reply::text("Sunny in Zürich; Oslo has no station."));
+        let (status, second) = turn(
+            &w,
+            &session,
+            json!({"tool_results": [
+                {"tool_call_id": "call_1", "content": "12 °C, sunny"},
+                {"tool_call_id": "call_2", "content": "no station", "is_error": true},
+            ]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind}: {second}");
+        assert_eq!(second["content"], "Sunny in Zürich; Oslo has no station.");
+
+        // The provider saw the whole conversation in its own format: the
+        // image, the calls and both results (refused attempts left nothing).
+        let seen = w.fake.requests().last().unwrap().clone();
+        assert_eq!(seen.images().len(), 1, "{kind}: {}", seen.body);
+        let calls: Vec<String> = seen.tool_calls().iter().map(|c| c.id.clone()).collect();
+        assert_eq!(calls, ["call_1", "call_2"], "{kind}");
+        let results: Vec<(String, bool)> = seen
+            .tool_results()
+            .iter()
+            .map(|r| (r.tool_call_id.clone(), r.is_error))
+            .collect();
+        if kind == "anthropic" {
+            assert_eq!(results, [("call_1".into(), false), ("call_2".into(), true)]);
+        } else {
+            // OpenAI's tool messages have no error flag.
+            assert_eq!(
+                results,
+                [("call_1".into(), false), ("call_2".into(), false)]
+            );
+        }
+
+        // History: the question with its image, the calls, one message per
+        // result, the answer.
+        let history = w.history(&session, 10, "asc").await;
+        let roles: Vec<&str> = history
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "tool", "assistant"],
+            "{kind}"
+        );
+        assert_eq!(history[0]["parts"][1]["type"], "image");
+        assert_eq!(history[0]["content"], "Weather in Zürich and Oslo?");
+        assert_eq!(history[1]["tool_calls"], expected_calls());
+        assert_eq!(history[2]["tool_call_id"], "call_1");
+        assert_eq!(history[3]["is_error"], true);
+        let (_, view) = w
+            .call(Method::GET, &format!("/v1/sessions/{session}"), None)
+            .await;
+        assert_eq!(view["message_count"], 5, "{kind}: {view}");
+
+        // Two calls, billed once each, summing to the usage total.
+        let billed: rust_decimal::Decimal = history
+            .iter()
+            .filter_map(|m| m["cost_usd"].as_str())
+            .map(|c| c.parse::<rust_decimal::Decimal>().unwrap())
+            .sum();
+        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+        let total: rust_decimal::Decimal = usage["total"]["cost_usd"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(billed, total, "{kind}");
+        assert_eq!(usage["total"]["calls"], 2, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_content_parts_are_refused_naming_the_field() {
+    let w = ChatWorld::start().await;
+    let session = w.session(json!({})).await;
+    for (content, field) in [
+        (json!([]), "content"),
+        (json!([{"type": "text", "text": " "}]), "content"),
+        (
+            json!([{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "AA=="}}]),
+            "content[0].source.media_type",
+        ),
+        (
+            json!([{"type": "text", "text": "a"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "not base64!"}}]),
+            "content[1].source.data",
+        ),
+        (
+            json!([{"type": "image", "source": {"type": "url", "url": "http://example.com/a.png"}}]),
+            "content[0].source.url",
+        ),
+    ] {
+        let (status, err) = turn(&w, &session, json!({ "content": content })).await;
+        assert_eq!(status, 400, "{content}: {err}");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{content}: {message}");
+    }
+    assert!(w.fake.requests().is_empty(), "no call was made");
+}

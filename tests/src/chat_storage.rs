@@ -100,9 +100,9 @@ fn turn(
         reservation,
         record: Record::SessionTurn {
             session_id: session.id.clone(),
-            user_message_id,
+            input_message_ids: vec![user_message_id],
             assistant_message_id,
-            user_content: "hi".into(),
+            input: chat::UserInput::Content(vec![lambent_core::chat::Part::Text("hi".into())]),
         },
         day: lambent_core::time::today(),
         prepared_at: lambent_core::time::now_epoch_secs(),

@@ -4,7 +4,8 @@
 use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lambent_app::chat;
+use lambent_app::chat::{self, UserInput};
+use lambent_core::chat::{ContentPart, ImageSource, Part, ToolResult};
 use lambent_core::ids::SessionId;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
@@ -19,9 +20,12 @@ use crate::Chat;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
-    /// The user's message (at most 256 KiB of UTF-8).
-    #[schema(pattern = "\\S")]
-    content: String,
+    /// The user's message: text, or a list of text and image parts (at most
+    /// 256 KiB together). Exactly one of `content` and `tool_results`.
+    content: Option<MessageContent>,
+    /// The results of the tool calls of the session's last message, one
+    /// for each call.
+    tool_results: Option<Vec<ToolResult>>,
     /// `false` answers with the whole reply as one JSON message instead of a
     /// stream of events (default `true`).
     stream: Option<bool>,
@@ -52,10 +56,11 @@ pub async fn post_message(
     PathId(id): PathId<SessionId>,
     Body(body): Body<PostMessage>,
 ) -> ApiResult<Response> {
-    let content = message_content(body.content)?;
+    let stream = body.stream != Some(false);
+    let input = user_input(body)?;
     let state = &chat.state;
-    let call = chat::prepare_session_turn(state, &principal.user_id, &id, content).await?;
-    if body.stream == Some(false) {
+    let call = chat::prepare_session_turn(state, &principal.user_id, &id, input).await?;
+    if !stream {
         chat::complete(state, &chat.llm, &call).await?;
         let reply = messages::get(state.store.as_ref(), &id, call.reply_id())
             .await?
@@ -71,15 +76,91 @@ pub async fn post_message(
     ))
 }
 
-fn message_content(raw: String) -> ApiResult<String> {
-    if raw.trim().is_empty() {
-        return Err(Error::BadRequest("content: must not be empty".into()).into());
+/// A message's content: its text, or a list of parts.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// Media types both providers take inline.
+const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// What the caller says: checked here, so the store and the provider only
+/// see what they can take.
+fn user_input(body: PostMessage) -> ApiResult<UserInput> {
+    let bad = |message: String| -> ApiResult<UserInput> { Err(Error::BadRequest(message).into()) };
+    match (body.content, body.tool_results) {
+        (Some(content), None) => content_input(content),
+        (None, Some(results)) => {
+            if results.is_empty() {
+                return bad("tool_results: must not be empty".into());
+            }
+            for (i, result) in results.iter().enumerate() {
+                if result.tool_call_id.trim().is_empty() {
+                    return bad(format!("tool_results[{i}].tool_call_id: must not be empty"));
+                }
+            }
+            let size: usize = results.iter().map(|r| r.content.len()).sum();
+            if size > MAX_STORED_BYTES {
+                return bad(format!(
+                    "tool_results: the results must be at most {MAX_STORED_BYTES} bytes together"
+                ));
+            }
+            Ok(UserInput::ToolResults(results))
+        }
+        _ => bad("content: send exactly one of content or tool_results".into()),
     }
-    if raw.len() > MAX_STORED_BYTES {
-        return Err(Error::BadRequest(format!(
-            "content: must be at most {MAX_STORED_BYTES} bytes"
-        ))
-        .into());
+}
+
+fn content_input(content: MessageContent) -> ApiResult<UserInput> {
+    let bad = |message: String| -> ApiResult<UserInput> { Err(Error::BadRequest(message).into()) };
+    let parts = match content {
+        MessageContent::Text(text) => vec![ContentPart::Text { text }],
+        MessageContent::Parts(parts) => parts,
+    };
+    if parts.is_empty() {
+        return bad("content: must not be empty".into());
     }
-    Ok(raw)
+    let mut has_text = false;
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            ContentPart::Text { text } => has_text |= !text.trim().is_empty(),
+            ContentPart::Image {
+                source: ImageSource::Base64 { media_type, data },
+            } => {
+                if !IMAGE_TYPES.contains(&media_type.as_str()) {
+                    return bad(format!(
+                        "content[{i}].source.media_type: must be one of {}",
+                        IMAGE_TYPES.join(", ")
+                    ));
+                }
+                let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+                if data.is_empty() || !data.bytes().all(base64) {
+                    return bad(format!("content[{i}].source.data: must be base64"));
+                }
+            }
+            ContentPart::Image {
+                source: ImageSource::Url { url },
+            } => {
+                if !(url.starts_with("https://") || url.starts_with("data:image/")) {
+                    return bad(format!(
+                        "content[{i}].source.url: must be an https or a data:image URL"
+                    ));
+                }
+            }
+        }
+    }
+    if !has_text && parts.iter().all(|p| matches!(p, ContentPart::Text { .. })) {
+        return bad("content: must not be empty".into());
+    }
+    // A message is stored whole in one item, images included.
+    let size = serde_json::to_string(&parts).map_or(usize::MAX, |json| json.len());
+    if size > MAX_STORED_BYTES {
+        return bad(format!("content: must be at most {MAX_STORED_BYTES} bytes"));
+    }
+    Ok(UserInput::Content(
+        parts.into_iter().map(Part::from).collect(),
+    ))
 }

@@ -156,11 +156,18 @@ fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<
 
 /// Two IDs that sort in the order of a turn: the user's message, then the reply.
 pub fn turn_ids() -> (String, String) {
+    let (mut input, reply) = turn_ids_for(1);
+    (input.remove(0), reply)
+}
+
+/// IDs that sort in the order of a turn: `inputs` messages (a message, or
+/// one per tool result), then the reply.
+pub fn turn_ids_for(inputs: usize) -> (Vec<String>, String) {
     let now = lambent_core::time::now_epoch_millis();
-    (
-        ids::sortable_id_at(ID_PREFIX, now),
-        ids::sortable_id_at(ID_PREFIX, now + 1),
-    )
+    let input = (0..inputs as i64)
+        .map(|k| ids::sortable_id_at(ID_PREFIX, now + k))
+        .collect();
+    (input, ids::sortable_id_at(ID_PREFIX, now + inputs as i64))
 }
 
 /// The user's message, written only while the session is live. A message

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::state::State;
 use lambent_llm::{
     ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
-    StopReason, ToolCall, ToolChoice, Turn, Usage,
+    StopReason, ToolCall, ToolChoice, ToolResult, Turn, Usage,
 };
 use lambent_ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
 use lambent_store::budgets::{self, Reservation};
@@ -41,18 +41,106 @@ use lambent_store::users;
 /// call count once.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// A turn of a session: the user's message, then the assistant's.
+    /// A turn of a session: the user's message (or one message per tool
+    /// result), then the assistant's.
     SessionTurn {
         session_id: String,
-        user_message_id: String,
+        /// One ID per message `input` is stored as, in order.
+        input_message_ids: Vec<String>,
         assistant_message_id: String,
-        user_content: String,
+        input: UserInput,
     },
     /// A call outside any session: a marker `USER#<owner>/CALL#<id>`.
     Call { call_id: String },
     /// A workflow step's call: the step's checkpoint is its record, written
     /// by the step protocol with [`charge`].
     Step { run_id: String, step_id: String },
+}
+
+/// What the caller says in a session turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserInput {
+    /// A message: text and images.
+    Content(Vec<Part>),
+    /// The results of the tools the model called in its last message, one
+    /// for each call.
+    ToolResults(Vec<ToolResult>),
+}
+
+impl UserInput {
+    fn parts(&self) -> Vec<Part> {
+        match self {
+            UserInput::Content(parts) => parts.clone(),
+            UserInput::ToolResults(results) => {
+                results.iter().cloned().map(Part::ToolResult).collect()
+            }
+        }
+    }
+
+    /// How many messages it is stored as.
+    fn messages(&self) -> usize {
+        match self {
+            UserInput::Content(_) => 1,
+            UserInput::ToolResults(results) => results.len(),
+        }
+    }
+}
+
+/// Tool results must answer exactly the calls of the session's last
+/// message: 409 when no call waits, 400 naming an unknown, repeated or
+/// missing call.
+async fn check_results(
+    store: &dyn ItemStore,
+    session_id: &str,
+    results: &[ToolResult],
+) -> Result<()> {
+    let newest = messages::page(
+        store,
+        session_id,
+        lambent_ports::Order::Descending,
+        lambent_store::PageRequest {
+            limit: 1,
+            after: None,
+        },
+    )
+    .await?;
+    let waiting = match newest.items.first() {
+        Some(m) if m.role == messages::MessageRole::Assistant && !m.tool_calls.is_empty() => {
+            &m.tool_calls
+        }
+        _ => {
+            return Err(Error::Conflict(
+                "tool_results: no tool call is waiting for results in this session".into(),
+            ))
+        }
+    };
+    for (i, result) in results.iter().enumerate() {
+        if !waiting.iter().any(|c| c.id == result.tool_call_id) {
+            return Err(Error::BadRequest(format!(
+                "tool_results[{i}].tool_call_id: {:?} is not a call waiting for its result",
+                result.tool_call_id
+            )));
+        }
+        if results[..i]
+            .iter()
+            .any(|r| r.tool_call_id == result.tool_call_id)
+        {
+            return Err(Error::BadRequest(format!(
+                "tool_results[{i}].tool_call_id: {:?} is answered twice",
+                result.tool_call_id
+            )));
+        }
+    }
+    if let Some(missing) = waiting
+        .iter()
+        .find(|c| !results.iter().any(|r| r.tool_call_id == c.id))
+    {
+        return Err(Error::BadRequest(format!(
+            "tool_results: missing the result of tool_call_id {:?}",
+            missing.id
+        )));
+    }
+    Ok(())
 }
 
 /// How long a call marker is kept; retries of a settle come within seconds.
@@ -81,6 +169,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// How many messages the call stores: its input's, then the reply.
+    fn stored_messages(&self) -> u64 {
+        match &self.record {
+            Record::SessionTurn {
+                input_message_ids, ..
+            } => input_message_ids.len() as u64 + 1,
+            Record::Call { .. } | Record::Step { .. } => 0,
+        }
+    }
+
     /// The ID clients see for the reply: the assistant message's, or the call's.
     pub fn reply_id(&self) -> &str {
         match &self.record {
@@ -107,7 +205,7 @@ pub async fn prepare_session_turn(
     state: &State,
     owner: &str,
     session_id: &str,
-    content: String,
+    input: UserInput,
 ) -> Result<Prepared> {
     let store = state.store.as_ref();
     let Some(session) = sessions::get(store, owner, session_id).await? else {
@@ -124,22 +222,28 @@ pub async fn prepare_session_turn(
         .system
         .as_deref()
         .map_or(0, messages::estimate_tokens)
-        + messages::estimate_tokens(&content);
+        + messages::estimate_parts_tokens(&input.parts());
     if fixed > budget {
         return Err(Error::BadRequest(format!(
             "content: the message and the agent's system prompt need about {fixed} tokens, \
              more than the agent's context_token_budget of {budget}"
         )));
     }
+    if let UserInput::ToolResults(results) = &input {
+        check_results(store, &session.id, results).await?;
+    }
     let (mut turns, history_tokens) =
         messages::recent_turns(store, &session.id, budget - fixed).await?;
-    turns.push(Turn::text(Role::User, content.clone()));
-    let (user_message_id, assistant_message_id) = messages::turn_ids();
+    turns.push(Turn {
+        role: Role::User,
+        parts: input.parts(),
+    });
+    let (input_message_ids, assistant_message_id) = messages::turn_ids_for(input.messages());
     let record = Record::SessionTurn {
         session_id: session.id.clone(),
-        user_message_id,
+        input_message_ids,
         assistant_message_id,
-        user_content: content,
+        input,
     };
     let prompt_tokens = fixed + history_tokens;
     let limits = Limits {
@@ -370,14 +474,26 @@ fn store_user_message(
     let ops = match &call.record {
         Record::SessionTurn {
             session_id,
-            user_message_id,
-            user_content,
+            input_message_ids,
+            input: UserInput::Content(parts),
             ..
         } => Some(messages::user_message_ops(
             &call.owner,
             session_id,
-            user_message_id,
-            &[Part::Text(user_content.clone())],
+            &input_message_ids[0],
+            parts,
+            call.expires_at,
+        )),
+        Record::SessionTurn {
+            session_id,
+            input_message_ids,
+            input: UserInput::ToolResults(results),
+            ..
+        } => Some(messages::tool_result_ops(
+            &call.owner,
+            session_id,
+            input_message_ids,
+            results,
             call.expires_at,
         )),
         Record::Call { .. } | Record::Step { .. } => None,
@@ -594,7 +710,7 @@ fn session_totals(call: &Prepared, u: &Usage, cost_usd: Decimal) -> Update {
             "committed_usd",
             cost_usd - call.reservation.session_amount(),
         )
-        .add("message_count", Decimal::TWO)
+        .add("message_count", Decimal::from(call.stored_messages()))
         .set("updated_at", lambent_core::time::now_rfc3339())
         .expire_at(Some(call.expires_at))
 }
