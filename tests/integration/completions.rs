@@ -123,7 +123,27 @@ async fn completions_refuse_what_they_cannot_serve() {
         ),
         (
             json!({"model": "fake/fake-openai", "messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"model": "fake/fake-openai", "messages": [{"role": "critic", "content": "x"}]}),
             "messages[0].role",
+        ),
+        (
+            json!({"model": "fake/fake-openai", "messages": user,
+                   "tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "fake/fake-openai", "messages": user,
+                   "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": "fake/fake-openai", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
+            "messages[0].content[0].image_url.url",
         ),
         (
             json!({"model": "fake/fake-openai", "messages": user, "n": 2}),

@@ -462,3 +462,88 @@ async fn malformed_content_parts_are_refused_naming_the_field() {
     }
     assert!(w.fake.requests().is_empty(), "no call was made");
 }
+
+#[tokio::test]
+async fn completions_take_tools_tool_messages_and_images_for_both_provider_kinds() {
+    for kind in ["anthropic", "openai"] {
+        let w = ChatWorld::start_with(kind, |_| {}).await;
+        w.fake.push(Reply::text("Sunny in Zürich."));
+        let body = json!({
+            "model": w.agent_id,
+            "messages": [
+                {"role": "developer", "content": "Answer briefly."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather here?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Zürich\"}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bern\"}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12 °C"},
+                {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "9 °C"}]},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather", "description": "Current weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+        });
+        let (status, answer) = w
+            .call(Method::POST, "/v1/chat/completions", Some(body))
+            .await;
+        assert_eq!(status, 200, "{kind}: {answer}");
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "Sunny in Zürich."
+        );
+
+        // The provider got the same conversation in its own format.
+        let seen = w.fake.requests().last().unwrap().clone();
+        assert_eq!(seen.tool_names(), ["get_weather"], "{kind}");
+        assert_eq!(seen.images().len(), 1, "{kind}");
+        let calls: Vec<(String, Value)> = seen
+            .tool_calls()
+            .into_iter()
+            .map(|c| (c.id, c.input))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("call_1".to_owned(), json!({"city": "Zürich"})),
+                ("call_2".to_owned(), json!({"city": "Bern"}))
+            ],
+            "{kind}"
+        );
+        let results: Vec<(String, String)> = seen
+            .tool_results()
+            .iter()
+            .map(|r| (r.tool_call_id.clone(), r.text()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("call_1".to_owned(), "12 °C".to_owned()),
+                ("call_2".to_owned(), "9 °C".to_owned())
+            ],
+            "{kind}"
+        );
+        if kind == "anthropic" {
+            // Both results in one user message, as Anthropic requires.
+            let messages = seen.body["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 3, "{}", seen.body);
+            assert_eq!(
+                seen.body["tool_choice"],
+                json!({"type": "any", "disable_parallel_tool_use": true})
+            );
+            assert!(seen.body["system"]
+                .as_str()
+                .unwrap()
+                .ends_with("Answer briefly."));
+        } else {
+            assert_eq!(seen.body["tool_choice"], "required");
+            assert_eq!(seen.body["parallel_tool_calls"], false);
+            assert_eq!(seen.body["messages"][0]["role"], "system");
+        }
+    }
+}

@@ -9,12 +9,13 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat::{self, Prepared, Settled, Target};
+use lambent_core::chat::check_tools;
 use lambent_core::ids::{AgentId, TypedId};
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::Body;
 use lambent_http::Caller;
-use lambent_llm::{Chunk, Role, Turn, Usage};
+use lambent_llm::{Chunk, Image, Role, ToolCall, ToolChoice, ToolResult, ToolSpec, Turn, Usage};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -49,6 +50,34 @@ pub struct CompletionRequest {
     n: Option<u32>,
     /// Accepted and ignored, as an end-user tag.
     user: Option<String>,
+    /// Functions the model may call (`type: "function"`); they replace the
+    /// agent's tools for this call.
+    #[schema(value_type = Option<Vec<Object>>)]
+    tools: Option<Vec<InputTool>>,
+    /// `"auto"`, `"none"`, `"required"` or `{"type": "function", "function": {"name"}}`.
+    #[schema(value_type = Option<Object>)]
+    tool_choice: Option<Value>,
+    /// Whether the model may call several tools at once.
+    parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: InputFunction,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputFunction {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+    /// Accepted; schemas are passed on as they are.
+    #[allow(dead_code)]
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -57,12 +86,75 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// The tools of a request as Lambent's.
+fn tool_specs(tools: Vec<InputTool>) -> ApiResult<Vec<ToolSpec>> {
+    // As OpenAI: an empty list is a mistake, not "no tools".
+    if tools.is_empty() {
+        return Err(bad(
+            "tools: must not be empty (leave it out for none)".into()
+        ));
+    }
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            if tool.kind != "function" {
+                return Err(bad(format!(
+                    "tools[{i}].type: only \"function\" is supported"
+                )));
+            }
+            Ok(ToolSpec {
+                name: tool.function.name,
+                description: tool.function.description,
+                input_schema: tool
+                    .function
+                    .parameters
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            })
+        })
+        .collect()
+}
+
+/// OpenAI's tool choice as Lambent's.
+fn tool_choice_of(choice: &Value) -> ApiResult<ToolChoice> {
+    match choice {
+        Value::String(s) if s == "auto" => Ok(ToolChoice::Auto),
+        Value::String(s) if s == "none" => Ok(ToolChoice::None),
+        Value::String(s) if s == "required" => Ok(ToolChoice::Any),
+        value => match value["function"]["name"].as_str() {
+            Some(name) if value["type"] == "function" => Ok(ToolChoice::Tool(name.to_owned())),
+            _ => Err(bad(
+                "tool_choice: expected \"auto\", \"none\", \"required\" or \
+                 {\"type\": \"function\", \"function\": {\"name\"}}"
+                    .into(),
+            )),
+        },
+    }
+}
+
 #[derive(Deserialize)]
 struct InputMessage {
     role: String,
     content: Option<Content>,
     #[allow(dead_code)]
     name: Option<String>,
+    /// Assistant messages: the calls the model made.
+    tool_calls: Option<Vec<InputToolCall>>,
+    /// Tool messages: the call this answers.
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InputToolCall {
+    id: String,
+    function: InputCalled,
+}
+
+#[derive(Deserialize)]
+struct InputCalled {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -77,48 +169,135 @@ struct Part {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    image_url: Option<ImageUrl>,
+}
+
+#[derive(Deserialize)]
+struct ImageUrl {
+    url: String,
+    /// Accepted; only OpenAI models read it.
+    #[allow(dead_code)]
+    detail: Option<String>,
 }
 
 fn bad(message: String) -> ApiError {
     Error::BadRequest(message).into()
 }
 
-fn text_of(index: usize, content: Option<Content>) -> ApiResult<String> {
+/// A message's content as parts: text and images (https or data URLs).
+fn parts_of(index: usize, content: Option<Content>) -> ApiResult<Vec<ContentPiece>> {
     match content {
-        None => Ok(String::new()),
-        Some(Content::Text(text)) => Ok(text),
+        None => Ok(Vec::new()),
+        Some(Content::Text(text)) => Ok(vec![ContentPiece::Text(text)]),
         Some(Content::Parts(parts)) => parts
             .into_iter()
-            .map(|part| match (part.kind.as_str(), part.text) {
-                ("text", Some(text)) => Ok(text),
-                (kind, _) => Err(bad(format!(
-                    "messages[{index}].content: only text parts are supported, not {kind:?}"
+            .enumerate()
+            .map(|(p, part)| match (part.kind.as_str(), part.text, part.image_url) {
+                ("text", Some(text), _) => Ok(ContentPiece::Text(text)),
+                ("image_url", _, Some(image))
+                    if image.url.starts_with("https://") || image.url.starts_with("data:image/") =>
+                {
+                    Ok(ContentPiece::Image(Image::Url(image.url)))
+                }
+                ("image_url", _, _) => Err(bad(format!(
+                    "messages[{index}].content[{p}].image_url.url: must be an https or a data:image URL"
+                ))),
+                (kind, _, _) => Err(bad(format!(
+                    "messages[{index}].content[{p}].type: {kind:?} is not text or image_url"
                 ))),
             })
             .collect(),
     }
 }
 
-/// The system prompt and the turns of a request.
+enum ContentPiece {
+    Text(String),
+    Image(Image),
+}
+
+impl From<ContentPiece> for lambent_llm::Part {
+    fn from(piece: ContentPiece) -> Self {
+        match piece {
+            ContentPiece::Text(text) => lambent_llm::Part::Text(text),
+            ContentPiece::Image(image) => lambent_llm::Part::Image(image),
+        }
+    }
+}
+
+fn text_only(pieces: Vec<ContentPiece>) -> String {
+    pieces
+        .into_iter()
+        .filter_map(|p| match p {
+            ContentPiece::Text(text) => Some(text),
+            ContentPiece::Image(_) => None,
+        })
+        .collect()
+}
+
+/// The system prompt and the turns of a request. Consecutive `tool`
+/// messages become one user turn of results, as Anthropic needs them.
 fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<Turn>)> {
     let mut system = Vec::new();
-    let mut turns = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
     for (index, message) in messages.into_iter().enumerate() {
-        let text = text_of(index, message.content)?;
-        let role = match message.role.as_str() {
-            "system" | "developer" => {
-                system.push(text);
-                continue;
+        let pieces = parts_of(index, message.content)?;
+        match message.role.as_str() {
+            "system" | "developer" => system.push(text_only(pieces)),
+            "user" => turns.push(Turn {
+                role: Role::User,
+                parts: pieces.into_iter().map(Into::into).collect(),
+            }),
+            "assistant" => {
+                let mut parts: Vec<lambent_llm::Part> = Vec::new();
+                let text = text_only(pieces);
+                if !text.is_empty() {
+                    parts.push(lambent_llm::Part::Text(text));
+                }
+                for call in message.tool_calls.into_iter().flatten() {
+                    parts.push(lambent_llm::Part::ToolCall(ToolCall {
+                        id: call.id,
+                        name: call.function.name,
+                        input: lambent_llm::wire::arguments(&call.function.arguments),
+                    }));
+                }
+                turns.push(Turn {
+                    role: Role::Assistant,
+                    parts,
+                });
             }
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
+            "tool" => {
+                let Some(tool_call_id) = message.tool_call_id else {
+                    return Err(bad(format!(
+                        "messages[{index}].tool_call_id: a tool message needs the call it answers"
+                    )));
+                };
+                let result = lambent_llm::Part::ToolResult(ToolResult {
+                    tool_call_id,
+                    content: text_only(pieces),
+                    is_error: false,
+                });
+                match turns.last_mut() {
+                    Some(last)
+                        if last.role == Role::User
+                            && last
+                                .parts
+                                .iter()
+                                .all(|p| matches!(p, lambent_llm::Part::ToolResult(_))) =>
+                    {
+                        last.parts.push(result)
+                    }
+                    _ => turns.push(Turn {
+                        role: Role::User,
+                        parts: vec![result],
+                    }),
+                }
+            }
             other => {
                 return Err(bad(format!(
-                    "messages[{index}].role: {other:?} is not system, developer, user or assistant"
+                    "messages[{index}].role: {other:?} is not system, developer, user, assistant or tool"
                 )))
             }
-        };
-        turns.push(Turn::text(role, text));
+        }
     }
     if !turns.iter().any(|t| t.role == Role::User) {
         return Err(bad("messages: at least one user message is needed".into()));
@@ -188,6 +367,15 @@ pub async fn create_completion(
     if let Some(t) = &body.temperature {
         target.temperature = Some(lambent_core::validate::temperature(t)?);
     }
+    if let Some(tools) = body.tools {
+        target.tools = tool_specs(tools)?;
+        target.tool_choice = ToolChoice::Auto;
+    }
+    if let Some(choice) = &body.tool_choice {
+        target.tool_choice = tool_choice_of(choice)?;
+    }
+    check_tools(&target.tools, &target.tool_choice)?;
+    target.parallel_tool_calls = body.parallel_tool_calls;
     let state = &chat.state;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
     let created = lambent_core::time::now_epoch_secs();

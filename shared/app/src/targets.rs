@@ -58,4 +58,7 @@ pub struct Target {
     /// The agent's client tools, offered on every call but a workflow step's.
     pub tools: Vec<lambent_core::chat::ToolSpec>,
     pub tool_choice: lambent_core::chat::ToolChoice,
+    /// Whether the model may call several tools at once (the provider's
+    /// default when unset).
+    pub parallel_tool_calls: Option<bool>,
 }

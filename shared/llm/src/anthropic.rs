@@ -125,7 +125,15 @@ pub fn request_body(request: &ChatRequest, stream: bool) -> Result<Vec<u8>, Prov
             .collect(),
         temperature: request.temperature,
         tools: request.tools.iter().map(tool).collect(),
-        tool_choice: (!request.tools.is_empty()).then(|| tool_choice(&request.tool_choice)),
+        tool_choice: (!request.tools.is_empty()).then(|| {
+            let mut choice = tool_choice(&request.tool_choice);
+            // Anthropic says it the other way round, and not with "none".
+            if request.parallel_tool_calls == Some(false) && request.tool_choice != ToolChoice::None
+            {
+                choice["disable_parallel_tool_use"] = Value::Bool(true);
+            }
+            choice
+        }),
         stream,
     };
     serde_json::to_vec(&body)

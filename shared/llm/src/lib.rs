@@ -51,6 +51,8 @@ pub struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     /// Sent only with tools.
     pub tool_choice: ToolChoice,
+    /// `Some(false)`: at most one call per reply (sent only with tools).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One piece of a streamed reply, in the order the provider sent it.
@@ -198,6 +200,7 @@ pub(crate) mod fixtures {
                 input_schema: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             }],
             tool_choice: ToolChoice::Tool("weather".into()),
+            parallel_tool_calls: None,
         }
     }
 }

@@ -50,6 +50,8 @@ struct Body<'a> {
     tools: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +157,9 @@ pub fn request_body(
         }),
         tools: request.tools.iter().map(tool).collect(),
         tool_choice: (!request.tools.is_empty()).then(|| tool_choice(&request.tool_choice)),
+        parallel_tool_calls: request
+            .parallel_tool_calls
+            .filter(|_| !request.tools.is_empty()),
     };
     serde_json::to_vec(&body)
         .map_err(|e| ProviderError::Protocol(format!("could not encode the request: {e}")))

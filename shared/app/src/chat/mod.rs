@@ -364,6 +364,7 @@ async fn prepare(
             temperature: target.temperature,
             tools: target.tools,
             tool_choice: target.tool_choice,
+            parallel_tool_calls: target.parallel_tool_calls,
         },
         reservation,
         record,

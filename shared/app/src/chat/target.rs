@@ -71,6 +71,7 @@ impl Target {
             context_token_budget: agent.context_token_budget.max(0) as u64,
             tools: agent.tools,
             tool_choice: agent.tool_choice,
+            parallel_tool_calls: None,
         })
     }
 
@@ -120,6 +121,7 @@ impl Target {
             context_token_budget: DEFAULT_CONTEXT_TOKEN_BUDGET as u64,
             tools: Vec::new(),
             tool_choice: Default::default(),
+            parallel_tool_calls: None,
         })
     }
 }
