@@ -171,14 +171,6 @@ async fn completions_refuse_what_they_cannot_serve() {
     assert!(w.fake.requests().is_empty());
 }
 
-/// The interpreter of scripts/test's venv, which has the `openai` package.
-fn python() -> String {
-    std::env::var("LAMBENT_TEST_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/lambent/venv/bin/python")
-    })
-}
-
 #[tokio::test]
 async fn the_official_openai_sdk_round_trips() {
     let w = ChatWorld::start_with("openai", |_| {}).await;
@@ -190,7 +182,7 @@ async fn the_official_openai_sdk_round_trips() {
     let key = w.key.clone();
     let model = w.agent_id.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(lambent_testkit::app::test_python())
             .arg(script)
             .env("LAMBENT_BASE_URL", base_url)
             .env("LAMBENT_KEY", key)
@@ -202,7 +194,7 @@ async fn the_official_openai_sdk_round_trips() {
     .unwrap_or_else(|e| {
         panic!(
             "could not run {} ({e}); scripts/test installs it with the openai package",
-            python()
+            lambent_testkit::app::test_python()
         )
     });
     assert!(

@@ -547,3 +547,60 @@ async fn completions_take_tools_tool_messages_and_images_for_both_provider_kinds
         }
     }
 }
+
+#[tokio::test]
+async fn the_official_openai_sdk_calls_tools_through_either_provider_kind() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        // Whole, then streamed: two calls each; then the answer.
+        w.fake.push(calling_reply());
+        w.fake.push(calling_reply());
+        w.fake.push(Reply::text("Both 12 °C."));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/openai_sdk/tools.py");
+        let (base_url, key, model) = (w.app.url("/v1"), w.key.clone(), w.agent_id.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            lambent_testkit::app::run_python_json(
+                script,
+                &[
+                    ("LAMBENT_BASE_URL", &base_url),
+                    ("LAMBENT_KEY", &key),
+                    ("LAMBENT_MODEL", &model),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let calls = json!([
+            {"id": "call_1", "name": "get_weather", "arguments": {"city": "Zürich"}},
+            {"id": "call_2", "name": "get_weather", "arguments": {"city": "Oslo"}},
+        ]);
+        assert_eq!(
+            seen["whole"]["finish_reason"], "tool_calls",
+            "{kind}: {seen}"
+        );
+        assert_eq!(seen["whole"]["content"], "Checking.", "{kind}");
+        let whole_calls: Vec<Value> = seen["whole"]["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| json!({"id": c["id"], "name": c["name"], "arguments": c["arguments"]}))
+            .collect();
+        assert_eq!(Value::from(whole_calls), calls, "{kind}");
+        assert!(seen["whole"]["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] == "function"));
+        assert_eq!(seen["stream"]["finish_reason"], "tool_calls", "{kind}");
+        assert_eq!(seen["stream"]["content"], "Checking.", "{kind}");
+        assert_eq!(seen["stream"]["calls"], calls, "{kind}");
+        assert_eq!(seen["answer"]["content"], "Both 12 °C.", "{kind}");
+        assert_eq!(seen["answer"]["finish_reason"], "stop", "{kind}");
+        // The results reached the provider, in its format.
+        let last = w.fake.requests().last().unwrap().clone();
+        let results: Vec<String> = last.tool_results().iter().map(|r| r.text()).collect();
+        assert_eq!(results, ["12 °C in Zürich", "12 °C in Oslo"], "{kind}");
+        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+        assert_eq!(usage["total"]["calls"], 3, "{kind}");
+    }
+}

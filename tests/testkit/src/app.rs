@@ -198,6 +198,41 @@ pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Con
     }
 }
 
+/// The Python of scripts/test's venv, which has the official SDKs
+/// (`LAMBENT_TEST_PYTHON`, default `~/.cache/lambent/venv/bin/python`).
+pub fn test_python() -> String {
+    std::env::var("LAMBENT_TEST_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/lambent/venv/bin/python")
+    })
+}
+
+/// Runs a script with the test venv's Python and `envs`, and parses the
+/// one JSON object it prints.
+pub fn run_python_json(script: &str, envs: &[(&str, &str)]) -> serde_json::Value {
+    let output = Command::new(test_python())
+        .arg(script)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not run {} ({e}); scripts/test installs it with the SDKs",
+                test_python()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{script} failed (scripts/test installs the SDKs):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// The `lambent` binary next to this test binary (`target/<profile>/lambent`),
 /// or `LAMBENT_BIN`. `scripts/test` builds it before the tests.
 pub fn lambent_bin() -> PathBuf {
