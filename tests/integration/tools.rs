@@ -604,3 +604,121 @@ async fn the_official_openai_sdk_calls_tools_through_either_provider_kind() {
         assert_eq!(usage["total"]["calls"], 3, "{kind}");
     }
 }
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_calls_tools_through_either_provider_kind() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        w.fake.push(calling_reply());
+        w.fake.push(calling_reply());
+        w.fake.push(Reply::text("Both 12 °C."));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/anthropic_sdk/tools.py");
+        let (base_url, key, model) = (w.app.url(""), w.key.clone(), w.agent_id.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            lambent_testkit::app::run_python_json(
+                script,
+                &[
+                    ("LAMBENT_BASE_URL", base_url.trim_end_matches('/')),
+                    ("LAMBENT_KEY", &key),
+                    ("LAMBENT_MODEL", &model),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let content = json!([
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Zürich"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Oslo"}},
+        ]);
+        for round in ["whole", "stream"] {
+            assert_eq!(
+                seen[round]["stop_reason"], "tool_use",
+                "{kind} {round}: {seen}"
+            );
+            assert_eq!(seen[round]["content"], content, "{kind} {round}");
+            // The fake's usage: 100 input (40 of them cache reads for OpenAI's count), 20 output.
+            assert_eq!(seen[round]["usage"]["output_tokens"], 20, "{kind} {round}");
+            assert_eq!(
+                seen[round]["usage"]["cache_read_input_tokens"], 40,
+                "{kind} {round}"
+            );
+        }
+        assert_eq!(seen["whole"]["type"], "message");
+        let events: Vec<&str> = seen["stream"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(events.first(), Some(&"message_start"), "{kind}");
+        assert_eq!(events.last(), Some(&"message_stop"), "{kind}");
+        assert!(
+            events.contains(&"content_block_start"),
+            "{kind}: {events:?}"
+        );
+        assert_eq!(seen["answer"]["stop_reason"], "end_turn", "{kind}");
+        assert_eq!(
+            seen["answer"]["content"],
+            json!([{"type": "text", "text": "Both 12 °C."}])
+        );
+        assert_eq!(
+            seen["refused"],
+            json!({"status": 400, "type": "invalid_request_error"}),
+            "{kind}"
+        );
+        let last = w.fake.requests().last().unwrap().clone();
+        let results: Vec<String> = last.tool_results().iter().map(|r| r.text()).collect();
+        assert_eq!(results, ["12 °C in Zürich", "12 °C in Oslo"], "{kind}");
+        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+        assert_eq!(usage["total"]["calls"], 3, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn the_messages_endpoint_answers_errors_in_anthropics_shape() {
+    let w = ChatWorld::start().await;
+    let client = reqwest::Client::new();
+    let url = w.app.url("/v1/messages");
+    let body = json!({"model": w.agent_id, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    // No key: the key check's 401, in Anthropic's shape.
+    let response = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "authentication_error");
+    // A bad request, with the key as Anthropic's clients send it.
+    let mut bad = body.clone();
+    bad["messages"] = json!([{"role": "system", "content": "hi"}]);
+    let response = client
+        .post(&url)
+        .header("x-api-key", &w.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("messages[0].role"));
+    // And a good one, whole.
+    w.fake.push(Reply::text("Hello."));
+    let response = client
+        .post(&url)
+        .header("x-api-key", &w.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "Hello."}])
+    );
+    assert_eq!(message["stop_reason"], "end_turn");
+}

@@ -306,7 +306,7 @@ fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<T
     Ok((system, turns))
 }
 
-async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
+pub(crate) async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
     if model.starts_with("agt_") {
         AgentId::parse(model).map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
         return match Target::of_agent(&chat.state, owner, model, "the agent").await {
@@ -488,11 +488,11 @@ impl Wire for OpenAiChunks {
         )]
     }
 
-    fn text(&mut self, piece: &str) -> Event {
-        self.chunk(
+    fn text(&mut self, piece: &str) -> Vec<Event> {
+        vec![self.chunk(
             json!([{ "index": 0, "delta": { "content": piece }, "finish_reason": null }]),
             None,
-        )
+        )]
     }
 
     fn tool_piece(&mut self, chunk: &Chunk) -> Vec<Event> {

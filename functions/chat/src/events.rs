@@ -32,7 +32,7 @@ const BUFFERED_EVENTS: usize = 8;
 pub trait Wire: Send + 'static {
     /// Sent before the first text.
     fn start(&mut self, call: &Prepared) -> Vec<Event>;
-    fn text(&mut self, piece: &str) -> Event;
+    fn text(&mut self, piece: &str) -> Vec<Event>;
     /// A piece of a tool call as the provider streamed it (a call's start
     /// or a piece of its arguments), for wires that stream calls in pieces.
     fn tool_piece(&mut self, _chunk: &Chunk) -> Vec<Event> {
@@ -77,8 +77,8 @@ impl Wire for LambentEvents {
         )]
     }
 
-    fn text(&mut self, piece: &str) -> Event {
-        self.event("delta", json!({ "text": piece }))
+    fn text(&mut self, piece: &str) -> Vec<Event> {
+        vec![self.event("delta", json!({ "text": piece }))]
     }
 
     fn tool_call(&mut self, index: usize, call: &ToolCall) -> Vec<Event> {
@@ -196,8 +196,8 @@ async fn pump(
             Some(Ok(Chunk::Text(piece))) => {
                 text.push(&piece);
                 if !client.gone() {
-                    let event = wire.text(&piece);
-                    client.send(event).await;
+                    let events = wire.text(&piece);
+                    client.send_all(events).await;
                 }
             }
             Some(Ok(Chunk::Usage(latest))) => usage = latest,

@@ -7,9 +7,11 @@
 //! |---|---|
 //! | POST | `/v1/sessions/{id}/messages` |
 //! | POST | `/v1/chat/completions` |
+//! | POST | `/v1/messages` (Anthropic-compatible) |
 
 mod completions;
 mod events;
+mod messages_api;
 mod turn;
 
 use axum::extract::FromRef;
@@ -44,6 +46,7 @@ pub fn documented() -> OpenApiRouter<Chat> {
     OpenApiRouter::new()
         .routes(routes!(turn::post_message))
         .routes(routes!(completions::create_completion))
+        .routes(routes!(messages_api::create_message))
 }
 
 /// The route group: these routes behind the API key check, with the
@@ -52,6 +55,7 @@ pub const GROUP: RouteGroup = RouteGroup {
     openapi: || group::openapi_of(documented()),
     routes: |state| {
         let chat = Chat::new(state.clone())?;
-        Ok(group::protected(documented(), &state, chat))
+        Ok(group::protected(documented(), &state, chat)
+            .layer(axum::middleware::from_fn(messages_api::anthropic_errors)))
     },
 };

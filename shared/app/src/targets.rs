@@ -61,4 +61,6 @@ pub struct Target {
     /// Whether the model may call several tools at once (the provider's
     /// default when unset).
     pub parallel_tool_calls: Option<bool>,
+    /// Texts that end the reply where the model writes them.
+    pub stop_sequences: Vec<String>,
 }

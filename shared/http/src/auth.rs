@@ -25,13 +25,18 @@ pub fn protect<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: &Stat
 }
 
 async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next) -> Response {
-    let authorization = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let headers = request.headers();
+    // Anthropic's clients send the key as `x-api-key`.
+    let authorization = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => value.to_str().ok().map(str::to_owned),
+        None => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|key| format!("Bearer {key}")),
+    };
     let principal = match state
         .identity
-        .authenticate(state.store.as_ref(), authorization)
+        .authenticate(state.store.as_ref(), authorization.as_deref())
         .await
     {
         Ok(p) => p,

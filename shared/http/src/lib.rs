@@ -91,7 +91,12 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 http::Method::PATCH,
                 http::Method::DELETE,
             ])
-            .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE])
+            .allow_headers([
+                http::header::AUTHORIZATION,
+                http::header::CONTENT_TYPE,
+                http::HeaderName::from_static("x-api-key"),
+                http::HeaderName::from_static("anthropic-version"),
+            ])
             .expose_headers([http::HeaderName::from_static(REQUEST_ID_HEADER)]),
     )
 }

@@ -38,6 +38,8 @@ struct Body<'a> {
     tools: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
     stream: bool,
 }
 
@@ -134,6 +136,7 @@ pub fn request_body(request: &ChatRequest, stream: bool) -> Result<Vec<u8>, Prov
             }
             choice
         }),
+        stop_sequences: &request.stop_sequences,
         stream,
     };
     serde_json::to_vec(&body)

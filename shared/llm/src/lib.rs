@@ -53,6 +53,8 @@ pub struct ChatRequest {
     pub tool_choice: ToolChoice,
     /// `Some(false)`: at most one call per reply (sent only with tools).
     pub parallel_tool_calls: Option<bool>,
+    /// Texts that end the reply (Anthropic `stop_sequences`, OpenAI `stop`).
+    pub stop_sequences: Vec<String>,
 }
 
 /// One piece of a streamed reply, in the order the provider sent it.
@@ -201,6 +203,7 @@ pub(crate) mod fixtures {
             }],
             tool_choice: ToolChoice::Tool("weather".into()),
             parallel_tool_calls: None,
+            stop_sequences: Vec::new(),
         }
     }
 }

@@ -52,6 +52,8 @@ struct Body<'a> {
     tool_choice: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -160,6 +162,7 @@ pub fn request_body(
         parallel_tool_calls: request
             .parallel_tool_calls
             .filter(|_| !request.tools.is_empty()),
+        stop: &request.stop_sequences,
     };
     serde_json::to_vec(&body)
         .map_err(|e| ProviderError::Protocol(format!("could not encode the request: {e}")))

@@ -365,6 +365,7 @@ async fn prepare(
             tools: target.tools,
             tool_choice: target.tool_choice,
             parallel_tool_calls: target.parallel_tool_calls,
+            stop_sequences: target.stop_sequences,
         },
         reservation,
         record,

@@ -72,6 +72,7 @@ impl Target {
             tools: agent.tools,
             tool_choice: agent.tool_choice,
             parallel_tool_calls: None,
+            stop_sequences: Vec::new(),
         })
     }
 
@@ -122,6 +123,7 @@ impl Target {
             tools: Vec::new(),
             tool_choice: Default::default(),
             parallel_tool_calls: None,
+            stop_sequences: Vec::new(),
         })
     }
 }
