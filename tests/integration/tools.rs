@@ -722,3 +722,151 @@ async fn the_messages_endpoint_answers_errors_in_anthropics_shape() {
     );
     assert_eq!(message["stop_reason"], "end_turn");
 }
+
+/// The provider's request body for the last call.
+fn last_request(w: &ChatWorld) -> Value {
+    w.fake.requests().last().unwrap().body.clone()
+}
+
+#[tokio::test]
+async fn every_client_format_sends_the_provider_the_same_request() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        let image = "iVBORw0KGgo=";
+
+        // Native: a question with an image, the model's calls, the results.
+        let session = w.session(json!({})).await;
+        w.fake.push(calling_reply());
+        let (status, _) = turn(
+            &w,
+            &session,
+            json!({"content": [
+                {"type": "text", "text": "Weather?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image}},
+            ]}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        w.fake.push(Reply::text("Done."));
+        let (status, _) = turn(
+            &w,
+            &session,
+            json!({"tool_results": [
+                {"tool_call_id": "call_1", "content": "12 °C"},
+                {"tool_call_id": "call_2", "content": "9 °C"},
+            ]}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let native = last_request(&w);
+
+        // OpenAI-compatible: the same conversation, the agent's tools.
+        w.fake.push(Reply::text("Done."));
+        let (status, answer) = w
+            .call(
+                Method::POST,
+                "/v1/chat/completions",
+                Some(json!({"model": w.agent_id, "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"},
+                        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{image}")}},
+                    ]},
+                    {"role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Zürich\"}"}},
+                        {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "12 °C"},
+                    {"role": "tool", "tool_call_id": "call_2", "content": "9 °C"},
+                ]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let completions = last_request(&w);
+
+        // Anthropic-compatible: the same again.
+        w.fake.push(Reply::text("Done."));
+        let (status, answer) = w
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"model": w.agent_id, "max_tokens": 100, "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image}},
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Zürich"}},
+                        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Oslo"}},
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "call_1", "content": "12 °C"},
+                        {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "9 °C"}]},
+                    ]},
+                ]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let messages = last_request(&w);
+
+        assert_eq!(
+            native, completions,
+            "{kind}: native and OpenAI-format clients differ"
+        );
+        assert_eq!(
+            native, messages,
+            "{kind}: native and Anthropic-format clients differ"
+        );
+
+        // And that request is exactly the provider's format.
+        let tool = &weather();
+        let expected = if kind == "anthropic" {
+            json!({
+                "model": "fake-anthropic",
+                "max_tokens": 100,
+                "system": "You are terse.",
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image}},
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Zürich"}},
+                        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Oslo"}},
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "call_1", "content": "12 °C"},
+                        {"type": "tool_result", "tool_use_id": "call_2", "content": "9 °C"},
+                    ]},
+                ],
+                "tools": [tool],
+                "tool_choice": {"type": "auto"},
+                "stream": false,
+            })
+        } else {
+            json!({
+                "model": "fake-openai",
+                "messages": [
+                    {"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather?"},
+                        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{image}")}},
+                    ]},
+                    {"role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Zürich\"}"}},
+                        {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "12 °C"},
+                    {"role": "tool", "tool_call_id": "call_2", "content": "9 °C"},
+                ],
+                "max_completion_tokens": 100,
+                "stream": false,
+                "tools": [{"type": "function", "function": {
+                    "name": tool["name"], "description": tool["description"], "parameters": tool["input_schema"]}}],
+                "tool_choice": "auto",
+            })
+        };
+        assert_eq!(native, expected, "{kind}");
+    }
+}
