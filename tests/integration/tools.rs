@@ -870,3 +870,35 @@ async fn every_client_format_sends_the_provider_the_same_request() {
         assert_eq!(native, expected, "{kind}");
     }
 }
+
+#[tokio::test]
+async fn the_same_calls_are_answered_once_even_at_once() {
+    let w = tooled_world("anthropic").await;
+    let session = w.session(json!({})).await;
+    w.fake.push(calling_reply());
+    let (status, _) = turn(&w, &session, json!({"content": "Weather?"})).await;
+    assert_eq!(status, 200);
+    w.fake.set_default(Reply::text("Done."));
+    let results = json!({"tool_results": [
+        {"tool_call_id": "call_1", "content": "12 °C"},
+        {"tool_call_id": "call_2", "content": "9 °C"},
+    ]});
+    let calls_before = w.fake.requests().len();
+    let (a, b) = tokio::join!(
+        turn(&w, &session, results.clone()),
+        turn(&w, &session, results.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    // Both may pass the check; only one write of the results lands.
+    assert!(statuses == [200, 409], "{statuses:?}: {} / {}", a.1, b.1);
+    assert_eq!(w.fake.requests().len(), calls_before + 1, "one model call");
+    let history = w.history(&session, 20, "asc").await;
+    let tools = history.iter().filter(|m| m["role"] == "tool").count();
+    assert_eq!(tools, 2, "each result stored once");
+    // Afterwards, nothing waits.
+    let (status, _) = turn(&w, &session, results).await;
+    assert_eq!(status, 409);
+    let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+    assert_eq!(usage["total"]["calls"], 2);
+}

@@ -101,6 +101,7 @@ fn turn(
         record: Record::SessionTurn {
             session_id: session.id.clone(),
             input_message_ids: vec![user_message_id],
+            answers: None,
             assistant_message_id,
             input: chat::UserInput::Content(vec![lambent_core::chat::Part::Text("hi".into())]),
         },
@@ -352,7 +353,11 @@ pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {
     let store = s.store.as_ref();
     let expires = lambent_core::time::now_epoch_secs() + 3600;
     let start = lambent_core::time::now_epoch_millis();
-    let id = |k: i64| lambent_core::ids::sortable_id_at(messages::ID_PREFIX, start + k);
+    // Time-ordered IDs, made once (each call of sortable_id_at is unique).
+    let ids: Vec<String> = (0..5)
+        .map(|k| lambent_core::ids::sortable_id_at(messages::ID_PREFIX, start + k))
+        .collect();
+    let id = |k: usize| ids[k].clone();
     let question = vec![
         Part::Text("Weather here and there?".into()),
         Part::Image(Image::Base64 {
@@ -418,12 +423,29 @@ pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {
         .transact(messages::tool_result_ops(
             &owner,
             &ses.id,
+            &id(1),
             &[id(2), id(3)],
             &results,
             expires,
         ))
         .await
         .unwrap();
+    // The same calls cannot be answered twice, even under new message IDs.
+    let again = store
+        .transact(messages::tool_result_ops(
+            &owner,
+            &ses.id,
+            &id(1),
+            &[
+                lambent_core::ids::sortable_id_at(messages::ID_PREFIX, start + 20),
+                lambent_core::ids::sortable_id_at(messages::ID_PREFIX, start + 21),
+            ],
+            &results,
+            expires,
+        ))
+        .await
+        .unwrap_err();
+    assert!(again.is_condition_failure(), "{again:?}");
     store
         .transact(vec![messages::assistant_message_op(
             &ses.id,

@@ -207,11 +207,13 @@ pub fn user_message_ops(
 }
 
 /// The results of the tools the model called, one message each, in order,
-/// written only while the session is live. `message_ids` are as many
-/// time-ordered IDs as results.
+/// written only while the session is live and only once for the calls of
+/// message `answered` (a create-only marker, last). `message_ids` are as
+/// many time-ordered IDs as results.
 pub fn tool_result_ops(
     owner: &str,
     session_id: &str,
+    answered: &str,
     message_ids: &[String],
     results: &[ToolResult],
     expires_at: i64,
@@ -240,6 +242,14 @@ pub fn tool_result_ops(
             condition: Some(Condition::NotExists),
         });
     }
+    ops.push(TxOp::Put {
+        item: Item::new(Key::new(
+            sessions::messages_partition(session_id),
+            format!("ANSWERED#{answered}"),
+        ))
+        .expiring_at(expires_at),
+        condition: Some(Condition::NotExists),
+    });
     ops
 }
 

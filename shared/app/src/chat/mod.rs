@@ -47,6 +47,8 @@ pub enum Record {
         session_id: String,
         /// One ID per message `input` is stored as, in order.
         input_message_ids: Vec<String>,
+        /// Tool results: the message whose calls they answer (answered once).
+        answers: Option<String>,
         assistant_message_id: String,
         input: UserInput,
     },
@@ -88,12 +90,12 @@ impl UserInput {
 
 /// Tool results must answer exactly the calls of the session's last
 /// message: 409 when no call waits, 400 naming an unknown, repeated or
-/// missing call.
+/// missing call. Returns the ID of the message whose calls they answer.
 async fn check_results(
     store: &dyn ItemStore,
     session_id: &str,
     results: &[ToolResult],
-) -> Result<()> {
+) -> Result<String> {
     let newest = messages::page(
         store,
         session_id,
@@ -104,9 +106,9 @@ async fn check_results(
         },
     )
     .await?;
-    let waiting = match newest.items.first() {
+    let (answered, waiting) = match newest.items.first() {
         Some(m) if m.role == messages::MessageRole::Assistant && !m.tool_calls.is_empty() => {
-            &m.tool_calls
+            (m.id.clone(), &m.tool_calls)
         }
         _ => {
             return Err(Error::Conflict(
@@ -140,7 +142,7 @@ async fn check_results(
             missing.id
         )));
     }
-    Ok(())
+    Ok(answered)
 }
 
 /// How long a call marker is kept; retries of a settle come within seconds.
@@ -169,6 +171,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Whether the call continues a turn with tool results.
+    fn answers_tool_calls(&self) -> bool {
+        matches!(
+            &self.record,
+            Record::SessionTurn {
+                input: UserInput::ToolResults(_),
+                ..
+            }
+        )
+    }
+
     /// How many messages the call stores: its input's, then the reply.
     fn stored_messages(&self) -> u64 {
         match &self.record {
@@ -229,9 +242,10 @@ pub async fn prepare_session_turn(
              more than the agent's context_token_budget of {budget}"
         )));
     }
-    if let UserInput::ToolResults(results) = &input {
-        check_results(store, &session.id, results).await?;
-    }
+    let answers = match &input {
+        UserInput::ToolResults(results) => Some(check_results(store, &session.id, results).await?),
+        UserInput::Content(_) => None,
+    };
     let (mut turns, history_tokens) =
         messages::recent_turns(store, &session.id, budget - fixed).await?;
     turns.push(Turn {
@@ -242,6 +256,7 @@ pub async fn prepare_session_turn(
     let record = Record::SessionTurn {
         session_id: session.id.clone(),
         input_message_ids,
+        answers,
         assistant_message_id,
         input,
     };
@@ -387,6 +402,24 @@ pub struct Started {
 /// token does not wait for the write. If the provider fails, the
 /// reservation is given back.
 pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Started> {
+    // Tool results are written first: answering the same calls twice at
+    // once must fail before either reaches the model.
+    if call.answers_tool_calls() {
+        if let Err(e) = store_user_message(state, call).await {
+            release(state, call).await;
+            return Err(e);
+        }
+        return match llm.stream(&call.endpoint, &call.request).await {
+            Ok(stream) => Ok(Started {
+                stream,
+                user_message: tokio::spawn(async { Ok(()) }),
+            }),
+            Err(e) => {
+                release(state, call).await;
+                Err(provider_error(e))
+            }
+        };
+    }
     let user_message = tokio::spawn(store_user_message(state, call).in_current_span());
     match llm.stream(&call.endpoint, &call.request).await {
         Ok(stream) => Ok(Started {
@@ -405,10 +438,19 @@ pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<St
 
 /// The whole reply at once (`"stream": false`), stored and settled.
 pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Settled> {
-    let (stored, reply) = tokio::join!(
-        store_user_message(state, call),
-        llm.complete(&call.endpoint, &call.request)
-    );
+    let (stored, reply) = if call.answers_tool_calls() {
+        // As in `start`: tool results are written before the call.
+        if let Err(e) = store_user_message(state, call).await {
+            release(state, call).await;
+            return Err(e);
+        }
+        (Ok(()), llm.complete(&call.endpoint, &call.request).await)
+    } else {
+        tokio::join!(
+            store_user_message(state, call),
+            llm.complete(&call.endpoint, &call.request)
+        )
+    };
     if let Err(e) = stored {
         release(state, call).await;
         return Err(e);
@@ -489,15 +531,22 @@ fn store_user_message(
         Record::SessionTurn {
             session_id,
             input_message_ids,
+            answers: Some(answered),
             input: UserInput::ToolResults(results),
             ..
         } => Some(messages::tool_result_ops(
             &call.owner,
             session_id,
+            answered,
             input_message_ids,
             results,
             call.expires_at,
         )),
+        Record::SessionTurn {
+            input: UserInput::ToolResults(_),
+            answers: None,
+            ..
+        } => None,
         Record::Call { .. } | Record::Step { .. } => None,
     };
     let store = state.store.clone();
@@ -505,6 +554,11 @@ fn store_user_message(
         let Some(ops) = ops else { return Ok(()) };
         match store.transact(ops).await {
             Ok(()) => Ok(()),
+            // The session check is first; the answered marker of tool
+            // results, last.
+            Err(StoreError::TransactionCancelled { failed }) if !failed.contains(&0) => Err(
+                Error::Conflict("tool_results: these calls were answered already".into()),
+            ),
             Err(e) if e.is_condition_failure() => Err(Error::NotFound("session")),
             Err(e) => Err(e.into()),
         }
