@@ -10,6 +10,9 @@ pub use lambent_llm::sse::{SseEvent, SseParser};
 pub const GOAL_ADDED_TTFT_P99_US: f64 = 250.0;
 /// Goal: added latency of a non-streamed call at p99, in µs.
 pub const GOAL_ADDED_WHOLE_P99_US: f64 = 100.0;
+/// Goal: what a streamed tool-call turn adds (to the whole call) minus what
+/// a text turn adds (to its first text), at p50, in µs.
+pub const GOAL_TOOL_MINUS_TEXT_P50_US: f64 = 50.0;
 /// Goal: resident memory per open stream, in KiB.
 pub const GOAL_KIB_PER_STREAM: f64 = 64.0;
 /// Goal: resident memory growth while a client stops reading a 200 MB stream, in KiB.
@@ -61,6 +64,42 @@ pub fn is_text_delta(event: &SseEvent) -> bool {
         Some("delta") => true,
         Some("content_block_delta") => event.data.contains("\"text_delta\""),
         _ => false,
+    }
+}
+
+/// The tool calls of a stream as a client sees them, in either format.
+/// Lambent's native stream sends a call once, as a `tool_call` event, when
+/// its arguments are whole; Anthropic's opens a `tool_use` block
+/// (`content_block_start`, with an empty input), streams the arguments as
+/// `input_json_delta`s and closes the block (`content_block_stop`).
+#[derive(Debug, Default)]
+pub struct ToolCalls {
+    /// Indices of the `tool_use` blocks opened so far (direct).
+    blocks: Vec<u64>,
+}
+
+impl ToolCalls {
+    /// What `event` says of a tool call: `(opened, whole)`. A `tool_call`
+    /// event is both; a `content_block_start` of a `tool_use` block opens
+    /// one; the `content_block_stop` of such a block makes it whole.
+    pub fn see(&mut self, event: &SseEvent) -> (bool, bool) {
+        let index = || {
+            serde_json::from_str::<serde_json::Value>(&event.data)
+                .ok()
+                .and_then(|v| v["index"].as_u64())
+        };
+        match event.event.as_deref() {
+            Some("tool_call") => (true, true),
+            Some("content_block_start") if event.data.contains("\"tool_use\"") => {
+                self.blocks.extend(index());
+                (true, false)
+            }
+            Some("content_block_stop") => {
+                let whole = index().is_some_and(|i| self.blocks.contains(&i));
+                (false, whole)
+            }
+            _ => (false, false),
+        }
     }
 }
 
@@ -221,6 +260,51 @@ impl Table {
         }
     }
 
+    /// A text turn and a tool-call turn measured side by side: p50 and p99
+    /// each way and what Lambent adds, then how much more it adds to the
+    /// tool turn than to the text turn (the goal is on p50's).
+    pub fn tool_turn(
+        &mut self,
+        text: [&[Duration]; 2],
+        tool: [&[Duration]; 2],
+        text_name: &str,
+        tool_name: &str,
+    ) {
+        let stats = |[d, t]: [&[Duration]; 2]| Some((Latencies::of(d)?, Latencies::of(t)?));
+        let (Some(text_stats), Some(tool_stats)) = (stats(text), stats(tool)) else {
+            return;
+        };
+        let added = |d: Duration, t: Duration| (t.as_secs_f64() - d.as_secs_f64()) * 1e6;
+        let mut more = Vec::new();
+        for (label, pick) in [
+            ("p50", (|l: &Latencies| l.p50) as fn(&Latencies) -> Duration),
+            ("p99", |l: &Latencies| l.p99),
+        ] {
+            let mut by_turn = Vec::new();
+            for (name, (d, t), calls) in [
+                (text_name, text_stats, text[1].len()),
+                (tool_name, tool_stats, tool[1].len()),
+            ] {
+                let (d, t) = (pick(&d), pick(&t));
+                by_turn.push(added(d, t));
+                let measure = format!("{name} {label} ({calls} calls each)");
+                let added = format!("{:+.1} µs", added(d, t));
+                self.row(&measure, &us(d), &us(t), &added, None);
+            }
+            more.push((label, by_turn[1] - by_turn[0]));
+        }
+        for (label, more) in more {
+            let goal = (label == "p50").then(|| {
+                (
+                    format!("≤ {GOAL_TOOL_MINUS_TEXT_P50_US:.0} µs"),
+                    more <= GOAL_TOOL_MINUS_TEXT_P50_US,
+                )
+            });
+            let measure = format!("tool turn added − text turn added, {label}");
+            self.row(&measure, "", "", &format!("{more:+.1} µs"), goal);
+        }
+    }
+
     pub fn markdown(&self) -> &str {
         &self.0
     }
@@ -289,6 +373,55 @@ mod tests {
         assert!(!is_text_delta(&ev("content_block_start", "{}")));
         assert!(is_text_delta(&ev("delta", r#"{"text":"Hi"}"#)));
         assert!(!is_text_delta(&ev("message_start", "{}")));
+    }
+
+    #[test]
+    fn tool_calls_are_recognised_in_both_formats() {
+        let mut direct = ToolCalls::default();
+        let text_block =
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        assert_eq!(
+            direct.see(&ev("content_block_start", text_block)),
+            (false, false)
+        );
+        let tool_block = r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"c","name":"n","input":{}}}"#;
+        assert_eq!(
+            direct.see(&ev("content_block_start", tool_block)),
+            (true, false)
+        );
+        let json = r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}"#;
+        assert_eq!(direct.see(&ev("content_block_delta", json)), (false, false));
+        let stop = |i: u32| format!(r#"{{"type":"content_block_stop","index":{i}}}"#);
+        assert_eq!(
+            direct.see(&ev("content_block_stop", &stop(0))),
+            (false, false)
+        );
+        assert_eq!(
+            direct.see(&ev("content_block_stop", &stop(1))),
+            (false, true)
+        );
+        let mut through = ToolCalls::default();
+        let call = r#"{"index":0,"id":"c","name":"n","input":{}}"#;
+        assert_eq!(through.see(&ev("tool_call", call)), (true, true));
+        assert_eq!(
+            through.see(&ev("delta", r#"{"text":"Hi"}"#)),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn tool_turns_are_compared_with_text_turns() {
+        let mut table = Table::default();
+        let (d, t) = (micros(&[100, 100, 200]), micros(&[150, 150, 300]));
+        let (td, tt) = (micros(&[300, 300, 400]), micros(&[380, 380, 500]));
+        table.tool_turn([&d, &t], [&td, &tt], "text", "tool");
+        let md = table.markdown();
+        assert!(md.contains("| text p50 (3 calls each) | 100.0 µs | 150.0 µs | +50.0 µs |"));
+        assert!(md.contains("| tool p50 (3 calls each) | 300.0 µs | 380.0 µs | +80.0 µs |"));
+        assert!(md.contains(
+            "| tool turn added − text turn added, p50 |  |  | +30.0 µs | ≤ 50 µs | yes |"
+        ));
+        assert!(md.contains("| tool turn added − text turn added, p99 |  |  | +0.0 µs |  |  |"));
     }
 
     #[test]

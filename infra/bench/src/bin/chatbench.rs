@@ -4,7 +4,8 @@
 //! member, provider, model and agent. It measures time to first token and
 //! whole-reply latency, plain routes for context, lambent's RSS idle and per
 //! open stream, while a client stalls on a big reply, and a full-speed read;
-//! see docs/PERFORMANCE.md. Markdown on stdout, progress on stderr.
+//! and, side by side, a streamed text turn against a turn that is one tool
+//! call; see docs/PERFORMANCE.md. Markdown on stdout, progress on stderr.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use lambent_bench::chat::*;
-use lambent_core::chat::Role;
-use lambent_fake_provider::{FakeUsage, Reply};
+use lambent_core::chat::{Role, ToolChoice, ToolSpec};
+use lambent_fake_provider::{FakeToolCall, FakeUsage, Reply};
 use lambent_llm::{ChatRequest, Turn};
 use lambent_testkit::app::{LambentProcess, TestApp};
 use lambent_testkit::chat::{ChatWorld, PROVIDER_KEY};
@@ -27,6 +28,11 @@ use tokio::task::JoinHandle;
 const PROMPT: &str = "Say hello in one short sentence.";
 /// The fake provider's reply to the latency calls: 9 deltas of up to 4 characters.
 const REPLY: &str = "Hello from the benchmark, friend!";
+/// The client tool the agent offers in the tool phase, and the one call of
+/// the tool turn's reply (no text; its arguments stream in pieces of 5
+/// characters, the fake provider's default).
+const TOOL: &str = "get_weather";
+const TOOL_ARGUMENTS: &str = r#"{"city":"Zürich"}"#;
 /// Plain routes of lambent (method, path, what it does) and their status.
 const PROBES: [(&str, u16); 3] = [
     (
@@ -46,6 +52,8 @@ enum Phase {
     Ttft,
     /// Latency of non-streamed calls.
     Whole,
+    /// A streamed turn that is one tool call against a text turn, side by side.
+    Tools,
     /// Plain routes of lambent, for context.
     Probe,
     /// Memory with many open streams.
@@ -71,6 +79,10 @@ struct Options {
     /// Measured streamed calls each way.
     #[arg(long, default_value_t = 2000, default_value_if("quick", "true", "200"))]
     ttft_calls: usize,
+    /// Measured calls each way of each kind of turn (text, tool call) of the
+    /// tool phase.
+    #[arg(long, default_value_t = 2000, default_value_if("quick", "true", "200"))]
+    tool_calls: usize,
     /// Measured non-streamed calls each way.
     #[arg(long, default_value_t = 2000, default_value_if("quick", "true", "200"))]
     whole_calls: usize,
@@ -165,6 +177,9 @@ async fn run(o: Options) -> Result<()> {
     if runs(Phase::Whole) {
         bench.latency(false).await?;
     }
+    if runs(Phase::Tools) {
+        bench.tool_turns().await?;
+    }
     bench
         .table
         .through("RSS of lambent, idle after setup", &idle);
@@ -184,7 +199,9 @@ async fn run(o: Options) -> Result<()> {
     println!(
         "Goals: added TTFT p99 ≤ {GOAL_ADDED_TTFT_P99_US:.0} µs; added non-streamed p99 ≤ \
          {GOAL_ADDED_WHOLE_P99_US:.0} µs; ≤ {GOAL_KIB_PER_STREAM:.0} KiB per open stream; \
-         ≤ {} MiB growth while a client stalls. Added = through − direct at the same percentile.",
+         ≤ {} MiB growth while a client stalls; a tool-call turn adds ≤ \
+         {GOAL_TOOL_MINUS_TEXT_P50_US:.0} µs more than a text turn at p50. Added = through − \
+         direct at the same percentile.",
         GOAL_STALL_GROWTH_KIB / 1024
     );
     let o = &bench.o;
@@ -279,6 +296,17 @@ fn latency_reply() -> Reply {
     Reply::text(REPLY).usage(usage)
 }
 
+/// The tool turn's reply: one call, no text, the same usage.
+fn tool_reply() -> Reply {
+    let usage = FakeUsage {
+        input: 20,
+        output: 8,
+        ..Default::default()
+    };
+    let call = FakeToolCall::new("call_1", TOOL, TOOL_ARGUMENTS);
+    Reply::tool_calls([call]).usage(usage)
+}
+
 /// The median of a few `VmRSS` samples over half a second.
 async fn steady_rss(pid: u32) -> Option<u64> {
     let mut samples = Vec::new();
@@ -314,6 +342,12 @@ async fn peak_of((stop, task): (oneshot::Sender<()>, JoinHandle<u64>)) -> u64 {
 struct Seen {
     started: Instant,
     first_text: Option<Duration>,
+    /// The first sign of a tool call (direct: its `tool_use` block opens;
+    /// through: its `tool_call` event), and the first whole call (direct:
+    /// the block closes; through: the same `tool_call` event).
+    first_tool_start: Option<Duration>,
+    first_tool_call: Option<Duration>,
+    tools: ToolCalls,
     deltas: u64,
     /// `message_start` and the end (`message_stop` direct, `message_end` through).
     opened: bool,
@@ -328,6 +362,9 @@ impl Seen {
         Seen {
             started,
             first_text,
+            first_tool_start: None,
+            first_tool_call: None,
+            tools: ToolCalls::default(),
             deltas,
             opened,
             ended,
@@ -346,6 +383,13 @@ impl Seen {
                 return Ok(());
             };
             for event in self.parser.feed(&chunk)? {
+                let (opened, whole) = self.tools.see(&event);
+                if opened {
+                    self.first_tool_start.get_or_insert(self.started.elapsed());
+                }
+                if whole {
+                    self.first_tool_call.get_or_insert(self.started.elapsed());
+                }
                 match event.event.as_deref() {
                     _ if is_text_delta(&event) => {
                         self.first_text.get_or_insert(self.started.elapsed());
@@ -453,7 +497,12 @@ impl Bench {
 
     /// `POST /v1/messages` to the fake provider.
     fn direct(&self, stream: bool) -> RequestBuilder {
-        let request = self.post(&self.fake_url, &self.direct, stream);
+        self.direct_with(&self.direct, stream)
+    }
+
+    /// `POST /v1/messages` of one of these bodies to the fake provider.
+    fn direct_with(&self, bodies: &[Vec<u8>; 2], stream: bool) -> RequestBuilder {
+        let request = self.post(&self.fake_url, bodies, stream);
         let request = request.header("x-api-key", PROVIDER_KEY);
         request.header("anthropic-version", "2023-06-01")
     }
@@ -512,6 +561,94 @@ impl Bench {
         };
         self.table
             .latencies(name, &samples[0], &samples[1], cpu, goal);
+        Ok(())
+    }
+
+    /// The agent offers a client tool; then streamed turns, each in a new
+    /// session (made untimed: a session whose last reply is a tool call
+    /// waits for its results), a text turn and a tool-call turn in turn,
+    /// each direct and through alternating as in [`Bench::latency`]. The
+    /// text turn is timed to its first text, the tool turn to its whole call
+    /// (Lambent sends a call only once its arguments are whole): direct to
+    /// the `content_block_stop` of the `tool_use` block, through to the
+    /// `tool_call` event. The direct requests carry the tool too, as
+    /// Lambent's do. The agent loses its tool again at the end.
+    async fn tool_turns(&mut self) -> Result<()> {
+        let agent = format!("/v1/agents/{}", self.world.agent_id);
+        let schema = json!({ "type": "object", "properties": { "city": { "type": "string" } } });
+        let tools = json!([{ "name": TOOL, "input_schema": schema }]);
+        let body = json!({ "tools": tools });
+        let (status, agent_now) = self.world.call(Method::PATCH, &agent, Some(body)).await;
+        ensure!(
+            status == 200,
+            "giving the agent a tool: {status} {agent_now}"
+        );
+        let request = ChatRequest {
+            model: agent_now["model"].as_str().unwrap_or_default().into(),
+            system: agent_now["system_prompt"].as_str().map(str::to_owned),
+            turns: vec![Turn::text(Role::User, PROMPT)],
+            max_tokens: agent_now["max_tokens"].as_u64().unwrap_or(1024) as u32,
+            tools: serde_json::from_value::<Vec<ToolSpec>>(agent_now["tools"].clone())?,
+            tool_choice: serde_json::from_value::<ToolChoice>(agent_now["tool_choice"].clone())
+                .unwrap_or_default(),
+            ..ChatRequest::default()
+        };
+        let body = |stream| lambent_llm::anthropic::request_body(&request, stream);
+        let bodies = [body(false)?, body(true)?];
+        let (warmup, calls) = (self.o.warmup, self.o.tool_calls);
+        // [text, tool] × [direct, through]
+        let mut samples: [[Vec<Duration>; 2]; 2] = Default::default();
+        let mut first_sign = Vec::new();
+        for i in 0..warmup + calls {
+            for tool_turn in [false, true] {
+                let session = self.session().await;
+                for via_lambent in [i % 2 == 1, i % 2 == 0] {
+                    if tool_turn {
+                        self.world.fake.push(tool_reply());
+                    }
+                    let request = if via_lambent {
+                        self.through(&session, true)
+                    } else {
+                        self.direct_with(&bodies, true)
+                    };
+                    let seen = Seen::whole(request).await?;
+                    let took = match tool_turn {
+                        false => seen.first_text.context("no text")?,
+                        true => {
+                            ensure!(seen.first_text.is_none(), "text in the tool turn");
+                            if !via_lambent && i >= warmup {
+                                first_sign.extend(seen.first_tool_start);
+                            }
+                            seen.first_tool_call.context("no whole tool call")?
+                        }
+                    };
+                    if i >= warmup {
+                        samples[usize::from(tool_turn)][usize::from(via_lambent)].push(took);
+                    }
+                }
+            }
+            if i == 0 {
+                // Lambent offered the tool to the provider, as the direct calls do.
+                let sent = self.world.fake.requests();
+                let names = sent.last().map(|r| r.tool_names()).unwrap_or_default();
+                ensure!(names == [TOOL], "lambent offered the tools {names:?}");
+            }
+        }
+        let (text, tool) = (&samples[0], &samples[1]);
+        self.table.tool_turn(
+            [&text[0], &text[1]],
+            [&tool[0], &tool[1]],
+            "tool phase: text turn, TTFT (first text)",
+            "tool phase: tool-call turn, time to the whole call",
+        );
+        if let Some(l) = Latencies::of(&first_sign) {
+            let measure =
+                "… tool-call turn direct: the `tool_use` block opens (content_block_start), p50";
+            self.table.row(measure, &us(l.p50), "", "", None);
+        }
+        let body = json!({ "tools": [] });
+        let (status, answer) = self.world.call(Method::PATCH, &agent, Some(body)).await;
+        ensure!(status == 200, "taking the tool back: {status} {answer}");
         Ok(())
     }
 
