@@ -122,6 +122,23 @@ async fn malformed_tools_are_refused_naming_the_field() {
     );
 }
 
+/// The messages' costs sum to the usage total, and `calls` calls were billed.
+async fn assert_billed_once(w: &ChatWorld, history: &[Value], calls: u64) {
+    let billed: rust_decimal::Decimal = history
+        .iter()
+        .filter_map(|m| m["cost_usd"].as_str())
+        .map(|c| c.parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+    let total: rust_decimal::Decimal = usage["total"]["cost_usd"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(billed, total);
+    assert_eq!(usage["total"]["calls"], calls);
+}
+
 /// A world of `kind` whose agent offers [`weather`].
 async fn tooled_world(kind: &str) -> ChatWorld {
     let w = ChatWorld::start_with(kind, |_| {}).await;
@@ -200,19 +217,7 @@ async fn native_chat_streams_the_calls_and_stores_them_for_both_provider_kinds()
 
         // Every call is billed once: the messages' costs are the total.
         let history = w.history(&session, 10, "asc").await;
-        let billed: rust_decimal::Decimal = history
-            .iter()
-            .filter_map(|m| m["cost_usd"].as_str())
-            .map(|c| c.parse::<rust_decimal::Decimal>().unwrap())
-            .sum();
-        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
-        let total: rust_decimal::Decimal = usage["total"]["cost_usd"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(billed, total, "{kind}");
-        assert_eq!(usage["total"]["calls"], 2, "{kind}");
+        assert_billed_once(&w, &history, 2).await;
     }
 }
 
@@ -419,19 +424,7 @@ async fn a_two_round_tool_conversation_reads_back_from_history() {
         assert_eq!(view["message_count"], 5, "{kind}: {view}");
 
         // Two calls, billed once each, summing to the usage total.
-        let billed: rust_decimal::Decimal = history
-            .iter()
-            .filter_map(|m| m["cost_usd"].as_str())
-            .map(|c| c.parse::<rust_decimal::Decimal>().unwrap())
-            .sum();
-        let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
-        let total: rust_decimal::Decimal = usage["total"]["cost_usd"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(billed, total, "{kind}");
-        assert_eq!(usage["total"]["calls"], 2, "{kind}");
+        assert_billed_once(&w, &history, 2).await;
     }
 }
 

@@ -353,10 +353,7 @@ pub async fn create_completion(
     let (system, turns) = conversation(body.messages)?;
     let mut target = target(&chat, &principal.user_id, &body.model).await?;
     if let Some(extra) = system {
-        target.system = Some(match target.system.take() {
-            Some(agent_prompt) => format!("{agent_prompt}\n\n{extra}"),
-            None => extra,
-        });
+        target.add_system(extra);
     }
     if let Some(max) = body.max_completion_tokens.or(body.max_tokens) {
         if !MAX_TOKENS.contains(&max) {

@@ -227,10 +227,7 @@ pub async fn create_message(
     let turns = turns_of(body.messages)?;
     let mut target = crate::completions::target(&chat, &principal.user_id, &body.model).await?;
     if let Some(system) = body.system.map(text_of).filter(|s| !s.is_empty()) {
-        target.system = Some(match target.system.take() {
-            Some(agent_prompt) => format!("{agent_prompt}\n\n{system}"),
-            None => system,
-        });
+        target.add_system(system);
     }
     target.max_tokens = body.max_tokens as u32;
     if let Some(t) = &body.temperature {

@@ -64,3 +64,13 @@ pub struct Target {
     /// Texts that end the reply where the model writes them.
     pub stop_sequences: Vec<String>,
 }
+
+impl Target {
+    /// A caller's system prompt, after the agent's own.
+    pub fn add_system(&mut self, extra: String) {
+        self.system = Some(match self.system.take() {
+            Some(agent_prompt) => format!("{agent_prompt}\n\n{extra}"),
+            None => extra,
+        });
+    }
+}
