@@ -895,3 +895,177 @@ async fn the_same_calls_are_answered_once_even_at_once() {
     let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
     assert_eq!(usage["total"]["calls"], 2);
 }
+
+/// `value` with the fields that are new on every call replaced.
+fn masked(mut value: Value, fields: &[&str]) -> Value {
+    for field in fields {
+        if value.get(*field).is_some() {
+            value[*field] = json!("<varies>");
+        }
+    }
+    value
+}
+
+#[tokio::test]
+async fn every_client_format_gets_its_exact_answer_to_a_tool_call() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        let ask = json!([{"role": "user", "content": "Weather?"}]);
+        // Usage: 100 input, 40 of them read from the cache, 20 output.
+        let usage = json!({"input_tokens": 100, "output_tokens": 20, "cache_read_tokens": 40, "cache_write_tokens": 0});
+        let cost = "0.000612"; // 100 × 3 + 20 × 15 + 40 × 0.3, per million
+
+        w.fake.push(calling_reply());
+        let (_, completion) = w
+            .call(
+                Method::POST,
+                "/v1/chat/completions",
+                Some(json!({"model": w.agent_id, "messages": ask})),
+            )
+            .await;
+        let model = format!("fake-{kind}");
+        assert_eq!(
+            masked(completion, &["id", "created"]),
+            json!({
+                "id": "<varies>", "object": "chat.completion", "created": "<varies>", "model": model,
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Zürich\"}"}},
+                        {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    ]}}],
+                "usage": {"prompt_tokens": 140, "completion_tokens": 20, "total_tokens": 160,
+                          "prompt_tokens_details": {"cached_tokens": 40}, "cost_usd": cost},
+            }),
+            "{kind}"
+        );
+
+        w.fake.push(calling_reply());
+        let (_, message) = w
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"model": w.agent_id, "max_tokens": 100, "messages": ask})),
+            )
+            .await;
+        assert_eq!(
+            masked(message, &["id"]),
+            json!({
+                "id": "<varies>", "type": "message", "role": "assistant", "model": model,
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Zürich"}},
+                    {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Oslo"}},
+                ],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 100, "output_tokens": 20,
+                          "cache_read_input_tokens": 40, "cache_creation_input_tokens": 0},
+            }),
+            "{kind}"
+        );
+
+        w.fake.push(calling_reply());
+        let session = w.session(json!({})).await;
+        let (_, native) = turn(&w, &session, json!({"content": "Weather?"})).await;
+        assert_eq!(
+            masked(native, &["id", "session_id", "created_at"]),
+            json!({
+                "id": "<varies>", "session_id": "<varies>", "created_at": "<varies>",
+                "role": "assistant", "content": "Checking.",
+                "parts": [{"type": "text", "text": "Checking."}],
+                "tool_calls": expected_calls(),
+                "status": "complete", "model": model, "stop_reason": "tool_use",
+                "usage": usage, "cost_usd": cost,
+                "prices": {"input_per_mtok": "3", "output_per_mtok": "15",
+                           "cache_read_per_mtok": "0.3", "cache_write_per_mtok": "3.75"},
+            }),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_messages_stream_follows_anthropics_event_order() {
+    for kind in ["anthropic", "openai"] {
+        let w = tooled_world(kind).await;
+        w.fake.push(calling_reply());
+        let response = w
+            .app
+            .request(Method::POST, "/v1/messages", &w.key)
+            .json(
+                &json!({"model": w.agent_id, "max_tokens": 100, "stream": true,
+                          "messages": [{"role": "user", "content": "Weather?"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let events = lambent_testkit::chat::parse_events(&text);
+        // Each event's name is its data's type.
+        for event in &events {
+            assert_eq!(
+                event.json()["type"],
+                event.event.as_deref().unwrap_or("message"),
+                "{kind}: {}",
+                event.data
+            );
+        }
+        let mut shape: Vec<String> = Vec::new();
+        let mut arguments = [String::new(), String::new()];
+        for event in &events {
+            let data = event.json();
+            let step = match event.event.as_deref().unwrap_or("message") {
+                "content_block_start" => {
+                    format!("start {} {}", data["index"], data["content_block"]["type"])
+                }
+                "content_block_delta" if data["delta"]["type"] == "input_json_delta" => {
+                    let index = data["index"].as_u64().unwrap() as usize;
+                    arguments[index - 1].push_str(data["delta"]["partial_json"].as_str().unwrap());
+                    "json".into()
+                }
+                "content_block_delta" => format!("delta {}", data["delta"]["type"]),
+                "content_block_stop" => format!("stop {}", data["index"]),
+                other => other.to_owned(),
+            };
+            if shape.last() != Some(&step) {
+                shape.push(step);
+            }
+        }
+        assert_eq!(
+            shape,
+            [
+                "message_start",
+                "ping",
+                "start 0 \"text\"",
+                "delta \"text_delta\"",
+                "stop 0",
+                "start 1 \"tool_use\"",
+                "json",
+                "stop 1",
+                "start 2 \"tool_use\"",
+                "json",
+                "stop 2",
+                "message_delta",
+                "message_stop",
+            ],
+            "{kind}: {text}"
+        );
+        let parsed: Vec<Value> = arguments
+            .iter()
+            .map(|a| serde_json::from_str(a).unwrap())
+            .collect();
+        assert_eq!(
+            parsed,
+            [json!({"city": "Zürich"}), json!({"city": "Oslo"})],
+            "{kind}"
+        );
+        let delta = events
+            .iter()
+            .find(|e| e.event.as_deref() == Some("message_delta"))
+            .unwrap()
+            .json();
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta["usage"]["output_tokens"], 20);
+        assert_eq!(delta["usage"]["cache_read_input_tokens"], 40);
+    }
+}
