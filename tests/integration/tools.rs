@@ -1069,3 +1069,39 @@ async fn the_messages_stream_follows_anthropics_event_order() {
         assert_eq!(delta["usage"]["cache_read_input_tokens"], 40);
     }
 }
+
+#[tokio::test]
+async fn a_large_image_reaches_the_provider_and_history_whole() {
+    let w = ChatWorld::start().await;
+    let session = w.session(json!({})).await;
+    let data = "iVBORw0KGgo".repeat(64 * 1024); // ~700 KB, under the 1 MiB body limit
+    w.fake.push(Reply::text("A cat."));
+    let (status, reply) = turn(
+        &w,
+        &session,
+        json!({"content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let seen = w.fake.requests().last().unwrap().clone();
+    assert_eq!(
+        seen.body["messages"][0]["content"][1]["source"]["data"]
+            .as_str()
+            .map(str::len),
+        Some(data.len())
+    );
+    let history = w.history(&session, 10, "asc").await;
+    assert_eq!(history[0]["parts"][1]["source"]["data"], data.as_str());
+    // The next turn sends it again.
+    w.fake.push(Reply::text("Yes."));
+    let (status, _) = turn(&w, &session, json!({"content": "Sure?"})).await;
+    assert_eq!(status, 200);
+    let seen = w.fake.requests().last().unwrap().clone();
+    assert_eq!(
+        seen.body["messages"][0]["content"][1]["source"]["data"],
+        data.as_str()
+    );
+}

@@ -546,3 +546,57 @@ pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {
         "{turns:?}"
     );
 }
+
+pub async fn a_large_image_is_stored_across_items(s: &Storage) {
+    use lambent_core::chat::{ContentPart, Image, ImageSource, Part, Role};
+
+    let (owner, _agent, ses) = session(s, None).await;
+    let store = s.store.as_ref();
+    let expires = lambent_core::time::now_epoch_secs() + 3600;
+    // ~700 KB of base64: more than one item may hold.
+    let data: String = "iVBORw0KGgo".repeat(64 * 1024);
+    let parts = vec![
+        Part::Text("What is in this picture?".into()),
+        Part::Image(Image::Base64 {
+            media_type: "image/png".into(),
+            data: data.clone(),
+        }),
+    ];
+    let (message_id, _) = messages::turn_ids();
+    let ops = messages::user_message_ops(&owner, &ses.id, &message_id, &parts, expires);
+    assert!(ops.len() > 3, "the parts take items of their own");
+    store.transact(ops).await.unwrap();
+
+    let read = messages::get(store, &ses.id, &message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.content, "What is in this picture?");
+    assert_eq!(
+        read.parts[1],
+        ContentPart::Image {
+            source: ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: data.clone()
+            }
+        }
+    );
+    let page = messages::page(
+        store,
+        &ses.id,
+        lambent_ports::Order::Ascending,
+        lambent_store::PageRequest {
+            limit: 10,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.items.len(), 1, "part items are not messages");
+    assert_eq!(page.items[0].parts, read.parts);
+    let (turns, _) = messages::recent_turns(store, &ses.id, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(turns.len(), 1);
+    assert_eq!((turns[0].role, &turns[0].parts), (Role::User, &parts));
+}

@@ -92,6 +92,7 @@ macro_rules! backend_suites {
                 reservations_never_pass_a_limit_under_concurrency,
                 usage_reports_cover_exactly_their_days,
                 a_tool_conversation_is_stored_and_read_back_as_turns,
+                a_large_image_is_stored_across_items,
             );
         }
 

@@ -155,10 +155,19 @@ fn content_input(content: MessageContent) -> ApiResult<UserInput> {
     if !has_text && parts.iter().all(|p| matches!(p, ContentPart::Text { .. })) {
         return bad("content: must not be empty".into());
     }
-    // A message is stored whole in one item, images included.
-    let size = serde_json::to_string(&parts).map_or(usize::MAX, |json| json.len());
-    if size > MAX_STORED_BYTES {
-        return bad(format!("content: must be at most {MAX_STORED_BYTES} bytes"));
+    // Text is stored up to 256 KiB, like a reply; images go to items of
+    // their own when large, so only the request body limit bounds them.
+    let text: usize = parts
+        .iter()
+        .map(|p| match p {
+            ContentPart::Text { text } => text.len(),
+            ContentPart::Image { .. } => 0,
+        })
+        .sum();
+    if text > MAX_STORED_BYTES {
+        return bad(format!(
+            "content: the text must be at most {MAX_STORED_BYTES} bytes"
+        ));
     }
     Ok(UserInput::Content(
         parts.into_iter().map(Part::from).collect(),

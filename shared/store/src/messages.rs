@@ -22,6 +22,34 @@ pub const ID_PREFIX: &str = <MessageId as TypedId>::PREFIX;
 /// keeps an item under DynamoDB's 400 KB and memory per stream bounded.
 pub const MAX_STORED_BYTES: usize = 256 * 1024;
 
+/// The most bytes of a message's parts kept in its own item; more (large
+/// images) go to `PART#<message>#<n>` items of this size, so no item nears
+/// DynamoDB's 400 KB.
+pub const PARTS_PER_ITEM: usize = 300 * 1024;
+
+fn part_key(session_id: &str, message_id: &str, n: usize) -> Key {
+    Key::new(
+        sessions::messages_partition(session_id),
+        format!("PART#{message_id}#{n:04}"),
+    )
+}
+
+/// Splits `text` into pieces of at most `max` bytes, at character boundaries.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
 pub fn item_key(session_id: &str, message_id: &str) -> Key {
     Key::new(
         sessions::messages_partition(session_id),
@@ -87,6 +115,9 @@ pub struct Message {
     /// Tool messages: the tool failed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub is_error: bool,
+    /// Parts kept in items of their own, still to be read into `parts`.
+    #[serde(skip)]
+    parts_items: usize,
     pub status: MessageStatus,
     /// The stored text stops at 256 KiB; the reply went on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -190,11 +221,26 @@ pub fn user_message_ops(
         .with("tokens", estimate_parts_tokens(parts) as i64)
         .with("created_at", lambent_core::time::now_rfc3339())
         .expiring_at(expires_at);
+    let mut chunks = Vec::new();
     if turn.as_plain_text().is_none() {
         let content: Vec<ContentPart> = parts.iter().filter_map(Part::as_content).collect();
-        item = item.with("parts", json_text(&content));
+        let json = json_text(&content);
+        if json.len() <= PARTS_PER_ITEM {
+            item = item.with("parts", json);
+        } else {
+            let split = pieces(&json, PARTS_PER_ITEM);
+            item = item.with("parts_items", split.len() as i64);
+            for (n, piece) in split.into_iter().enumerate() {
+                chunks.push(TxOp::Put {
+                    item: Item::new(part_key(session_id, message_id, n))
+                        .with("piece", piece)
+                        .expiring_at(expires_at),
+                    condition: Some(Condition::NotExists),
+                });
+            }
+        }
     }
-    vec![
+    let mut ops = vec![
         TxOp::Check {
             key: sessions::item_key(owner, session_id),
             condition: sessions::live(),
@@ -203,7 +249,9 @@ pub fn user_message_ops(
             item,
             condition: Some(Condition::NotExists),
         },
-    ]
+    ];
+    ops.extend(chunks);
+    ops
 }
 
 /// The results of the tools the model called, one message each, in order,
@@ -353,6 +401,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         tool_calls: json_attr(item, "tool_calls")?.unwrap_or_default(),
         tool_call_id: opt_text(item, "tool_call_id"),
         is_error: item.get("is_error").is_some(),
+        parts_items: count(item, "parts_items").unwrap_or(0) as usize,
         status,
         truncated: item.get("truncated").is_some(),
         model: opt_text(item, "model"),
@@ -375,6 +424,44 @@ fn stored_parts(item: &Item) -> Result<Vec<ContentPart>> {
     } else {
         vec![ContentPart::Text { text: content }]
     })
+}
+
+/// The parts of message `message_id` kept in `parts_items` items of their own.
+async fn read_parts(
+    store: &dyn ItemStore,
+    session_id: &str,
+    message_id: &str,
+    parts_items: usize,
+) -> Result<Vec<ContentPart>> {
+    let found = store
+        .query(
+            Query::partition(sessions::messages_partition(session_id))
+                .prefix(format!("PART#{message_id}#"))
+                .limit(parts_items.clamp(1, lambent_ports::store::MAX_PAGE_SIZE)),
+        )
+        .await?;
+    if found.items.len() != parts_items {
+        return Err(Error::Internal(format!(
+            "message {message_id} has {} of its {parts_items} part items",
+            found.items.len()
+        )));
+    }
+    let mut json = String::new();
+    for item in &found.items {
+        json.push_str(&text(item, "piece")?);
+    }
+    serde_json::from_str(&json)
+        .map_err(|e| Error::Internal(format!("message parts are not readable: {e}")))
+}
+
+/// Reads the parts of `messages` that are kept in items of their own.
+async fn fill_parts(store: &dyn ItemStore, messages: &mut [Message]) -> Result<()> {
+    for message in messages.iter_mut().filter(|m| m.parts_items > 0) {
+        message.parts =
+            read_parts(store, &message.session_id, &message.id, message.parts_items).await?;
+        message.parts_items = 0;
+    }
+    Ok(())
 }
 
 /// A stored message as the model sees it again.
@@ -420,7 +507,7 @@ pub async fn page(
     order: Order,
     page: PageRequest,
 ) -> Result<Paged<Message>> {
-    super::page_of(
+    let mut found = super::page_of(
         store,
         Query::partition(sessions::messages_partition(session_id))
             .prefix("MSG#")
@@ -428,7 +515,9 @@ pub async fn page(
         page,
         |item| from_item(session_id, item),
     )
-    .await
+    .await?;
+    fill_parts(store, &mut found.items).await?;
+    Ok(found)
 }
 
 pub async fn get(
@@ -436,10 +525,13 @@ pub async fn get(
     session_id: &str,
     message_id: &str,
 ) -> Result<Option<Message>> {
-    match store.get(&item_key(session_id, message_id)).await? {
-        Some(item) => Ok(Some(from_item(session_id, &item)?)),
-        None => Ok(None),
-    }
+    let Some(item) = store.get(&item_key(session_id, message_id)).await? else {
+        return Ok(None);
+    };
+    let mut message = [from_item(session_id, &item)?];
+    fill_parts(store, &mut message).await?;
+    let [message] = message;
+    Ok(Some(message))
 }
 
 /// Messages read per query while filling the context.
@@ -469,7 +561,13 @@ pub async fn recent_turns(
             )
             .await?;
         for item in &found.items {
-            let turn = turn_of(item)?;
+            let mut turn = turn_of(item)?;
+            let parts_items = count(item, "parts_items").unwrap_or(0) as usize;
+            if parts_items > 0 {
+                let id = super::id_after(item, "MSG#")?;
+                let parts = read_parts(store, session_id, id, parts_items).await?;
+                turn.parts = parts.into_iter().map(Part::from).collect();
+            }
             if turn.parts.is_empty() {
                 continue;
             }
