@@ -417,7 +417,9 @@ async fn a_two_round_tool_conversation_reads_back_from_history() {
         assert_eq!(history[0]["content"], "Weather in Zürich and Oslo?");
         assert_eq!(history[1]["tool_calls"], expected_calls());
         assert_eq!(history[2]["tool_call_id"], "call_1");
+        assert_eq!(history[2]["is_error"], false);
         assert_eq!(history[3]["is_error"], true);
+        assert!(history[1].get("is_error").is_none());
         let (_, view) = w
             .call(Method::GET, &format!("/v1/sessions/{session}"), None)
             .await;

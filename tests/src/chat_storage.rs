@@ -523,15 +523,15 @@ pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {
         ]
     );
     assert_eq!(page.items[1].tool_calls, calls);
-    let answers: Vec<(Option<&str>, &str, bool)> = page.items[2..4]
+    let answers: Vec<(Option<&str>, &str, Option<bool>)> = page.items[2..4]
         .iter()
         .map(|m| (m.tool_call_id.as_deref(), m.content.as_str(), m.is_error))
         .collect();
     assert_eq!(
         answers,
         [
-            (Some("call_1"), "12 °C", false),
-            (Some("call_2"), "no station", true)
+            (Some("call_1"), "12 °C", Some(false)),
+            (Some("call_2"), "no station", Some(true))
         ]
     );
     assert!(page.items[4].tool_calls.is_empty());

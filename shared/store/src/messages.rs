@@ -112,9 +112,9 @@ pub struct Message {
     /// Tool messages: the call this answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
-    /// Tool messages: the tool failed.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub is_error: bool,
+    /// Tool messages: whether the tool failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
     /// Parts kept in items of their own, still to be read into `parts`.
     #[serde(skip)]
     parts_items: usize,
@@ -400,7 +400,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         content: text(item, "content")?,
         tool_calls: json_attr(item, "tool_calls")?.unwrap_or_default(),
         tool_call_id: opt_text(item, "tool_call_id"),
-        is_error: item.get("is_error").is_some(),
+        is_error: (role == MessageRole::Tool).then(|| item.get("is_error").is_some()),
         parts_items: count(item, "parts_items").unwrap_or(0) as usize,
         status,
         truncated: item.get("truncated").is_some(),
