@@ -8,10 +8,8 @@ use axum::extract::State as Extract;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lambent_app::chat::{self, Prepared, Settled, Target};
+use lambent_app::chat::{self, Prepared, Settled};
 use lambent_core::chat::check_tools;
-use lambent_core::ids::{AgentId, TypedId};
-use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::Body;
 use lambent_http::Caller;
@@ -21,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::events::Wire;
-use crate::Chat;
+use crate::{bad, Chat};
 
 const MAX_TOKENS: std::ops::RangeInclusive<u64> = 1..=200_000;
 
@@ -180,10 +178,6 @@ struct ImageUrl {
     detail: Option<String>,
 }
 
-fn bad(message: String) -> ApiError {
-    Error::BadRequest(message).into()
-}
-
 /// A message's content as parts: text and images (https or data URLs).
 fn parts_of(index: usize, content: Option<Content>) -> ApiResult<Vec<ContentPiece>> {
     match content {
@@ -306,26 +300,6 @@ fn conversation(messages: Vec<InputMessage>) -> ApiResult<(Option<String>, Vec<T
     Ok((system, turns))
 }
 
-pub(crate) async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
-    if model.starts_with("agt_") {
-        AgentId::parse(model).map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
-        return match Target::of_agent(&chat.state, owner, model, "the agent").await {
-            Err(lambent_core::Error::Conflict(m)) if m.starts_with("the agent ") => {
-                Err(bad(format!("model: you have no agent {model:?}")))
-            }
-            other => Ok(other?),
-        };
-    }
-    match model.split_once('/') {
-        Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
-            Ok(Target::of_provider_model(&chat.state, owner, provider, name, "model").await?)
-        }
-        _ => Err(bad(format!(
-            "model: {model:?} is neither an agent ID (agt_...) nor <provider name>/<model>"
-        ))),
-    }
-}
-
 /// Create a chat completion, OpenAI-style, streamed (`"stream": true`, with
 /// `stream_options.include_usage` for a final usage chunk) or not. The usage
 /// carries Lambent's `cost_usd` as well.
@@ -351,7 +325,7 @@ pub async fn create_completion(
     }
     let _ = body.user;
     let (system, turns) = conversation(body.messages)?;
-    let mut target = target(&chat, &principal.user_id, &body.model).await?;
+    let mut target = crate::target(&chat, &principal.user_id, &body.model).await?;
     if let Some(extra) = system {
         target.add_system(extra);
     }
@@ -365,13 +339,13 @@ pub async fn create_completion(
         target.temperature = Some(lambent_core::validate::temperature(t)?);
     }
     if let Some(tools) = body.tools {
-        target.tools = tool_specs(tools)?;
+        target.set_tools(tool_specs(tools)?);
         target.tool_choice = ToolChoice::Auto;
     }
     if let Some(choice) = &body.tool_choice {
         target.tool_choice = tool_choice_of(choice)?;
     }
-    check_tools(&target.tools, &target.tool_choice)?;
+    check_tools(target.tools(), &target.tool_choice)?;
     target.parallel_tool_calls = body.parallel_tool_calls;
     let state = &chat.state;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;

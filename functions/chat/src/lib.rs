@@ -15,7 +15,11 @@ mod messages_api;
 mod turn;
 
 use axum::extract::FromRef;
+use lambent_app::chat::Target;
 use lambent_app::state::{StartError, State};
+use lambent_core::ids::{AgentId, TypedId};
+use lambent_core::Error;
+use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
 use lambent_llm::LlmClient;
 use utoipa_axum::router::OpenApiRouter;
@@ -59,3 +63,31 @@ pub const GROUP: RouteGroup = RouteGroup {
             .layer(axum::middleware::from_fn(messages_api::anthropic_errors)))
     },
 };
+
+/// Who answers a stateless call (the OpenAI- and Anthropic-compatible
+/// endpoints): one of the caller's agents (`agt_...`) or
+/// `<provider name>/<catalog model>`.
+pub(crate) async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<Target> {
+    if model.starts_with("agt_") {
+        AgentId::parse(model).map_err(|_| bad(format!("model: {model:?} is not an agent ID")))?;
+        return match Target::of_agent(&chat.state, owner, model, "the agent").await {
+            Err(lambent_core::Error::Conflict(m)) if m.starts_with("the agent ") => {
+                Err(bad(format!("model: you have no agent {model:?}")))
+            }
+            other => Ok(other?),
+        };
+    }
+    match model.split_once('/') {
+        Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
+            Ok(Target::of_provider_model(&chat.state, owner, provider, name, "model").await?)
+        }
+        _ => Err(bad(format!(
+            "model: {model:?} is neither an agent ID (agt_...) nor <provider name>/<model>"
+        ))),
+    }
+}
+
+/// A 400 whose message starts with the field it is about.
+pub(crate) fn bad(message: String) -> ApiError {
+    Error::BadRequest(message).into()
+}

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat::{self, Prepared, Settled};
 use lambent_core::chat::{check_tools, ImageSource};
-use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::{Body, Caller};
 use lambent_llm::{
@@ -20,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::events::Wire;
-use crate::Chat;
+use crate::{bad, Chat};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,10 +98,6 @@ struct InToolChoice {
     kind: String,
     name: Option<String>,
     disable_parallel_tool_use: Option<bool>,
-}
-
-fn bad(message: String) -> ApiError {
-    Error::BadRequest(message).into()
 }
 
 fn text_of(content: InContent) -> String {
@@ -225,7 +220,7 @@ pub async fn create_message(
         return Err(bad("max_tokens: must be 1 to 200000".into()));
     }
     let turns = turns_of(body.messages)?;
-    let mut target = crate::completions::target(&chat, &principal.user_id, &body.model).await?;
+    let mut target = crate::target(&chat, &principal.user_id, &body.model).await?;
     if let Some(system) = body.system.map(text_of).filter(|s| !s.is_empty()) {
         target.add_system(system);
     }
@@ -234,14 +229,14 @@ pub async fn create_message(
         target.temperature = Some(lambent_core::validate::temperature(t)?);
     }
     if let Some(tools) = body.tools {
-        target.tools = tools;
+        target.set_tools(tools);
         target.tool_choice = ToolChoice::Auto;
     }
     if let Some(choice) = &body.tool_choice {
         target.tool_choice = tool_choice_of(choice)?;
         target.parallel_tool_calls = choice.disable_parallel_tool_use.map(|d| !d);
     }
-    check_tools(&target.tools, &target.tool_choice)?;
+    check_tools(target.tools(), &target.tool_choice)?;
     target.stop_sequences = body.stop_sequences.unwrap_or_default();
     let state = &chat.state;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;

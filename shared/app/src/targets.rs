@@ -55,8 +55,12 @@ pub struct Target {
     pub max_tokens: u32,
     pub temperature: Option<Decimal>,
     pub context_token_budget: u64,
-    /// The agent's client tools, offered on every call but a workflow step's.
-    pub tools: Vec<lambent_core::chat::ToolSpec>,
+    /// The agent's client tools, offered on every call but a workflow
+    /// step's; set with [`Target::set_tools`], which prices them once.
+    pub(crate) tools: Vec<lambent_core::chat::ToolSpec>,
+    /// What the tools add to every prompt (they travel as their JSON):
+    /// counted when they are set, not per call.
+    pub(crate) tools_tokens: u64,
     pub tool_choice: lambent_core::chat::ToolChoice,
     /// Whether the model may call several tools at once (the provider's
     /// default when unset).
@@ -66,6 +70,23 @@ pub struct Target {
 }
 
 impl Target {
+    /// Replaces the tools the call offers.
+    pub fn set_tools(&mut self, tools: Vec<lambent_core::chat::ToolSpec>) {
+        self.tools_tokens = tools
+            .iter()
+            .map(|t| {
+                lambent_store::messages::estimate_tokens(
+                    &serde_json::to_string(t).unwrap_or_default(),
+                )
+            })
+            .sum();
+        self.tools = tools;
+    }
+
+    pub fn tools(&self) -> &[lambent_core::chat::ToolSpec] {
+        &self.tools
+    }
+
     /// A caller's system prompt, after the agent's own.
     pub fn add_system(&mut self, extra: String) {
         self.system = Some(match self.system.take() {

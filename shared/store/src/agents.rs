@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::models::{Catalog, Prices};
 use super::providers::{self, ProviderKind};
 use super::users;
-use super::{opt_decimal, opt_text, text, whole, PageRequest, Paged};
+use super::{json_text, opt_decimal, opt_json_attr, opt_text, text, whole, PageRequest, Paged};
 use lambent_core::chat::{ToolChoice, ToolSpec};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
@@ -71,27 +71,6 @@ pub struct AgentSpec {
     pub tool_choice: ToolChoice,
 }
 
-/// Tools are kept as their JSON: a list (absent when none).
-fn tools_of(item: &Item) -> Result<Vec<ToolSpec>> {
-    match opt_text(item, "tools") {
-        None => Ok(Vec::new()),
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| Error::Internal(format!("agent tools are not readable: {e}"))),
-    }
-}
-
-fn tool_choice_of(item: &Item) -> Result<ToolChoice> {
-    match opt_text(item, "tool_choice") {
-        None => Ok(ToolChoice::Auto),
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| Error::Internal(format!("agent tool_choice is not readable: {e}"))),
-    }
-}
-
-fn json_text<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Internal(format!("agent tools: {e}")))
-}
-
 fn from_item(item: &Item) -> Result<Agent> {
     Ok(Agent {
         id: super::id_after(item, "AGENT#")?.to_owned(),
@@ -102,8 +81,9 @@ fn from_item(item: &Item) -> Result<Agent> {
         temperature: opt_decimal(item, "temperature"),
         max_tokens: whole(item, "max_tokens")?,
         context_token_budget: whole(item, "context_token_budget")?,
-        tools: tools_of(item)?,
-        tool_choice: tool_choice_of(item)?,
+        // Kept as JSON, absent when none / "auto".
+        tools: opt_json_attr(item, "tools")?.unwrap_or_default(),
+        tool_choice: opt_json_attr(item, "tool_choice")?.unwrap_or_default(),
         version: whole(item, "version")?,
         created_at: text(item, "created_at")?,
         updated_at: text(item, "updated_at")?,

@@ -76,6 +76,29 @@ pub(crate) fn decimal(item: &Item, name: &str) -> Result<Decimal> {
         .ok_or_else(|| corrupt(item, name))
 }
 
+/// An attribute that holds JSON: the repositories keep lists and small
+/// documents (tools, tool calls, message parts, templates) as JSON text.
+pub(crate) fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T> {
+    serde_json::from_str(&text(item, name)?)
+        .map_err(|_| Error::Internal(format!("item {} has an unreadable {name}", item.key)))
+}
+
+/// Like [`json_attr`], for an attribute that may be absent.
+pub(crate) fn opt_json_attr<T: serde::de::DeserializeOwned>(
+    item: &Item,
+    name: &str,
+) -> Result<Option<T>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(_) => json_attr(item, name).map(Some),
+    }
+}
+
+/// A value as the JSON text an attribute keeps.
+pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("not serialisable: {e}")))
+}
+
 pub(crate) fn opt_decimal(item: &Item, name: &str) -> Option<Decimal> {
     item.get_decimal(name).map(|d| d.normalize())
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::models::Prices;
 use super::sessions::{self, TokenCounts};
-use super::{count, opt_decimal, opt_text, text, PageRequest, Paged};
+use super::{count, json_text, opt_decimal, opt_json_attr, opt_text, text, PageRequest, Paged};
 use lambent_core::chat::{ContentPart, Part, Role, ToolCall, ToolResult, Turn, Usage};
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
@@ -171,20 +171,6 @@ pub fn estimate_parts_tokens(parts: &[Part]) -> u64 {
     tokens
 }
 
-fn json_text<T: Serialize>(value: &T) -> String {
-    // Only the API's own types are written, which always serialise.
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<Option<T>> {
-    opt_text(item, name)
-        .map(|json| {
-            serde_json::from_str(&json)
-                .map_err(|e| Error::Internal(format!("message {name} are not readable: {e}")))
-        })
-        .transpose()
-}
-
 /// Two IDs that sort in the order of a turn: the user's message, then the reply.
 pub fn turn_ids() -> (String, String) {
     let (mut input, reply) = turn_ids_for(1);
@@ -224,7 +210,8 @@ pub fn user_message_ops(
     let mut chunks = Vec::new();
     if turn.as_plain_text().is_none() {
         let content: Vec<ContentPart> = parts.iter().filter_map(Part::as_content).collect();
-        let json = json_text(&content);
+        // The API's own part types always serialise.
+        let json = json_text(&content).unwrap_or_default();
         if json.len() <= PARTS_PER_ITEM {
             item = item.with("parts", json);
         } else {
@@ -347,7 +334,10 @@ pub fn assistant_message_op(
         item = item.with("truncated", true);
     }
     if !reply.tool_calls.is_empty() {
-        item = item.with("tool_calls", json_text(&reply.tool_calls));
+        item = item.with(
+            "tool_calls",
+            json_text(&reply.tool_calls).unwrap_or_default(),
+        );
     }
     if let Some(reason) = &reply.stop_reason {
         item = item.with("stop_reason", reason.as_str());
@@ -398,7 +388,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         role,
         parts: stored_parts(item)?,
         content: text(item, "content")?,
-        tool_calls: json_attr(item, "tool_calls")?.unwrap_or_default(),
+        tool_calls: opt_json_attr(item, "tool_calls")?.unwrap_or_default(),
         tool_call_id: opt_text(item, "tool_call_id"),
         is_error: (role == MessageRole::Tool).then(|| item.get("is_error").is_some()),
         parts_items: count(item, "parts_items").unwrap_or(0) as usize,
@@ -415,7 +405,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
 
 /// A message's parts: as stored, or its text alone.
 fn stored_parts(item: &Item) -> Result<Vec<ContentPart>> {
-    if let Some(parts) = json_attr(item, "parts")? {
+    if let Some(parts) = opt_json_attr(item, "parts")? {
         return Ok(parts);
     }
     let content = text(item, "content")?;
@@ -473,7 +463,7 @@ fn turn_of(item: &Item) -> Result<Turn> {
             if !content.is_empty() {
                 parts.push(Part::Text(content));
             }
-            let calls: Vec<ToolCall> = json_attr(item, "tool_calls")?.unwrap_or_default();
+            let calls: Vec<ToolCall> = opt_json_attr(item, "tool_calls")?.unwrap_or_default();
             parts.extend(calls.into_iter().map(Part::ToolCall));
             Ok(Turn {
                 role: Role::Assistant,

@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::sessions::TokenCounts;
-use super::{cascade, count, opt_decimal, opt_text, text, users};
+use super::{cascade, count, json_attr, opt_decimal, opt_text, text, users};
 use lambent_core::chat::Usage;
 use lambent_core::error::{Error, Result};
 use lambent_core::ids;
@@ -195,10 +195,6 @@ pub struct StepRecord {
 
 fn corrupt(item: &Item, what: &str) -> Error {
     Error::Internal(format!("item {} has an unreadable {what}", item.key))
-}
-
-fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T> {
-    serde_json::from_str(&text(item, name)?).map_err(|_| corrupt(item, name))
 }
 
 fn step_status(item: &Item) -> Result<StepStatus> {

@@ -231,11 +231,12 @@ pub async fn prepare_session_turn(
     );
     let (target, user) = (target?, user?.ok_or(Error::NotFound("user"))?);
     let budget = target.context_token_budget;
+    let said = input.parts();
     let fixed = target
         .system
         .as_deref()
         .map_or(0, messages::estimate_tokens)
-        + messages::estimate_parts_tokens(&input.parts());
+        + messages::estimate_parts_tokens(&said);
     if fixed > budget {
         return Err(Error::BadRequest(format!(
             "content: the message and the agent's system prompt need about {fixed} tokens, \
@@ -250,7 +251,7 @@ pub async fn prepare_session_turn(
         messages::recent_turns(store, &session.id, budget - fixed).await?;
     turns.push(Turn {
         role: Role::User,
-        parts: input.parts(),
+        parts: said,
     });
     let (input_message_ids, assistant_message_id) = messages::turn_ids_for(input.messages());
     let record = Record::SessionTurn {
@@ -320,7 +321,7 @@ pub async fn prepare_step(
         )));
     }
     // Nobody is there to answer a client tool's call in a workflow.
-    target.tools.clear();
+    target.set_tools(Vec::new());
     target.tool_choice = ToolChoice::Auto;
     let turns = vec![Turn::text(Role::User, prompt)];
     let limits = Limits {
@@ -348,13 +349,7 @@ async fn prepare(
     let store = state.store.as_ref();
     let now = state.clock.now_secs();
     let day = lambent_core::time::day_of_epoch_secs(now);
-    // The tools travel with every call, as their JSON.
-    let prompt_tokens = prompt_tokens
-        + target
-            .tools
-            .iter()
-            .map(|t| messages::estimate_tokens(&serde_json::to_string(t).unwrap_or_default()))
-            .sum::<u64>();
+    let prompt_tokens = prompt_tokens + target.tools_tokens;
     let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
     let reservation = budgets::reserve(
         store,

@@ -60,7 +60,7 @@ impl Target {
                 agent.model, agent.id
             )));
         };
-        Ok(Target {
+        let mut target = Target {
             agent_id: Some(agent.id),
             model: model.name,
             prices: model.prices,
@@ -69,11 +69,14 @@ impl Target {
             max_tokens: u32::try_from(agent.max_tokens).unwrap_or(u32::MAX),
             temperature: agent.temperature,
             context_token_budget: agent.context_token_budget.max(0) as u64,
-            tools: agent.tools,
+            tools: Vec::new(),
+            tools_tokens: 0,
             tool_choice: agent.tool_choice,
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
-        })
+        };
+        target.set_tools(agent.tools);
+        Ok(target)
     }
 
     /// The provider named `provider_name` of `owner` and the catalog model
@@ -121,6 +124,7 @@ impl Target {
             temperature: None,
             context_token_budget: DEFAULT_CONTEXT_TOKEN_BUDGET as u64,
             tools: Vec::new(),
+            tools_tokens: 0,
             tool_choice: Default::default(),
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
