@@ -5,6 +5,7 @@
 mod chat;
 mod completions;
 mod contracts;
+mod faults;
 mod identity;
 mod lambda_glue;
 mod llm_clients;

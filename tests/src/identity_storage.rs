@@ -263,29 +263,6 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
     assert!(keys::create(store, &hash_key, &leaver, None).await.is_err());
 }
 
-pub async fn a_role_change_reaches_every_key(s: &Storage) {
-    let store = s.store.as_ref();
-    let id = user(s, "promoted").await;
-    let (k1, _) = keys::create(store, &[1u8; 32], &id, None).await.unwrap();
-    let (k2, _) = keys::create(store, &[1u8; 32], &id, None).await.unwrap();
-    lambent_app::identity::update_user(
-        store,
-        &id,
-        users::UserChange {
-            role: Some(Role::Admin),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    for k in [k1, k2] {
-        assert_eq!(
-            keys::lookup(store, &k.id).await.unwrap().unwrap().role,
-            Role::Admin
-        );
-    }
-}
-
 pub async fn rate_limits_hold_across_processes(s: &Storage) {
     let limit = Limit {
         requests: 3,

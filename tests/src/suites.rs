@@ -80,7 +80,6 @@ macro_rules! backend_suites {
                 $crate::identity_storage::Storage::$backend();
                 provider_keys_are_ciphertext_bound_to_owner_and_provider,
                 deleting_a_user_leaves_nothing_of_theirs,
-                a_role_change_reaches_every_key,
                 rate_limits_hold_across_processes,
             );
         }

@@ -750,7 +750,7 @@ pub async fn run_costs_count_against_the_monthly_budget(flow: &Flow) {
     // Each step reserves its worst case (the prompt at the dearest input
     // rate plus 100 output tokens, about 0.0016 USD) and costs 0.0006: the
     // first step fits 0.002, the second no longer does.
-    lambent_app::identity::update_user(
+    users::update(
         flow.state.store.as_ref(),
         &flow.owner,
         users::UserChange {
@@ -845,7 +845,7 @@ pub async fn store_round_trips_stay_as_designed(flow: &Flow) {
     assert_eq!(trips, 3, "a run's start");
     assert_eq!(flow.step_trips(&worker, &meter, &run).await, [2, 2, 2]);
 
-    lambent_app::identity::update_user(
+    users::update(
         flow.state.store.as_ref(),
         &flow.owner,
         users::UserChange {

@@ -9,7 +9,7 @@
 use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
-use lambent_app::identity::{self, Principal, Role};
+use lambent_app::identity::{Principal, Role};
 use lambent_app::state::State;
 use lambent_core::ids::UserId;
 use lambent_core::validate;
@@ -157,7 +157,7 @@ async fn update_user(
     if &*id == lambent_core::auth::BOOTSTRAP_ADMIN_USER && change.role == Some(Role::Member) {
         return Err(Error::BadRequest("role: the bootstrap admin stays an admin".into()).into());
     }
-    let user = identity::update_user(state.store.as_ref(), &id, change).await?;
+    let user = users::update(state.store.as_ref(), &id, change).await?;
     state.identity.cache().evict_user(&id);
     Ok(Json(user))
 }

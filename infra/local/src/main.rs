@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 prefix,
                 config: lambent_app::config::Config::from_env(&lambent_core::env::ProcessEnv)?,
                 clock: lambent_core::clock::system(),
+                store_layer: None,
             };
             serve::run(options, shutdown_signal(), |bound| {
                 println!("lambent listening on http://{bound}");

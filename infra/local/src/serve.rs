@@ -12,6 +12,7 @@ use lambent_app::state::State;
 use lambent_boot::AwsResources;
 use lambent_core::clock::Clock;
 use lambent_core::secret::ExposeSecret;
+use lambent_ports::ItemStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,10 +40,53 @@ pub struct Options {
     /// The time expiry and daily totals are decided by on the embedded
     /// backend (the wall clock, but for tests); AWS keeps DynamoDB's time.
     pub clock: Arc<dyn Clock>,
+    /// Wraps the item store before anything uses it (tests inject faults
+    /// with it); `None` in the product.
+    pub store_layer: Option<StoreLayer>,
 }
 
-/// Builds the state for the chosen backend.
+/// A wrapper put around the item store: fault injection in tests.
+#[derive(Clone)]
+pub struct StoreLayer(Arc<dyn Fn(Arc<dyn ItemStore>) -> Arc<dyn ItemStore> + Send + Sync>);
+
+impl StoreLayer {
+    pub fn new(
+        wrap: impl Fn(Arc<dyn ItemStore>) -> Arc<dyn ItemStore> + Send + Sync + 'static,
+    ) -> StoreLayer {
+        StoreLayer(Arc::new(wrap))
+    }
+
+    fn wrap(&self, store: Arc<dyn ItemStore>) -> Arc<dyn ItemStore> {
+        (self.0)(store)
+    }
+}
+
+impl std::fmt::Debug for StoreLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLayer")
+    }
+}
+
+/// Builds the state for the chosen backend, its store wrapped by the
+/// options' layer if any.
 pub async fn open_state(options: &Options) -> anyhow::Result<State> {
+    let mut state = open_backend(options).await?;
+    if let Some(layer) = &options.store_layer {
+        state = State::from_ports(
+            (*state.config).clone(),
+            lambent_ports::Ports {
+                store: layer.wrap(state.store.clone()),
+                cipher: state.cipher.clone(),
+                queue: state.queue.clone(),
+                secrets: state.secrets.clone(),
+                clock: state.clock.clone(),
+            },
+        );
+    }
+    Ok(state)
+}
+
+async fn open_backend(options: &Options) -> anyhow::Result<State> {
     let config = options.config.clone();
     lambent_embedded::ensure_data_dir(&options.data_dir)
         .with_context(|| format!("data directory {}", options.data_dir.display()))?;

@@ -1,16 +1,17 @@
-//! API keys: the lookup record `KEY#<id>/KEY` that authentication reads (owner,
-//! role, keyed hash), and the owner's masked copy `USER#<owner>/KEY#<id>`,
-//! written and deleted together.
+//! API keys: the lookup record `KEY#<id>/KEY` that authentication reads (owner
+//! and keyed hash), and the owner's masked copy `USER#<owner>/KEY#<id>`,
+//! written and deleted together. A key holds no copy of its owner's role:
+//! authentication reads the role from the owner's profile, so a role change
+//! or a deletion is one write that every key obeys at once.
 
 use serde::Serialize;
 
 use super::users::{self, alive};
 use super::{bytes, cascade, opt_text, text, PageRequest, Paged};
 use lambent_core::api_key::{self, NewKey};
-use lambent_core::auth::Role;
 use lambent_core::error::{Error, Result};
 use lambent_core::secret::SecretString;
-use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update};
+use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp};
 
 fn lookup_key(key_id: &str) -> Key {
     Key::new(format!("KEY#{key_id}"), "KEY")
@@ -20,12 +21,11 @@ fn listing_key(user_id: &str, key_id: &str) -> Key {
     Key::new(users::partition(user_id), format!("KEY#{key_id}"))
 }
 
-/// What authentication needs of a key. Cached per process.
+/// What authentication needs of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     pub key_id: String,
     pub user_id: String,
-    pub role: Role,
     pub hash: Vec<u8>,
 }
 
@@ -47,12 +47,9 @@ pub async fn lookup(store: &dyn ItemStore, key_id: &str) -> Result<Option<KeyRec
     let Some(item) = store.get(&lookup_key(key_id)).await? else {
         return Ok(None);
     };
-    let role = text(&item, "role")?;
     Ok(Some(KeyRecord {
         key_id: key_id.to_owned(),
         user_id: text(&item, "user_id")?,
-        role: Role::parse(&role)
-            .ok_or_else(|| Error::Internal(format!("key {key_id} has role {role:?}")))?,
         hash: bytes(&item, "hash")?,
     }))
 }
@@ -84,7 +81,6 @@ pub async fn create(
     };
     let lookup = Item::new(lookup_key(&info.id))
         .with("user_id", user.id.as_str())
-        .with("role", user.role.as_str())
         .with("hash", lambent_ports::Value::B(hash.to_vec()));
     let mut listing = cascade::owns_item(Item::new(listing_key(&user.id, &info.id)), &lookup.key)
         .with("last4", info.last4.as_str())
@@ -92,13 +88,12 @@ pub async fn create(
     if let Some(name) = &info.name {
         listing = listing.with("name", name.as_str());
     }
-    // The owner must still exist with the role copied into the key.
-    let owner_unchanged = Condition::And(vec![alive(), Condition::eq("role", user.role.as_str())]);
     let result = store
         .transact(vec![
+            // The owner must still exist: no key outlives its user's deletion.
             TxOp::Check {
                 key: users::profile_key(&user.id),
-                condition: owner_unchanged,
+                condition: alive(),
             },
             TxOp::Put {
                 item: lookup,
@@ -112,9 +107,7 @@ pub async fn create(
         .await;
     match result {
         Ok(()) => Ok((info, full)),
-        Err(e) if e.is_condition_failure() => Err(Error::Conflict(
-            "the user changed or was deleted meanwhile; try again".into(),
-        )),
+        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
         Err(e) => Err(e.into()),
     }
 }
@@ -172,40 +165,5 @@ pub async fn revoke(store: &dyn ItemStore, owner: Option<&str>, key_id: &str) ->
         Ok(()) => Ok(()),
         Err(e) if e.is_condition_failure() => Err(Error::NotFound("key")),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Copies a user's new role into each of its keys' lookup records.
-pub async fn set_role_of_all(store: &dyn ItemStore, user_id: &str, role: Role) -> Result<()> {
-    let mut after = None;
-    loop {
-        let page = list(
-            store,
-            user_id,
-            PageRequest {
-                limit: 100,
-                after: after.take(),
-            },
-        )
-        .await?;
-        for key in &page.items {
-            match store
-                .update(
-                    &lookup_key(&key.id),
-                    Update::new().set("role", role.as_str()),
-                    Some(Condition::Exists),
-                )
-                .await
-            {
-                Ok(_) => {}
-                // Revoked meanwhile: nothing to change.
-                Err(e) if e.is_condition_failure() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(()),
-        }
     }
 }

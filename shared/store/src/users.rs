@@ -153,46 +153,37 @@ pub async fn list(store: &dyn ItemStore, page: PageRequest) -> Result<Paged<User
     .await
 }
 
-/// Changes the profile; answers the user as it now is and the role it had.
-/// The copies of the role in the user's keys are not changed here: see
-/// `lambent_app::identity::update_user`.
-pub async fn update_profile(
-    store: &dyn ItemStore,
-    user_id: &str,
-    change: UserChange,
-) -> Result<(User, Role)> {
+/// Changes the profile and its listing copy in one transaction. Only the
+/// fields the change names are written, so concurrent changes of different
+/// fields both land. Keys carry no copy of the role: the change reaches
+/// every key with this one write.
+pub async fn update(store: &dyn ItemStore, user_id: &str, change: UserChange) -> Result<User> {
     let Some(mut user) = get(store, user_id).await? else {
         return Err(Error::NotFound("user"));
     };
-    let old_role = user.role;
+    user.updated_at = lambent_core::time::now_rfc3339();
+    let mut update = Update::new().set("updated_at", user.updated_at.as_str());
     if let Some(name) = change.name {
+        update = update.set("name", name.as_str());
         user.name = name;
     }
     if let Some(role) = change.role {
+        update = update.set("role", role.as_str());
         user.role = role;
     }
     if let Some(budget) = change.monthly_budget_usd {
+        update = match budget {
+            Some(b) => update.set("monthly_budget_usd", b),
+            None => update.remove("monthly_budget_usd"),
+        };
         user.monthly_budget_usd = budget;
     }
-    user.updated_at = lambent_core::time::now_rfc3339();
-
-    let mut update = Update::new()
-        .set("name", user.name.as_str())
-        .set("role", user.role.as_str())
-        .set("updated_at", user.updated_at.as_str());
-    update = match user.monthly_budget_usd {
-        Some(b) => update.set("monthly_budget_usd", b),
-        None => update.remove("monthly_budget_usd"),
-    };
-    // The role is checked too, so a concurrent role change is a 409, never a
-    // key left with the old role.
-    let unchanged = Condition::And(vec![alive(), Condition::eq("role", old_role.as_str())]);
     let result = store
         .transact(vec![
             TxOp::Update {
                 key: profile_key(user_id),
                 update: update.clone(),
-                condition: Some(unchanged),
+                condition: Some(alive()),
             },
             TxOp::Update {
                 key: listing_key(user_id),
@@ -202,15 +193,10 @@ pub async fn update_profile(
         ])
         .await;
     match result {
-        Ok(()) => {}
-        Err(e) if e.is_condition_failure() => {
-            return Err(Error::Conflict(
-                "the user changed or was deleted meanwhile; read it again".into(),
-            ))
-        }
-        Err(e) => return Err(e.into()),
+        Ok(()) => Ok(user),
+        Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
+        Err(e) => Err(e.into()),
     }
-    Ok((user, old_role))
 }
 
 /// Deletes the user and everything it owns. Its keys go first, so they fail

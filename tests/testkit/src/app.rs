@@ -159,6 +159,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 /// [`lambent_core::clock::ManualClock`] lets a test move time instead of
 /// sleeping).
 pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_layered(clock, None, configure).await
+}
+
+/// Like [`spawn_app_on`], with the store wrapped by `store_layer` (fault
+/// injection: [`crate::faults::layer`]).
+pub async fn spawn_app_layered(
+    clock: Arc<dyn Clock>,
+    store_layer: Option<serve::StoreLayer>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = Config {
         // Tests run provider servers on loopback.
         allow_private_provider_urls: true,
@@ -176,6 +186,7 @@ pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Con
         prefix: "lambent".into(),
         config,
         clock,
+        store_layer,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -2,7 +2,8 @@
 //! serve` in process or as the real binary ([`app`]), a chat world with a
 //! fake provider and the one SSE parser's events ([`chat`]), the AWS emulator
 //! and fresh adapters on it ([`emulator`]) or on embedded storage
-//! ([`embedded`]), ports that count and time their calls ([`counting`]), and
+//! ([`embedded`]), ports that count and time their calls ([`counting`]) or
+//! fail on purpose ([`faults`]), and
 //! [`eventually`] polling with a deadline.
 
 pub mod app;
@@ -11,6 +12,7 @@ pub mod counting;
 pub mod embedded;
 pub mod emulator;
 mod eventually;
+pub mod faults;
 
 pub use eventually::eventually;
 

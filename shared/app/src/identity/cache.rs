@@ -8,9 +8,16 @@ use std::time::Duration;
 use lambent_core::ttl_cache::TtlCache;
 use lambent_store::keys::KeyRecord;
 
-/// Key records by key ID.
+/// A key record with its owner's role as read with it.
+#[derive(Debug, Clone)]
+pub struct KeyHolder {
+    pub key: KeyRecord,
+    pub role: lambent_core::auth::Role,
+}
+
+/// Key holders by key ID.
 pub struct KeyCache {
-    entries: TtlCache<String, KeyRecord>,
+    entries: TtlCache<String, KeyHolder>,
 }
 
 impl KeyCache {
@@ -22,18 +29,18 @@ impl KeyCache {
 
     /// The record if it was read within the cache's lifetime. The caller
     /// still verifies the presented secret against its hash.
-    pub fn get(&self, key_id: &str) -> Option<KeyRecord> {
+    pub fn get(&self, key_id: &str) -> Option<KeyHolder> {
         self.entries.get(&key_id.to_owned())
     }
 
-    pub fn insert(&self, record: KeyRecord) {
-        self.entries.insert(record.key_id.clone(), record);
+    pub fn insert(&self, holder: KeyHolder) {
+        self.entries.insert(holder.key.key_id.clone(), holder);
     }
 
     /// Forgets every key of a user (deleted, or its role changed).
     pub fn evict_user(&self, user_id: &str) {
         self.entries
-            .evict_where(|_, record| record.user_id == user_id);
+            .evict_where(|_, holder| holder.key.user_id == user_id);
     }
 
     pub fn evict(&self, key_id: &str) {

@@ -14,9 +14,9 @@ use lambent_core::error::Error;
 use lambent_core::secret::SecretString;
 use lambent_ports::{ItemStore, Secrets};
 use lambent_store::keys;
-use lambent_store::users::{self, User, UserChange};
+use lambent_store::users;
 
-pub use cache::KeyCache;
+pub use cache::{KeyCache, KeyHolder};
 use lambent_core::api_key;
 pub use lambent_core::auth::{Principal, Role, BOOTSTRAP_ADMIN_USER};
 
@@ -100,23 +100,21 @@ impl Identity {
             });
         }
 
-        let record = match self.cache.get(presented.key_id) {
-            Some(record) => record,
+        let holder = match self.cache.get(presented.key_id) {
+            Some(holder) => holder,
             None => {
-                let record = keys::lookup(store, presented.key_id)
-                    .await?
-                    .ok_or(Error::Unauthenticated)?;
-                self.cache.insert(record.clone());
-                record
+                let holder = key_holder(store, presented.key_id).await?;
+                self.cache.insert(holder.clone());
+                holder
             }
         };
-        if !api_key::verify(&keys.api_key_hash, &presented, &record.hash) {
+        if !api_key::verify(&keys.api_key_hash, &presented, &holder.key.hash) {
             return Err(Error::Unauthenticated);
         }
         Ok(Principal {
-            user_id: record.user_id,
-            key_id: record.key_id,
-            role: record.role,
+            user_id: holder.key.user_id,
+            key_id: holder.key.key_id,
+            role: holder.role,
         })
     }
 
@@ -130,16 +128,19 @@ impl Identity {
     }
 }
 
-/// Changes a user; a new role reaches every key of the user, which carries
-/// a copy of it for authentication.
-pub async fn update_user(
-    store: &dyn ItemStore,
-    user_id: &str,
-    change: UserChange,
-) -> Result<User, Error> {
-    let (user, previous_role) = users::update_profile(store, user_id, change).await?;
-    if user.role != previous_role {
-        keys::set_role_of_all(store, user_id, user.role).await?;
-    }
-    Ok(user)
+/// A key and the role its owner has now. The role is read from the owner's
+/// profile, never copied into the key, so a demotion or a deletion (which
+/// marks the profile first) is obeyed by every key of the user at once; a
+/// key whose owner is gone or being deleted does not authenticate.
+async fn key_holder(store: &dyn ItemStore, key_id: &str) -> Result<KeyHolder, Error> {
+    let key = keys::lookup(store, key_id)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    let owner = users::get(store, &key.user_id)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    Ok(KeyHolder {
+        key,
+        role: owner.role,
+    })
 }

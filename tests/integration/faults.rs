@@ -1,0 +1,144 @@
+//! Lambent under store faults: writes that fail, conflict or lose their
+//! answer, injected by a wrapper around the real embedded store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambent_testkit::app::{spawn_app_layered, TestApp};
+use lambent_testkit::faults::{self, Fault, Faults};
+use reqwest::Method;
+use serde_json::json;
+
+/// `lambent serve` whose store fails as `faults` say, with no key cache, so
+/// every request reads what the store holds.
+async fn faulty_app(faults: &Arc<Faults>) -> TestApp {
+    spawn_app_layered(
+        lambent_core::clock::system(),
+        Some(faults::layer(faults.clone())),
+        |c| c.auth_cache = Duration::ZERO,
+    )
+    .await
+}
+
+/// Creates a user of `role` with `n` keys; returns its ID and keys.
+async fn user_with_keys(app: &TestApp, role: &str, n: usize) -> (String, Vec<String>) {
+    let admin = app.admin_key();
+    let (id, first) = app.user_with_key("target", role).await;
+    let mut keys = vec![first];
+    for _ in 1..n {
+        let (status, key) = app
+            .call(
+                Method::POST,
+                "/v1/keys",
+                &admin,
+                Some(json!({"user_id": id})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        keys.push(key["key"].as_str().unwrap().to_owned());
+    }
+    (id, keys)
+}
+
+fn is_key_record(key: &lambent_ports::Key) -> bool {
+    key.pk.starts_with("KEY#")
+}
+
+#[tokio::test]
+async fn a_demotion_is_obeyed_by_every_key_whatever_fails() {
+    let faults = Faults::new();
+    let app = faulty_app(&faults).await;
+    let admin = app.admin_key();
+    let (id, keys) = user_with_keys(&app, "admin", 3).await;
+    for key in &keys {
+        assert_eq!(app.call(Method::GET, "/v1/users", key, None).await.0, 200);
+    }
+
+    // Any write to a key's record fails from now on: a demotion must not
+    // need one.
+    faults.fail_writes(is_key_record, 0, u64::MAX, Fault::Unavailable);
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/users/{id}"),
+            &admin,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for key in &keys {
+        let (status, body) = app.call(Method::GET, "/v1/users", key, None).await;
+        assert_eq!(
+            status, 403,
+            "a demoted user's key still acts as admin: {body}"
+        );
+    }
+
+    // A PATCH that fails leaves the user as it was, wholly.
+    faults.clear();
+    let profile = format!("USER#{id}");
+    faults.fail_writes(
+        move |k| k.pk == profile && k.sk == "PROFILE",
+        0,
+        1,
+        Fault::Unavailable,
+    );
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/users/{id}"),
+            &admin,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 503);
+    for key in &keys {
+        assert_eq!(app.call(Method::GET, "/v1/users", key, None).await.0, 403);
+    }
+    // Its retry lands, for every key at once.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/users/{id}"),
+            &admin,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for key in &keys {
+        assert_eq!(app.call(Method::GET, "/v1/users", key, None).await.0, 200);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_deletion_that_fails_part_way_leaves_no_working_key_and_a_retry_finishes_it() {
+    let faults = Faults::new();
+    let app = faulty_app(&faults).await;
+    let admin = app.admin_key();
+    let (id, keys) = user_with_keys(&app, "member", 3).await;
+
+    // The deletion stops at the first key it removes.
+    faults.fail_writes(is_key_record, 0, 1, Fault::Unavailable);
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/v1/users/{id}"), &admin, None)
+        .await;
+    assert_eq!(status, 503);
+    for key in &keys {
+        let (status, body) = app.call(Method::GET, "/v1/keys", key, None).await;
+        assert_eq!(status, 401, "a key of a user being deleted works: {body}");
+    }
+
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/v1/users/{id}"), &admin, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = app
+        .call(Method::GET, &format!("/v1/users/{id}"), &admin, None)
+        .await;
+    assert_eq!(status, 404);
+    for key in &keys {
+        assert_eq!(app.call(Method::GET, "/v1/keys", key, None).await.0, 401);
+    }
+    app.stop().await;
+}
