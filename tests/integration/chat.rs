@@ -849,3 +849,101 @@ async fn concurrent_turns_in_one_session_are_all_kept_and_counted() {
     assert_eq!(s["cost_usd"], "0.00048");
     assert_eq!(s["usage"]["input_tokens"], 80);
 }
+
+#[tokio::test]
+async fn a_user_has_at_most_its_cap_of_open_streams_whatever_key_it_uses() {
+    let w = ChatWorld::start_with("anthropic", |c| c.max_streams_per_user = 2).await;
+    let session = w.session(json!({})).await;
+    let admin = w.app.admin_key();
+    let (_, second_key) = w
+        .app
+        .call(
+            Method::POST,
+            "/v1/keys",
+            &admin,
+            Some(json!({"user_id": w.user_id})),
+        )
+        .await;
+    let second_key = second_key["key"].as_str().unwrap().to_owned();
+    let slow = || {
+        Reply::chunks(["slow ", "reply"])
+            .chunk_delay(Duration::from_millis(700))
+            .usage(USAGE)
+    };
+    w.fake.push(slow());
+    w.fake.push(slow());
+    let open = |key: String| {
+        let request = w
+            .app
+            .request(Method::POST, "/v1/chat/completions", &key)
+            .json(&json!({
+                "model": w.agent_id,
+                "stream": true,
+                "messages": [{"role": "user", "content": "hi"}],
+            }));
+        async move { request.send().await.unwrap() }
+    };
+    let first = open(w.key.clone()).await;
+    let second = open(second_key.clone()).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+
+    // A third, from either key or endpoint, waits for one to end.
+    let third = open(second_key.clone()).await;
+    assert_eq!(third.status(), 429);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    let stream = w.chat(&session, "hello").await;
+    assert!(stream.raw.contains("too_many_streams"), "{}", stream.raw);
+    // A whole reply is no stream: it goes through.
+    w.fake.push(Reply::text("whole").usage(USAGE));
+    let (status, _) = w.chat_whole(&session, "whole please").await;
+    assert_eq!(status, 200);
+
+    // Once the streams end, their slots are free again.
+    first.text().await.unwrap();
+    second.text().await.unwrap();
+    w.fake.push(Reply::text("again").usage(USAGE));
+    let mut status = 0;
+    for _ in 0..50 {
+        let response = open(w.key.clone()).await;
+        status = response.status().as_u16();
+        if status == 200 {
+            response.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_that_would_outlive_its_deadline_is_cut_stored_incomplete_and_billed() {
+    let w = ChatWorld::start_with("anthropic", |c| {
+        c.stream_deadline = Duration::from_secs(1);
+    })
+    .await;
+    let session = w.session(json!({})).await;
+    // The provider never finishes: its usage never arrives.
+    let chunks: Vec<String> = (0..100).map(|i| format!("p{i} ")).collect();
+    w.fake
+        .push(Reply::chunks(chunks).chunk_delay(Duration::from_millis(100)));
+    let stream = w.chat(&session, "go on forever").await;
+    let end = stream.end();
+    assert_eq!(end["stop_reason"], "deadline", "{}", stream.raw);
+    let stored = w.stored_reply(&session, Duration::from_secs(10)).await;
+    assert_eq!(stored["status"], "incomplete");
+    assert_eq!(stored["content"], stream.text());
+    // Billed for at least what it said: one token per byte of its reply,
+    // on top of the prompt.
+    let output = stored["usage"]["output_tokens"].as_u64().unwrap();
+    assert!(output >= stream.text().len() as u64, "{stored}");
+    assert!(
+        stored["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{stored}"
+    );
+    let cost: rust_decimal::Decimal = stored["cost_usd"].as_str().unwrap().parse().unwrap();
+    assert!(cost > rust_decimal::Decimal::ZERO);
+}

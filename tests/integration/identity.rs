@@ -2,7 +2,10 @@
 //! authentication, roles, tenant isolation, validation, limits, providers'
 //! keys at rest, user deletion, the audit log and CORS.
 
-use lambent_testkit::app::{spawn_app, spawn_app_with, TestApp};
+use std::time::Duration;
+
+use lambent_core::clock::{Clock, ManualClock};
+use lambent_testkit::app::{spawn_app, spawn_app_on, spawn_app_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -342,8 +345,60 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert_envelope(429, &body, 429, "rate_limited");
-    // The limit is per key: the admin's own budget is separate.
+    // The limit is per user: the admin's own budget is separate.
     assert_eq!(app.call(Method::GET, "/v1/keys", &admin, None).await.0, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_count_every_key_of_a_user_with_no_burst_at_a_window_edge() {
+    let clock = ManualClock::starting_now();
+    let app = spawn_app_on(clock.clone(), |c| {
+        c.rate_limit.requests = 5;
+        c.rate_limit.window_secs = 60;
+    })
+    .await;
+    let admin = app.admin_key();
+    // The admin has 5 requests a minute too: one every 12 s.
+    clock.advance(Duration::from_secs(60));
+    let (user, first) = app.user_with_key("many keys", "member").await;
+    let mut keys = vec![first];
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(12));
+        let (status, key) = app
+            .call(
+                Method::POST,
+                "/v1/keys",
+                &admin,
+                Some(json!({"user_id": user})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        keys.push(key["key"].as_str().unwrap().to_owned());
+    }
+
+    // Five requests, each with another key, use up the user's limit; the
+    // sixth key is refused like the others would be.
+    clock.advance(Duration::from_secs(120));
+    for key in &keys[..5] {
+        assert_eq!(app.call(Method::GET, "/v1/keys", key, None).await.0, 200);
+    }
+    let (status, body) = app.call(Method::GET, "/v1/keys", &keys[5], None).await;
+    assert_eq!(status, 429, "{body}");
+
+    // A full burst just before a minute starts, and another just after:
+    // a fixed window would allow both; the bucket refills 5 a minute.
+    clock.advance(Duration::from_secs(120));
+    let to_edge = 60_000 - clock.now_millis().rem_euclid(60_000) - 100;
+    clock.advance(Duration::from_millis(to_edge as u64));
+    for key in &keys[..5] {
+        assert_eq!(app.call(Method::GET, "/v1/keys", key, None).await.0, 200);
+    }
+    clock.advance(Duration::from_millis(200));
+    for key in &keys {
+        let (status, _) = app.call(Method::GET, "/v1/keys", key, None).await;
+        assert_eq!(status, 429, "a second burst at the window's edge");
+    }
     app.stop().await;
 }
 

@@ -108,6 +108,7 @@ fn turn(
         day: lambent_core::time::today(),
         prepared_at: lambent_core::time::now_epoch_secs(),
         expires_at: lambent_core::time::now_epoch_secs() + 3600,
+        prompt_tokens: 10,
     }
 }
 

@@ -268,22 +268,34 @@ pub async fn rate_limits_hold_across_processes(s: &Storage) {
         requests: 3,
         window_secs: 60,
     };
-    let now = 1_800_000_010;
-    // Two "processes" share nothing but the store.
+    let take = |user: &'static str, at_secs: f64| {
+        rate_limits::take(
+            s.store.as_ref(),
+            user,
+            limit,
+            (1_800_000_010.0 * 1000.0 + at_secs * 1000.0) as i64,
+        )
+    };
+    // Two "processes" share nothing but the store: the whole burst at once.
     for _ in 0..3 {
-        rate_limits::take(s.store.as_ref(), "key_a", limit, now)
-            .await
-            .unwrap();
+        take("usr_a", 0.0).await.unwrap();
     }
-    match rate_limits::take(s.store.as_ref(), "key_a", limit, now + 5).await {
-        Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 45),
+    // Then one request per 20 s, the steady rate.
+    match take("usr_a", 5.0).await {
+        Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 15),
         other => panic!("expected 429, got {other:?}"),
     }
-    rate_limits::take(s.store.as_ref(), "key_b", limit, now)
-        .await
-        .unwrap();
-    // The next window starts afresh.
-    rate_limits::take(s.store.as_ref(), "key_a", limit, now + 60)
-        .await
-        .unwrap();
+    take("usr_b", 5.0).await.unwrap();
+    take("usr_a", 20.0).await.unwrap();
+    assert!(take("usr_a", 20.5).await.is_err());
+    // Where a fixed window would start afresh, a bucket has refilled only
+    // what the time since allows.
+    take("usr_a", 60.0).await.unwrap();
+    take("usr_a", 60.0).await.unwrap();
+    assert!(take("usr_a", 60.1).await.is_err());
+    // Idle for a whole window: the whole burst again.
+    for _ in 0..3 {
+        take("usr_a", 200.0).await.unwrap();
+    }
+    assert!(take("usr_a", 200.0).await.is_err());
 }

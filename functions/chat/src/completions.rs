@@ -348,12 +348,13 @@ pub async fn create_completion(
     check_tools(target.tools(), &target.tool_choice)?;
     target.parallel_tool_calls = body.parallel_tool_calls;
     let state = &chat.state;
+    let slot = crate::stream_slot(state, &principal.user_id, body.stream).await?;
     let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
     let created = lambent_core::time::now_epoch_secs();
-    if !body.stream {
+    let Some(slot) = slot else {
         let settled = chat::complete(state, &chat.llm, &call).await?;
         return Ok(Json(completion(&call, &settled, created)).into_response());
-    }
+    };
     let started = chat::start(state, &chat.llm, &call).await?;
     let wire = OpenAiChunks {
         id: completion_id(&call),
@@ -366,6 +367,7 @@ pub async fn create_completion(
         call,
         started,
         wire,
+        slot,
     ))
 }
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use lambent_app::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
 use lambent_app::state::State;
+use lambent_app::streams::StreamSlot;
 use lambent_http::error::ApiError;
 use lambent_llm::{Chunk, ProviderError, ToolCall, ToolCallAssembler, Usage};
 use lambent_store::messages::MessageStatus;
@@ -108,11 +109,26 @@ impl Wire for LambentEvents {
     }
 }
 
+/// The stop reason of a reply Lambent cut at its stream deadline.
+pub const DEADLINE: &str = "deadline";
+
 /// The response that streams `call`'s reply from `upstream` in `wire`'s format.
-pub fn stream_reply(state: State, call: Prepared, started: Started, wire: impl Wire) -> Response {
+/// The stream holds `slot`, one of its user's stream slots, until its last
+/// event.
+pub fn stream_reply(
+    state: State,
+    call: Prepared,
+    started: Started,
+    wire: impl Wire,
+    slot: StreamSlot,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(BUFFERED_EVENTS);
     let request_id = lambent_http::current_request_id();
-    tokio::spawn(pump(state, call, started, tx, request_id, wire).in_current_span());
+    let pumped = async move {
+        pump(state, call, started, tx, request_id, wire).await;
+        drop(slot);
+    };
+    tokio::spawn(pumped.in_current_span());
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -176,20 +192,28 @@ async fn pump(
     let mut stop_reason = None;
     let mut failure: Option<ProviderError> = None;
     let mut drain_until: Option<Instant> = None;
+    // Cut before the function's own timeout could end it unstored and
+    // unbilled.
+    let deadline = Instant::now() + state.config.stream_deadline;
+    let mut cut = false;
     let mut upstream = started.stream;
     loop {
         if client.gone() && drain_until.is_none() {
             drain_until = Some(Instant::now() + state.config.stream_drain_timeout);
         }
-        let next = match drain_until {
-            None => upstream.next().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, upstream.next()).await {
-                Ok(next) => next,
-                Err(_) => {
+        let until = drain_until.map_or(deadline, |drain| drain.min(deadline));
+        let next = match tokio::time::timeout_at(until, upstream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                if Instant::now() >= deadline {
+                    tracing::warn!("cut a reply at the stream deadline");
+                    stop_reason = Some(DEADLINE.to_owned());
+                } else {
                     tracing::warn!("stopped reading a reply whose client left: drain time is up");
-                    break;
                 }
-            },
+                cut = true;
+                break;
+            }
         };
         match next {
             None => break,
@@ -240,16 +264,21 @@ async fn pump(
         Err(e) => tracing::error!(error = %e, "storing the user's message failed"),
     }
 
-    let status = if client.gone() {
+    let status = if client.gone() || cut {
         MessageStatus::Incomplete
     } else if failure.is_some() {
         MessageStatus::Failed
     } else {
         MessageStatus::Complete
     };
+    let tool_calls = tool_calls.finish();
+    if cut {
+        // The provider's own count never came; it bills what it generated.
+        usage = chat::usage_when_cut(&call, usage, &text, &tool_calls);
+    }
     let outcome = Outcome {
         text,
-        tool_calls: tool_calls.finish(),
+        tool_calls,
         status,
         usage,
         stop_reason,

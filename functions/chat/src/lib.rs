@@ -87,6 +87,21 @@ pub(crate) async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<T
     }
 }
 
+/// One of the user's stream slots if the reply streams (429
+/// `too_many_streams` when all are taken); `None` for a whole reply.
+pub(crate) async fn stream_slot(
+    state: &State,
+    user_id: &str,
+    streams: bool,
+) -> ApiResult<Option<lambent_app::streams::StreamSlot>> {
+    if !streams {
+        return Ok(None);
+    }
+    Ok(Some(
+        lambent_app::streams::StreamSlot::take(state, user_id).await?,
+    ))
+}
+
 /// A 400 whose message starts with the field it is about.
 pub(crate) fn bad(message: String) -> ApiError {
     Error::BadRequest(message).into()

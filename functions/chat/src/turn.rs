@@ -59,20 +59,22 @@ pub async fn post_message(
     let stream = body.stream != Some(false);
     let input = user_input(body)?;
     let state = &chat.state;
+    let slot = crate::stream_slot(state, &principal.user_id, stream).await?;
     let call = chat::prepare_session_turn(state, &principal.user_id, &id, input).await?;
-    if !stream {
+    let Some(slot) = slot else {
         chat::complete(state, &chat.llm, &call).await?;
         let reply = messages::get(state.store.as_ref(), &id, call.reply_id())
             .await?
             .ok_or_else(|| Error::Internal("a settled reply is not stored".into()))?;
         return Ok(Json::<Message>(reply).into_response());
-    }
+    };
     let started = chat::start(state, &chat.llm, &call).await?;
     Ok(crate::events::stream_reply(
         chat.state.clone(),
         call,
         started,
         crate::events::LambentEvents::default(),
+        slot,
     ))
 }
 

@@ -44,6 +44,12 @@ pub struct Config {
     pub step_lease: Duration,
     /// Pause before a failed step's first retry; it doubles with each attempt.
     pub step_backoff: Duration,
+    /// Streams a user may have open at once (0: no cap).
+    pub max_streams_per_user: u32,
+    /// The longest a streamed reply may run: Lambent cuts it there, stores
+    /// it `incomplete` and bills it, before the function's own timeout
+    /// would kill it unbilled.
+    pub stream_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +79,9 @@ impl Default for Config {
             step_max_attempts: 3,
             step_lease: Duration::from_secs(150),
             step_backoff: Duration::from_secs(5),
+            max_streams_per_user: 8,
+            // The chat function's timeout is 300 s: settle with time to spare.
+            stream_deadline: Duration::from_secs(270),
         }
     }
 }
@@ -161,6 +170,12 @@ impl Config {
             step_backoff: number(env, "LAMBENT_STEP_BACKOFF_MS", 0..=300_000)?
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.step_backoff),
+            max_streams_per_user: number(env, "LAMBENT_MAX_STREAMS_PER_USER", 0..=10_000)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.max_streams_per_user),
+            stream_deadline: number(env, "LAMBENT_STREAM_DEADLINE_SECS", 1..=86_400)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.stream_deadline),
         })
     }
 }

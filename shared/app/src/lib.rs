@@ -10,5 +10,6 @@ pub mod config;
 pub mod health;
 pub mod identity;
 pub mod state;
+pub mod streams;
 pub mod targets;
 pub mod workflows;

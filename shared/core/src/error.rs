@@ -20,6 +20,9 @@ pub enum Error {
     Conflict(String),
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
+    /// The user already has as many streams open as a user may.
+    #[error("{max} streams are already open for this user; wait for one to end")]
+    TooManyStreams { max: u32 },
     #[error("{0}")]
     BudgetExceeded(String),
     /// The model provider failed; the message says how (status, error type),

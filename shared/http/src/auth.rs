@@ -1,6 +1,6 @@
 //! The authentication layer of every protected route: checks the API key
 //! ([`Identity::authenticate`], the same code the API Gateway authorizer
-//! runs), counts the request against the key's rate limit, hands the
+//! runs), counts the request against its user's rate limit, hands the
 //! [`Principal`] to the handler, and records each successful write in the
 //! audit log.
 
@@ -46,12 +46,11 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
     span.record("user_id", principal.user_id.as_str());
     span.record("key_id", principal.key_id.as_str());
 
-    let now = state.clock.now_secs();
     if let Err(e) = rate_limits::take(
         state.store.as_ref(),
-        &principal.key_id,
+        &principal.user_id,
         state.config.rate_limit,
-        now,
+        state.clock.now_millis(),
     )
     .await
     {

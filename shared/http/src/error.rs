@@ -31,9 +31,9 @@ impl ApiError {
                 Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
                 Error::Conflict(_) => StatusCode::CONFLICT,
-                Error::RateLimited { .. } | Error::BudgetExceeded(_) => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
+                Error::RateLimited { .. }
+                | Error::TooManyStreams { .. }
+                | Error::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
                 Error::ProviderFailed(_) => StatusCode::BAD_GATEWAY,
                 Error::ProviderTimeout => StatusCode::GATEWAY_TIMEOUT,
                 Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -53,6 +53,7 @@ impl ApiError {
                 Error::NotFound(_) => "not_found",
                 Error::Conflict(_) => "conflict",
                 Error::RateLimited { .. } => "rate_limited",
+                Error::TooManyStreams { .. } => "too_many_streams",
                 Error::BudgetExceeded(_) => "budget_exceeded",
                 Error::ProviderFailed(_) => "provider_error",
                 Error::ProviderTimeout => "provider_timeout",
@@ -127,7 +128,8 @@ pub struct ErrorBody {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`, ...
+    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`,
+    /// `too_many_streams`, ...
     pub code: String,
     /// For people; a 400 names the field.
     pub message: String,

@@ -13,6 +13,7 @@ pub mod providers;
 pub mod rate_limits;
 pub mod runs;
 pub mod sessions;
+pub mod stream_slots;
 pub mod usage;
 pub mod users;
 pub mod workflows;

@@ -1,7 +1,18 @@
-//! Per-key rate limits, counted in the store so they hold across every Lambda
-//! instance: one fixed window per key (`RATE#<key id>/WINDOW#<start>`), one
-//! conditional `ADD` per request, expiring after the window.
+//! Per-user rate limits, counted in the store so they hold across every
+//! Lambda instance and every key of the user (keys are free to mint, so a
+//! per-key limit would limit nothing).
+//!
+//! The limit is a token bucket, kept as GCRA (the generic cell rate
+//! algorithm): one number per user, the bucket's "theoretical arrival time"
+//! `tat` (`RATE#<user>/BUCKET`, microseconds). A request at `now` is allowed
+//! when `tat <= now + tolerance`, and moves `tat` to `max(tat, now) +
+//! interval`. So a user may burst the whole limit at once and then goes at
+//! the steady rate; unlike fixed windows, there is no second burst at a
+//! window's edge. DynamoDB conditions cannot compute `max`, so the two cases
+//! are two conditional writes: an idle bucket is reset (one round trip, the
+//! common case), a busy one is advanced with an `ADD`.
 
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use lambent_core::error::{Error, Result};
@@ -9,34 +20,81 @@ use lambent_ports::{Cmp, Condition, ItemStore, Key, Update};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
-    /// Requests allowed per window; 0 turns limiting off.
+    /// Requests allowed per window (also the largest burst); 0 turns
+    /// limiting off.
     pub requests: u64,
     pub window_secs: u64,
 }
 
-/// Counts one request of `key_id` at `now` (epoch seconds), or answers 429
-/// with the seconds until the window ends.
-pub async fn take(store: &dyn ItemStore, key_id: &str, limit: Limit, now: i64) -> Result<()> {
+const MICROS: i64 = 1_000_000;
+/// A write that raced another on the same bucket is tried again this often.
+const ATTEMPTS: usize = 4;
+
+fn bucket_key(user_id: &str) -> Key {
+    Key::new(format!("RATE#{user_id}"), "BUCKET")
+}
+
+/// Counts one request of `user_id` at `now_millis`, or answers 429 with
+/// the seconds until the next request would be allowed.
+pub async fn take(
+    store: &dyn ItemStore,
+    user_id: &str,
+    limit: Limit,
+    now_millis: i64,
+) -> Result<()> {
     if limit.requests == 0 || limit.window_secs == 0 {
         return Ok(());
     }
-    let window = limit.window_secs as i64;
-    let start = now - now.rem_euclid(window);
-    let end = start + window;
-    let key = Key::new(format!("RATE#{key_id}"), format!("WINDOW#{start}"));
-    let under_limit = Condition::Or(vec![
-        Condition::AttrNotExists("count".into()),
-        Condition::cmp("count", Cmp::Lt, limit.requests as i64),
-    ]);
-    let update = Update::new()
-        .add("count", Decimal::ONE)
-        // Kept a window past its end, then DynamoDB's TTL removes it.
-        .expire_at(Some(end + window));
-    match store.update(&key, update, Some(under_limit)).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_condition_failure() => Err(Error::RateLimited {
-            retry_after_secs: (end - now).max(1) as u64,
-        }),
-        Err(e) => Err(e.into()),
+    let window = limit.window_secs as i64 * MICROS;
+    let interval = (window / limit.requests as i64).max(1);
+    let tolerance = window - interval;
+    let now = now_millis * 1_000;
+    let key = bucket_key(user_id);
+    // Kept a window past the bucket's last use, then DynamoDB's TTL removes it.
+    let expires = now_millis / 1_000 + 2 * limit.window_secs as i64 + 1;
+    for _ in 0..ATTEMPTS {
+        let idle = Condition::Or(vec![
+            Condition::AttrNotExists("tat".into()),
+            Condition::cmp("tat", Cmp::Lt, now),
+        ]);
+        let reset = Update::new()
+            .set("tat", now + interval)
+            .expire_at(Some(expires));
+        match store.update(&key, reset, Some(idle)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_condition_failure() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let room = Condition::And(vec![
+            Condition::cmp("tat", Cmp::Ge, now),
+            Condition::cmp("tat", Cmp::Le, now + tolerance),
+        ]);
+        let advance = Update::new()
+            .add("tat", Decimal::from(interval))
+            .expire_at(Some(expires));
+        match store.update(&key, advance, Some(room)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_condition_failure() => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Neither idle nor with room: full, unless another request moved
+        // the bucket between the two writes.
+        let tat = store
+            .get(&key)
+            .await?
+            .and_then(|item| item.get_decimal("tat"))
+            .and_then(|tat| tat.to_i64());
+        if let Some(tat) = tat {
+            if tat > now + tolerance {
+                let wait = tat - tolerance - now;
+                return Err(Error::RateLimited {
+                    retry_after_secs: (wait as u64).div_ceil(MICROS as u64).max(1),
+                });
+            }
+        }
     }
+    // Contended beyond reason: refuse rather than count wrongly.
+    Err(Error::RateLimited {
+        retry_after_secs: 1,
+    })
 }

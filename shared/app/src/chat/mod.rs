@@ -168,6 +168,9 @@ pub struct Prepared {
     pub prepared_at: i64,
     /// Expiry of what the call writes into a session.
     pub expires_at: i64,
+    /// The prompt's estimated tokens, tools included: never below what the
+    /// provider can bill for it.
+    pub prompt_tokens: u64,
 }
 
 impl Prepared {
@@ -382,6 +385,7 @@ async fn prepare(
         day,
         prepared_at: now,
         expires_at: sessions::expiry(now, state.config.session_ttl),
+        prompt_tokens,
     })
 }
 
@@ -583,10 +587,13 @@ pub fn provider_error(e: ProviderError) -> Error {
 pub struct ReplyText {
     pub text: String,
     pub truncated: bool,
+    /// Every byte of the reply, kept or not.
+    pub bytes_seen: u64,
 }
 
 impl ReplyText {
     pub fn push(&mut self, piece: &str) {
+        self.bytes_seen += piece.len() as u64;
         if self.truncated {
             return;
         }
@@ -601,6 +608,35 @@ impl ReplyText {
         }
         self.text.push_str(&piece[..cut]);
         self.truncated = true;
+    }
+}
+
+/// What a reply cut short by Lambent (its deadline, or a departed client's
+/// drain time) is billed, since the provider's final count never came:
+/// what the provider reported so far, but at least the prompt's estimate
+/// (an upper bound of what it bills for the prompt) and one token per byte
+/// of what it said.
+pub fn usage_when_cut(
+    call: &Prepared,
+    reported: Usage,
+    text: &ReplyText,
+    calls: &[ToolCall],
+) -> Usage {
+    let prompt_reported =
+        reported.input_tokens + reported.cache_read_tokens + reported.cache_write_tokens;
+    let said = text.bytes_seen
+        + calls
+            .iter()
+            .map(|c| (c.id.len() + c.name.len() + c.input.to_string().len()) as u64)
+            .sum::<u64>();
+    Usage {
+        input_tokens: if prompt_reported == 0 {
+            call.prompt_tokens
+        } else {
+            reported.input_tokens
+        },
+        output_tokens: reported.output_tokens.max(said),
+        ..reported
     }
 }
 
