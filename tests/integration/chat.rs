@@ -947,3 +947,63 @@ async fn a_stream_that_would_outlive_its_deadline_is_cut_stored_incomplete_and_b
     let cost: rust_decimal::Decimal = stored["cost_usd"].as_str().unwrap().parse().unwrap();
     assert!(cost > rust_decimal::Decimal::ZERO);
 }
+
+#[tokio::test]
+async fn a_provider_that_bills_a_token_per_byte_never_takes_spending_past_a_limit() {
+    let w = ChatWorld::start().await;
+    let admin = w.app.admin_key();
+    // A prompt of 4,000 bytes of plain English: a tokenizer's usual 4 bytes
+    // a token would make it 1,000 tokens; this provider bills 4,000.
+    let prompt = "lorem ipsum dolor sit amet ".repeat(148);
+    let limit = rust_decimal::Decimal::new(5, 2); // 0.05 USD
+    let (status, body) = w
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/users/{}", w.user_id),
+            &admin,
+            Some(json!({"monthly_budget_usd": limit.to_string()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    w.fake.set_default(
+        Reply::text("ok")
+            .bill_input_per_byte()
+            .first_byte_delay(Duration::from_millis(300)),
+    );
+    let calls = (0..16).map(|i| {
+        let client = w.app.client.clone();
+        let url = w.app.url("/v1/chat/completions");
+        let key = w.key.clone();
+        let body = json!({
+            "model": w.agent_id,
+            "messages": [{"role": "user", "content": format!("{i} {prompt}")}],
+        });
+        tokio::spawn(async move {
+            lambent_testkit::app::send_json(&client, Method::POST, url, key, Some(body)).await
+        })
+    });
+    let mut ok = 0;
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                let billed = body["usage"]["prompt_tokens"].as_u64().unwrap();
+                assert!(billed >= prompt.len() as u64, "{body}");
+            }
+            _ => assert_eq!(body["error"]["code"], "budget_exceeded", "{body}"),
+        }
+    }
+    assert!(ok >= 1, "no call fitted the limit");
+    let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+    let spent: rust_decimal::Decimal = usage["total"]["cost_usd"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        spent <= limit,
+        "spent {spent} USD of a {limit} USD limit in {ok} calls"
+    );
+}

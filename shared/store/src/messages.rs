@@ -141,12 +141,17 @@ pub struct Message {
     pub created_at: String,
 }
 
-/// An estimate of a text's tokens that errs high: about 4 bytes of English
-/// or one CJK character per token, counted as 3 bytes each, plus the
-/// per-message framing.
+/// An upper bound of a text's tokens: one per byte, the most a byte-level
+/// tokenizer (every provider's) can count, plus the framing of a message
+/// part. A call's reservation is built from these, so it is never below
+/// what the provider can bill (a token per 4 bytes is typical for English:
+/// the reservation is about 4 times the usual cost of the prompt).
 pub fn estimate_tokens(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(3) + 4
+    text.len() as u64 + PART_FRAMING_TOKENS
 }
+
+/// The role and type markers around each part of a message.
+const PART_FRAMING_TOKENS: u64 = 8;
 
 /// What one image counts for in the context: the most either provider
 /// bills for an image it scales down to its limits.
@@ -161,7 +166,9 @@ pub fn estimate_parts_tokens(parts: &[Part]) -> u64 {
             Part::Text(text) => estimate_tokens(text),
             Part::Image(_) => IMAGE_TOKENS,
             Part::ToolCall(call) => {
-                estimate_tokens(&call.name) + estimate_tokens(&call.input.to_string())
+                estimate_tokens(&call.id)
+                    + estimate_tokens(&call.name)
+                    + estimate_tokens(&call.input.to_string())
             }
             Part::ToolResult(result) => {
                 estimate_tokens(&result.tool_call_id) + estimate_tokens(&result.content)
@@ -561,7 +568,9 @@ pub async fn recent_turns(
             if turn.parts.is_empty() {
                 continue;
             }
-            let tokens = count(item, "tokens")?;
+            // Messages stored before estimates counted a token per byte
+            // carry a lower `tokens`: the parts decide.
+            let tokens = count(item, "tokens")?.max(estimate_parts_tokens(&turn.parts));
             if used + tokens > budget {
                 break 'pages;
             }

@@ -216,6 +216,7 @@ pub struct Reply {
     pub(crate) tool_calls: Vec<FakeToolCall>,
     pub(crate) argument_split: ArgumentSplit,
     pub(crate) interleave_tool_calls: bool,
+    pub(crate) input_per_byte: bool,
 }
 
 /// How many characters [`Reply::text`] puts in each delta.
@@ -238,6 +239,7 @@ impl Reply {
             tool_calls: Vec::new(),
             argument_split: ArgumentSplit::Every(ARGUMENT_PIECE_CHARS),
             interleave_tool_calls: false,
+            input_per_byte: false,
         }
     }
 
@@ -261,6 +263,20 @@ impl Reply {
             let text = format!("{prefix}{}", last_user_text(request));
             self.body = Body::Text(text_chunks(&text));
         }
+        if self.input_per_byte {
+            let mut usage = self.effective_usage();
+            usage.input = prompt_text_bytes(request);
+            self.usage = Some(usage);
+        }
+        self
+    }
+
+    /// Bills the prompt at one input token per byte of the text it carries
+    /// (the most a byte-level tokenizer can count): the system prompt, each
+    /// message's text, tool calls' names and arguments, tool results, and
+    /// the tools' names, descriptions and schemas. Images count nothing.
+    pub fn bill_input_per_byte(mut self) -> Reply {
+        self.input_per_byte = true;
         self
     }
 
@@ -587,6 +603,79 @@ pub(crate) fn text_chunks(text: &str) -> Text {
 
 /// The text of the last `user` message of either wire format: a string, or
 /// the concatenated `text` parts.
+/// The bytes of text a request's prompt carries, in either wire format;
+/// see [`Reply::bill_input_per_byte`].
+fn prompt_text_bytes(request: &serde_json::Map<String, serde_json::Value>) -> u64 {
+    use serde_json::Value;
+    fn text_of(value: &Value) -> u64 {
+        match value {
+            Value::String(s) => s.len() as u64,
+            Value::Array(parts) => parts.iter().map(part).sum(),
+            _ => 0,
+        }
+    }
+    fn part(value: &Value) -> u64 {
+        let str_len = |key: &str| value[key].as_str().map_or(0, |s| s.len() as u64);
+        match value["type"].as_str() {
+            Some("text") => str_len("text"),
+            Some("tool_use") => {
+                str_len("id") + str_len("name") + value["input"].to_string().len() as u64
+            }
+            Some("tool_result") => str_len("tool_use_id") + text_of(&value["content"]),
+            _ => 0,
+        }
+    }
+    let system = request.get("system").map_or(0, text_of);
+    let messages: u64 = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |messages| {
+            messages
+                .iter()
+                .map(|m| {
+                    let calls: u64 = m["tool_calls"].as_array().map_or(0, |calls| {
+                        calls
+                            .iter()
+                            .map(|c| {
+                                let f = &c["function"];
+                                (c["id"].as_str().unwrap_or("").len()
+                                    + f["name"].as_str().unwrap_or("").len()
+                                    + f["arguments"].as_str().unwrap_or("").len())
+                                    as u64
+                            })
+                            .sum()
+                    });
+                    let answered = m["tool_call_id"].as_str().map_or(0, |id| id.len() as u64);
+                    text_of(&m["content"]) + calls + answered
+                })
+                .sum()
+        });
+    let tools: u64 = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, |tools| {
+            tools
+                .iter()
+                .map(|t| {
+                    let t = if t["function"].is_object() {
+                        &t["function"]
+                    } else {
+                        t
+                    };
+                    let schema = if t["parameters"].is_null() {
+                        &t["input_schema"]
+                    } else {
+                        &t["parameters"]
+                    };
+                    (t["name"].as_str().unwrap_or("").len()
+                        + t["description"].as_str().unwrap_or("").len()
+                        + schema.to_string().len()) as u64
+                })
+                .sum()
+        });
+    system + messages + tools
+}
+
 fn last_user_text(request: &serde_json::Map<String, serde_json::Value>) -> String {
     use serde_json::Value;
     let Some(message) = request

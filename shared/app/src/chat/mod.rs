@@ -286,7 +286,7 @@ pub async fn prepare_call(
         .map_or(0, messages::estimate_tokens)
         + turns
             .iter()
-            .map(|t| messages::estimate_tokens(&t.joined_text()))
+            .map(|t| messages::estimate_parts_tokens(&t.parts))
             .sum::<u64>();
     let record = Record::Call {
         call_id: lambent_core::ids::new_sortable_id("call"),
