@@ -125,6 +125,49 @@ fn system_prompt(raw: &str) -> ApiResult<String> {
     Ok(validate::text("system_prompt", raw, SYSTEM_PROMPT_MAX)?)
 }
 
+/// The most an agent's system prompt and tools (as stored: the prompt's
+/// UTF-8 bytes, the tools and the tool choice as JSON) may take together: the
+/// store holds 400 KB a record, and the agent's other settings stay well under
+/// the 50 KB left. 100,000 characters of prompt can be 400,000 bytes, and 128
+/// tools of 74 KB each far more.
+const MAX_STORED_BYTES: usize = 350 * 1024;
+
+/// Refuses, as a 400 naming the field, an agent too large for one record:
+/// `system_prompt` when the prompt alone is, else `tools`.
+fn fits_in_a_record(spec: &AgentSpec) -> ApiResult<()> {
+    let prompt = spec.system_prompt.as_ref().map_or(0, String::len);
+    validate::stored_size(
+        "system_prompt",
+        "the system prompt",
+        prompt,
+        MAX_STORED_BYTES,
+        "an agent",
+    )?;
+    let json_len = |value: Result<String, serde_json::Error>| {
+        value
+            .map(|json| json.len())
+            .map_err(|e| Error::Internal(format!("encoding tools: {e}")))
+    };
+    let tools = if spec.tools.is_empty() {
+        0
+    } else {
+        json_len(serde_json::to_string(&spec.tools))?
+    };
+    // As the store keeps them: no tools and the "auto" choice take nothing.
+    let choice = match spec.tool_choice {
+        ToolChoice::Auto => 0,
+        ref choice => json_len(serde_json::to_string(choice))?,
+    };
+    validate::stored_size(
+        "tools",
+        "the agent's system prompt with its tools",
+        prompt + tools + choice,
+        MAX_STORED_BYTES,
+        "an agent",
+    )?;
+    Ok(())
+}
+
 /// Create an agent.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
     responses((status = 201, body = AgentView)))]
@@ -158,6 +201,7 @@ async fn create_agent(
         tool_choice: body.tool_choice.unwrap_or_default(),
     };
     check_tools(&spec.tools, &spec.tool_choice)?;
+    fits_in_a_record(&spec)?;
     let store = state.store.as_ref();
     let agent = agents::create(store, &state.catalog, &principal.user_id, spec).await?;
     let view = agents::view(store, &state.catalog, agent).await?;
@@ -253,6 +297,7 @@ async fn update_agent(
         tool_choice: body.tool_choice.unwrap_or(current.tool_choice),
     };
     check_tools(&spec.tools, &spec.tool_choice)?;
+    fits_in_a_record(&spec)?;
     let agent = agents::update(
         store,
         &state.catalog,
@@ -337,6 +382,60 @@ mod tests {
         );
         assert!(serde_json::from_str::<UpdateAgent>(r#"{"temperature":"0.5"}"#).is_err());
         assert!(serde_json::from_str::<UpdateAgent>(r#"{"version":3}"#).is_err());
+    }
+
+    fn spec(prompt: Option<String>, tools: Vec<ToolSpec>) -> AgentSpec {
+        AgentSpec {
+            name: "a".into(),
+            provider_id: "prv_x".into(),
+            model: "m".into(),
+            system_prompt: prompt,
+            temperature: None,
+            max_tokens: 1,
+            context_token_budget: 1,
+            tools,
+            tool_choice: ToolChoice::Auto,
+        }
+    }
+
+    fn tools(n: usize, description_bytes: usize) -> Vec<ToolSpec> {
+        (0..n)
+            .map(|i| ToolSpec {
+                name: format!("tool_{i}"),
+                description: Some("d".repeat(description_bytes)),
+                input_schema: serde_json::json!({"type": "object"}),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_too_large_for_a_record_is_refused_naming_the_field() {
+        let message = |spec: &AgentSpec| fits_in_a_record(spec).err().map(|e| e.public_message());
+        assert_eq!(message(&spec(Some("be brief".into()), tools(3, 100))), None);
+        assert_eq!(
+            message(&spec(Some("x".repeat(MAX_STORED_BYTES)), Vec::new())),
+            None
+        );
+
+        // 100,000 characters (within SYSTEM_PROMPT_MAX) of 4 bytes each.
+        let wide = "\u{1F600}".repeat(SYSTEM_PROMPT_MAX);
+        assert!(system_prompt(&wide).is_ok());
+        let refused = message(&spec(Some(wide), Vec::new())).unwrap_or_default();
+        assert_eq!(
+            refused,
+            "system_prompt: the system prompt is 391 KB, more than the 350 KB an agent can hold"
+        );
+
+        // Tools that check_tools accepts, too many bytes together.
+        let many = tools(40, 9_000);
+        assert!(check_tools(&many, &ToolChoice::Auto).is_ok());
+        let refused = message(&spec(None, many)).unwrap_or_default();
+        assert!(refused.starts_with("tools: "), "{refused}");
+        assert!(refused.contains("350 KB an agent can hold"), "{refused}");
+        // Or a prompt that fits with tools that would fit alone.
+        let refused =
+            message(&spec(Some("x".repeat(300_000)), tools(10, 9_000))).unwrap_or_default();
+        assert!(refused.starts_with("tools: "), "{refused}");
     }
 
     #[test]

@@ -290,6 +290,24 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_always_fits_in_a_record() {
+        // The longest base_url the guard accepts, as stored (parsed: each
+        // 2-byte character percent-encoded to 6 bytes).
+        let prefix = "https://x.example/";
+        let raw = format!("{prefix}{}", "é".repeat((2048 - prefix.len()) / 2));
+        assert!(raw.len() <= 2048);
+        let stored = lambent_llm::net_guard::check_url(&raw, false)
+            .unwrap()
+            .as_str()
+            .len();
+        // The name, the longest key (4-byte characters) as ciphertext (a
+        // generous 1 KB of envelope), the URL: far under the store's 400 KB,
+        // so the provider routes need no size check of their own.
+        let largest = NAME_MAX + 4 * API_KEY_MAX + 1024 + stored;
+        assert!(largest < 16 * 1024, "{largest}");
+    }
+
+    #[test]
     fn base_url_null_clears_and_absent_leaves_it() {
         let parse = |raw: &str| {
             serde_json::from_str::<UpdateProvider>(raw)

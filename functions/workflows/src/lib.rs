@@ -16,6 +16,7 @@ use axum::Json;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
 use lambent_core::ids::{RunId, WorkflowId};
+use lambent_core::validate;
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
@@ -55,6 +56,26 @@ struct CreateWorkflow {
     steps: Vec<StepSpec>,
 }
 
+/// The most a workflow's steps may take as stored (JSON): the store holds
+/// 400 KB a record, and the rest of the record (name, IDs, dates) stays well
+/// under the 50 KB left.
+const MAX_DEFINITION_BYTES: usize = 350 * 1024;
+
+/// 40 steps of 16 KB prompts would be 640 KB: a definition is refused, as a
+/// 400 naming `steps`, before it reaches the store.
+fn fits_in_a_record(definition: &Definition) -> ApiResult<()> {
+    let stored = serde_json::to_string(&definition.steps)
+        .map_err(|e| Error::Internal(format!("encoding steps: {e}")))?;
+    validate::stored_size(
+        "steps",
+        "the workflow's definition",
+        stored.len(),
+        MAX_DEFINITION_BYTES,
+        "a workflow",
+    )?;
+    Ok(())
+}
+
 /// Define a workflow. Every step's ID, dependencies, placeholders and
 /// agent are checked now; a mistake is a 400 that names it.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = CreateWorkflow,
@@ -65,6 +86,7 @@ async fn create_workflow(
     Body(body): Body<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<Workflow>)> {
     let definition = Definition::validate(&body.name, body.steps)?;
+    fits_in_a_record(&definition)?;
     let workflow = workflows::create(state.store.as_ref(), &principal.user_id, definition).await?;
     Ok((StatusCode::CREATED, Json(workflow)))
 }

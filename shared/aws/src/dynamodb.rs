@@ -104,9 +104,10 @@ impl DynamoStore {
 // ---------------------------------------------------------------------------
 // Errors
 
-/// Maps an SDK error: a failed condition, a transaction conflict, a request
-/// DynamoDB refused as malformed (`Invalid`, e.g. ADD on a string or an item
-/// over 400 KB), or `Unavailable`. The text is the full error chain (logs only).
+/// Maps an SDK error: a failed condition, a transaction conflict, an item or
+/// a transaction too large (`TooLarge`: a ValidationException about a size),
+/// another request DynamoDB refused as malformed (`Invalid`, e.g. ADD on a
+/// string), or `Unavailable`. The text is the full error chain (logs only).
 fn store_error<E, R>(err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -117,9 +118,34 @@ where
         Some("TransactionConflictException") | Some("TransactionInProgressException") => {
             StoreError::Conflict
         }
-        Some("ValidationException") => StoreError::Invalid(error_text(err)),
+        Some("ValidationException") => validation_error(err.message(), error_text(err)),
         _ => StoreError::Unavailable(error_text(err)),
     }
+}
+
+/// A refusal of DynamoDB's validation (a ValidationException, or a
+/// transaction's ValidationError cancellation reason): `TooLarge` when its
+/// message is about a size limit, else `Invalid`.
+fn validation_error(message: Option<&str>, detail: String) -> StoreError {
+    if message.is_some_and(is_size_refusal) {
+        StoreError::TooLarge(detail)
+    } else {
+        StoreError::Invalid(detail)
+    }
+}
+
+/// Whether DynamoDB refused a request for a size limit: "Item size has
+/// exceeded the maximum allowed size" (a put), "Item size to update has
+/// exceeded the maximum allowed size" (an update), or a transaction's
+/// aggregate size over 4 MB. (Two operations on one item, "Transaction
+/// request cannot include multiple operations on one item", is `Invalid`:
+/// the port's validation refuses it before a request is sent.)
+fn is_size_refusal(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("size")
+        && (message.contains("exceed")
+            || message.contains("larger than")
+            || message.contains("too large"))
 }
 
 // ---------------------------------------------------------------------------
@@ -404,10 +430,14 @@ impl Expr {
         if conditions.is_empty() {
             return Ok(self.constant(empty));
         }
-        let parts = conditions
+        let mut parts = conditions
             .iter()
             .map(|c| self.condition(c))
             .collect::<StoreResult<Vec<_>>>()?;
+        // DynamoDB refuses redundant parentheses, as around a group of one.
+        if parts.len() == 1 {
+            return Ok(parts.remove(0));
+        }
         Ok(format!("({})", parts.join(&format!(" {op} "))))
     }
 
@@ -776,8 +806,19 @@ impl ItemStore for DynamoStore {
             let mut failed = Vec::new();
             let mut expired = Vec::new();
             let mut conflict = false;
+            let mut refused = None;
             for (index, reason) in cancelled.cancellation_reasons().iter().enumerate() {
                 match reason.code() {
+                    // DynamoDB cancels a transaction whose update would make
+                    // an item over 400 KB with this reason (moto answers a
+                    // plain ValidationException instead, mapped above).
+                    Some("ValidationError") => {
+                        let detail = format!(
+                            "operation {index}: {}",
+                            reason.message().unwrap_or("validation error")
+                        );
+                        refused.get_or_insert(validation_error(reason.message(), detail));
+                    }
                     Some("ConditionalCheckFailed") => {
                         let old = reason.item().filter(|old| attributes_expired(old, now));
                         match (ops.get(index), old) {
@@ -800,6 +841,9 @@ impl ItemStore for DynamoStore {
                     self.delete_expired(key, t).await?;
                 }
                 continue;
+            }
+            if let Some(refused) = refused {
+                return Err(refused);
             }
             if !failed.is_empty() {
                 return Err(StoreError::TransactionCancelled { failed });
@@ -870,7 +914,49 @@ mod tests {
     }
 
     #[test]
+    fn size_refusals_are_too_large_and_other_validation_errors_invalid() {
+        for message in [
+            "Item size has exceeded the maximum allowed size",
+            "Item size to update has exceeded the maximum allowed size",
+            "Transaction request size cannot be larger than 4 MB",
+        ] {
+            assert!(
+                matches!(
+                    validation_error(Some(message), message.into()),
+                    StoreError::TooLarge(_)
+                ),
+                "{message}"
+            );
+        }
+        for message in [
+            "Transaction request cannot include multiple operations on one item",
+            "An operand in the update expression has an incorrect data type",
+        ] {
+            assert!(
+                matches!(
+                    validation_error(Some(message), message.into()),
+                    StoreError::Invalid(_)
+                ),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            validation_error(None, String::new()),
+            StoreError::Invalid(_)
+        ));
+    }
+
+    #[test]
     fn conditions_use_placeholders_only() -> TestResult {
+        // A group of one is its member: DynamoDB refuses the redundant
+        // parentheses around it.
+        let either = Condition::Or(vec![
+            Condition::AttrNotExists("lease".into()),
+            Condition::AttrNotExists("owner".into()),
+        ]);
+        let alone = Expr::new(100).condition(&either)?;
+        let grouped = Expr::new(100).condition(&Condition::And(vec![either]))?;
+        assert_eq!(grouped, alone);
         let mut x = Expr::new(100);
         let c = Condition::And(vec![
             Condition::NotExists,

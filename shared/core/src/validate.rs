@@ -46,6 +46,36 @@ pub fn text(field: &str, raw: &str, max: usize) -> Result<String, Error> {
     Ok(raw.to_owned())
 }
 
+/// Kilobytes (1024 bytes), rounded up, for messages.
+fn kilobytes(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
+
+/// What a route stores in one record must fit in `max` bytes (the store
+/// holds 400 KB a record; each route keeps a margin under it for the
+/// record's other attributes). `what` is the thing measured, `holder` what
+/// holds it: "steps: the workflow's definition is 512 KB, more than the
+/// 350 KB a workflow can hold".
+pub fn stored_size(
+    field: &str,
+    what: &str,
+    bytes: usize,
+    max: usize,
+    holder: &str,
+) -> Result<(), Error> {
+    if bytes > max {
+        return Err(bad(
+            field,
+            format!(
+                "{what} is {} KB, more than the {} KB {holder} can hold",
+                kilobytes(bytes),
+                max / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A non-negative amount of money with at most 10 decimal places.
 pub fn money(field: &str, amount: Decimal) -> Result<Decimal, Error> {
     if amount.is_sign_negative() {
@@ -82,5 +112,31 @@ pub fn whole(field: &str, n: i64, range: std::ops::RangeInclusive<i64>) -> Resul
             field,
             format!("must be {} to {}", range.start(), range.end()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_size_names_its_field_and_both_sizes() {
+        let max = 350 * 1024;
+        assert!(stored_size("steps", "the workflow's definition", max, max, "a workflow").is_ok());
+        let err = stored_size(
+            "steps",
+            "the workflow's definition",
+            512 * 1024,
+            max,
+            "a workflow",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "steps: the workflow's definition is 512 KB, more than the 350 KB a workflow can hold"
+        );
+        // A byte over is one KB more, never "350 KB, more than 350 KB".
+        let err = stored_size("x", "it", max + 1, max, "a thing").unwrap_err();
+        assert!(err.to_string().contains("is 351 KB"), "{err}");
     }
 }

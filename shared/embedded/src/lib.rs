@@ -61,3 +61,122 @@ pub fn open(
         clock,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use lambent_ports::{Item, Key};
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Every file in `dir` with its mode, by name.
+    fn modes(dir: &Path) -> Vec<(String, u32)> {
+        let mut all: Vec<(String, u32)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    mode(&entry.path()),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[tokio::test]
+    async fn an_existing_data_directory_and_its_files_are_made_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::create_dir(&data).unwrap();
+        // A database written before, then left readable by others, with
+        // stale sidecar files as loose as it.
+        let db_path = data.join(super::DATABASE_FILE);
+        {
+            let db = super::Db::open(&db_path).unwrap();
+            let store = super::EmbeddedStore::new(db);
+            lambent_ports::ItemStore::put(&store, Item::new(Key::new("p", "s")), None)
+                .await
+                .unwrap();
+        }
+        chmod(&data, 0o755);
+        chmod(&db_path, 0o644);
+        for sidecar in ["-wal", "-shm"] {
+            let path = data.join(format!("{}{sidecar}", super::DATABASE_FILE));
+            if !path.exists() {
+                fs::write(&path, b"").unwrap();
+            }
+            chmod(&path, 0o644);
+        }
+        assert_eq!(mode(&data), 0o755);
+
+        let ports = super::open(&data, 5, lambent_core::clock::system()).unwrap();
+        // A write, so SQLite has certainly made its WAL files.
+        ports
+            .store
+            .put(Item::new(Key::new("p", "t")), None)
+            .await
+            .unwrap();
+        assert!(ports
+            .store
+            .get(&Key::new("p", "s"))
+            .await
+            .unwrap()
+            .is_some());
+
+        assert_eq!(mode(&data), 0o700);
+        let files = modes(&data);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        for expected in [
+            "lambent.sqlite3",
+            "lambent.sqlite3-wal",
+            "lambent.sqlite3-shm",
+            "master.key",
+        ] {
+            assert!(names.contains(&expected), "{expected} missing: {files:?}");
+        }
+        for (name, mode) in &files {
+            assert_eq!(*mode, 0o600, "{name}: {mode:o}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_data_directory_is_private_from_the_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("new").join("data");
+        let ports = super::open(&data, 5, lambent_core::clock::system()).unwrap();
+        ports
+            .store
+            .put(Item::new(Key::new("p", "s")), None)
+            .await
+            .unwrap();
+        assert_eq!(mode(&data), 0o700);
+        let files = modes(&data);
+        assert!(files.len() >= 4, "{files:?}");
+        for (name, mode) in &files {
+            assert_eq!(*mode, 0o600, "{name}: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_still_refused() {
+        // Tightening it would hide that the key may have leaked.
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("master.key");
+        super::write_secret_file(&key, &[7; 32]).unwrap();
+        assert_eq!(mode(&key), 0o600);
+        chmod(&key, 0o644);
+        let err = super::read_secret_file(&key).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}

@@ -96,7 +96,9 @@ fn check(condition: Option<&Condition>, current: Option<&Item>) -> bool {
 }
 
 /// Applies one write in an open transaction; `Err(ConditionFailed)` if its
-/// condition does not hold. Returns the item written (puts and updates) or
+/// condition does not hold, `Err(TooLarge)` if an update would make the item
+/// larger than DynamoDB's 400 KB (the caller then drops the transaction, so
+/// nothing is written). Returns the item written (puts and updates) or
 /// removed (deletes).
 fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<Item>> {
     let current = load(tx, op.key(), now)?;
@@ -116,6 +118,10 @@ fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<It
         }
         TxOp::Update { key, update, .. } => {
             let item = eval::apply(current, key, update)?;
+            // As DynamoDB does, refuse an update whose result would be over
+            // 400 KB; the caller's transaction is dropped, so nothing is
+            // written.
+            validate::item_size(&item)?;
             save(tx, &item)?;
             Ok(Some(item))
         }
@@ -313,6 +319,77 @@ impl ItemStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::prefix_end;
+    use super::{Db, EmbeddedStore};
+    use lambent_ports::store::{
+        Item, ItemStore, Key, StoreError, TxOp, Update, Value, MAX_ITEM_BYTES,
+    };
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("test.sqlite3")).unwrap();
+        (dir, EmbeddedStore::new(db))
+    }
+
+    /// The filler that makes an item with key `key` and attributes `a` and
+    /// `b` exactly `size` bytes, given `a`.
+    fn filler(key: &Key, a: &str, size: usize) -> String {
+        "y".repeat(size - key.size() - "a".len() - a.len() - "b".len())
+    }
+
+    #[tokio::test]
+    async fn the_whole_400_kb_is_usable_and_not_a_byte_more() {
+        let (_dir, store) = store();
+        let key = Key::new("P", "S");
+        let exact = Item::new(key.clone()).with("v", "x".repeat(MAX_ITEM_BYTES - 7));
+        assert_eq!(exact.size(), MAX_ITEM_BYTES);
+        store.put(exact.clone(), None).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(exact.clone()));
+
+        // An update to exactly 400 KB passes; one byte more is refused and
+        // leaves the item as it was.
+        let a = "a".repeat(100_000);
+        store
+            .put(Item::new(key.clone()).with("a", a.as_str()), None)
+            .await
+            .unwrap();
+        let full = filler(&key, &a, MAX_ITEM_BYTES);
+        let written = store
+            .update(&key, Update::new().set("b", full.as_str()), None)
+            .await
+            .unwrap();
+        assert_eq!(written.size(), MAX_ITEM_BYTES);
+        let over = format!("{full}y");
+        let err = store
+            .update(
+                &key,
+                Update::new().set("b", over.as_str()).add("n", 1.into()),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
+        assert_eq!(store.get(&key).await.unwrap(), Some(written.clone()));
+
+        // Within a transaction, the other operations are not written either.
+        let other = Key::new("P", "OTHER");
+        let err = store
+            .transact(vec![
+                TxOp::Put {
+                    item: Item::new(other.clone()),
+                    condition: None,
+                },
+                TxOp::Update {
+                    key: key.clone(),
+                    update: Update::new().set("c", Value::Bool(true)),
+                    condition: None,
+                },
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
+        assert_eq!(store.get(&other).await.unwrap(), None);
+        assert_eq!(store.get(&key).await.unwrap(), Some(written));
+    }
 
     #[test]
     fn prefix_end_is_the_next_byte_string() {

@@ -48,7 +48,10 @@ impl Needs {
 }
 
 // A failing port as the domain sees it: an outage is `Unavailable`, a
-// conflict with a concurrent writer a `Conflict`, anything else a bug.
+// conflict with a concurrent writer a `Conflict`, something too large to
+// store the client's doing (a 400; the routes check their fields' sizes
+// first and name them, this is the backstop for what they missed), anything
+// else a bug.
 impl From<StoreError> for lambent_core::Error {
     fn from(e: StoreError) -> Self {
         match e {
@@ -56,10 +59,17 @@ impl From<StoreError> for lambent_core::Error {
             StoreError::Conflict => {
                 lambent_core::Error::Conflict("a concurrent request changed this".into())
             }
+            // The detail (keys, sizes) is not for the client.
+            StoreError::TooLarge(_) => lambent_core::Error::BadRequest(TOO_LARGE_TO_STORE.into()),
             _ => lambent_core::Error::Internal(e.to_string()),
         }
     }
 }
+
+/// What a client reads when a write was too large for the store.
+pub const TOO_LARGE_TO_STORE: &str =
+    "request: too large to store (a stored record holds at most 400 KB, \
+     and one change at most 4 MB in all)";
 
 impl From<CipherError> for lambent_core::Error {
     fn from(e: CipherError) -> Self {
@@ -85,5 +95,28 @@ impl From<SecretsError> for lambent_core::Error {
             SecretsError::Unavailable(_) => lambent_core::Error::Unavailable(e.to_string()),
             _ => lambent_core::Error::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_too_large_to_store_is_the_clients_400_without_its_detail() {
+        let domain = lambent_core::Error::from(StoreError::TooLarge(
+            "item USER#usr_secret/AGENT#agt_1 is 500000 bytes".into(),
+        ));
+        match domain {
+            lambent_core::Error::BadRequest(message) => {
+                assert_eq!(message, TOO_LARGE_TO_STORE);
+                assert!(!message.contains("usr_secret"));
+            }
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+        assert!(matches!(
+            lambent_core::Error::from(StoreError::Invalid("bug".into())),
+            lambent_core::Error::Internal(_)
+        ));
     }
 }

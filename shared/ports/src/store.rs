@@ -22,6 +22,14 @@ pub const RESERVED_ATTRIBUTES: [&str; 3] = ["pk", "sk", TTL_ATTRIBUTE];
 /// Largest number of operations in one transaction (DynamoDB's limit).
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
+/// Largest item, in bytes as DynamoDB counts them ([`Item::size`]):
+/// DynamoDB's 400 KB.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// Largest aggregate size of the items of one transaction (DynamoDB's 4 MB),
+/// counted as [`validate::transaction_size`] does.
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+
 /// Largest page a query may ask for.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
@@ -64,6 +72,56 @@ impl From<bool> for Value {
     }
 }
 
+/// The size of a value as DynamoDB counts it toward the 400 KB of an item
+/// (the developer guide's "Item sizes and formats"): a string its UTF-8
+/// bytes, a binary its raw bytes, a number [`number_size`], a boolean or a
+/// null 1 byte, a list or a map 3 bytes plus, for each element, 1 byte and
+/// its size (and, in a map, the UTF-8 bytes of its name).
+pub fn value_size(value: &Value) -> usize {
+    match value {
+        Value::S(s) => s.len(),
+        Value::B(b) => b.len(),
+        Value::N(n) => number_size(*n),
+        Value::Bool(_) | Value::Null => 1,
+        Value::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        Value::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+/// The size of a number as DynamoDB stores it: its significant digits in
+/// pairs (base-100 digits, aligned on the decimal point), one byte each, plus
+/// one byte of exponent and one more for a negative number. The guide's
+/// "1 byte per two significant digits + 1 byte" is this without the
+/// alignment; this is never below what DynamoDB counts, and at most 21 bytes.
+pub fn number_size(n: Decimal) -> usize {
+    let n = n.normalize();
+    if n.is_zero() {
+        return 1;
+    }
+    let mantissa = n.mantissa().unsigned_abs();
+    // n = mantissa * 10^-scale, and normalize() left no trailing zero in a
+    // fraction; an integer's trailing zeros are not significant either.
+    let mut digits = mantissa.to_string();
+    let mut low = -(n.scale() as i64);
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        low += 1;
+    }
+    let high = low + digits.len() as i64 - 1;
+    let pairs = (high.div_euclid(2) - low.div_euclid(2) + 1) as usize;
+    (1 + pairs + usize::from(n.is_sign_negative())).min(21)
+}
+
+/// The size of one attribute: its name's UTF-8 bytes and its value's size.
+pub fn attribute_size(name: &str, value: &Value) -> usize {
+    name.len() + value_size(value)
+}
+
 /// The primary key of an item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
@@ -77,6 +135,12 @@ impl Key {
             pk: pk.into(),
             sk: sk.into(),
         }
+    }
+
+    /// What the key attributes `pk` and `sk` add to an item's size, names
+    /// included.
+    pub fn size(&self) -> usize {
+        "pk".len() + self.pk.len() + "sk".len() + self.sk.len()
     }
 }
 
@@ -137,6 +201,24 @@ impl Item {
     pub fn is_expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
+
+    /// The item's size as DynamoDB counts it against [`MAX_ITEM_BYTES`]: the
+    /// key attributes, every attribute (name and value) and the expiry
+    /// attribute, as stored.
+    pub fn size(&self) -> usize {
+        self.key.size()
+            + self
+                .attrs
+                .iter()
+                .map(|(name, value)| attribute_size(name, value))
+                .sum::<usize>()
+            + self.expires_at.map_or(0, expiry_size)
+    }
+}
+
+/// What an expiry adds to an item: the attribute `expires_at`, a number.
+fn expiry_size(epoch_secs: i64) -> usize {
+    TTL_ATTRIBUTE.len() + number_size(Decimal::from(epoch_secs))
 }
 
 /// Comparison operators for conditions.
@@ -333,6 +415,12 @@ pub enum StoreError {
     /// The request was malformed (a bug in the caller, not in the data).
     #[error("invalid store request: {0}")]
     Invalid(String),
+    /// An item over [`MAX_ITEM_BYTES`] (a put, or an update whose result
+    /// would be), or a transaction over [`MAX_TRANSACTION_BYTES`]: DynamoDB's
+    /// ValidationException "Item size has exceeded the maximum allowed size".
+    /// Nothing was written. The detail is for the logs.
+    #[error("too large to store: {0}")]
+    TooLarge(String),
     /// The backend could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -409,7 +497,34 @@ pub mod validate {
 
     pub fn item(item: &Item) -> StoreResult<()> {
         key(&item.key)?;
-        item.attrs.keys().try_for_each(|n| attr_name(n))
+        item.attrs.keys().try_for_each(|n| attr_name(n))?;
+        item_size(item)
+    }
+
+    /// An item of at most [`MAX_ITEM_BYTES`]. The embedded adapter also
+    /// checks what an update would write with it.
+    pub fn item_size(item: &Item) -> StoreResult<()> {
+        let size = item.size();
+        if size > MAX_ITEM_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "item {} is {size} bytes, more than the {MAX_ITEM_BYTES} an item can hold",
+                item.key
+            )));
+        }
+        Ok(())
+    }
+
+    /// The least size of the item an update writes, whatever the item held
+    /// before: its key, the attributes it sets and its expiry. (What it adds
+    /// to, and what `set_if_absent` keeps, depend on the stored item.)
+    pub fn update_size(key: &Key, update: &Update) -> usize {
+        key.size()
+            + update
+                .set
+                .iter()
+                .map(|(name, value)| attribute_size(name, value))
+                .sum::<usize>()
+            + update.expires_at.flatten().map_or(0, expiry_size)
     }
 
     /// Each attribute at most once per update (DynamoDB refuses overlapping paths).
@@ -458,6 +573,13 @@ pub mod validate {
     pub fn update_op(key: &Key, update: &Update, condition: Option<&Condition>) -> StoreResult<()> {
         self::key(key)?;
         self::update(update)?;
+        let least = update_size(key, update);
+        if least > MAX_ITEM_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "an update of {key} writes at least {least} bytes, more than the \
+                 {MAX_ITEM_BYTES} an item can hold"
+            )));
+        }
         maybe_condition(condition)
     }
 
@@ -486,6 +608,22 @@ pub mod validate {
         Ok(())
     }
 
+    /// The aggregate size of a transaction's items, as far as the request
+    /// shows it: a put's whole item, an update's key and what it sets (see
+    /// [`update_size`]), a delete's or a check's key.
+    pub fn transaction_size(ops: &[TxOp]) -> usize {
+        ops.iter()
+            .map(|op| match op {
+                TxOp::Put { item, .. } => item.size(),
+                TxOp::Update { key, update, .. } => update_size(key, update),
+                TxOp::Delete { key, .. } | TxOp::Check { key, .. } => key.size(),
+            })
+            .sum()
+    }
+
+    /// At most [`MAX_TRANSACTION_ITEMS`] operations, each on its own item,
+    /// each valid, and at most [`MAX_TRANSACTION_BYTES`] in all. Every
+    /// adapter refuses these before anything is sent or written.
     pub fn transaction(ops: &[TxOp]) -> StoreResult<()> {
         if ops.is_empty() || ops.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::Invalid(format!(
@@ -512,6 +650,154 @@ pub mod validate {
                 TxOp::Check { condition: c, .. } => self::condition(c)?,
             }
         }
+        let size = transaction_size(ops);
+        if size > MAX_TRANSACTION_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "a transaction of {} operations is {size} bytes, more than the \
+                 {MAX_TRANSACTION_BYTES} a transaction can hold",
+                ops.len()
+            )));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn numbers_count_a_byte_per_pair_of_digits_and_one_more() {
+        for (raw, size) in [
+            ("0", 1),
+            ("1", 2),
+            ("99", 2),
+            ("100", 2),
+            ("1000", 2),
+            ("12345", 4),
+            ("0.5", 2),
+            ("1.5", 3),
+            ("-1", 3),
+            ("12345678901234.123456789", 13),
+            ("1.0000000000000000000000000001", 16),
+        ] {
+            assert_eq!(number_size(n(raw)), size, "{raw}");
+        }
+        assert!(number_size(Decimal::MAX) <= 21);
+        assert!(number_size(Decimal::MIN) <= 21);
+    }
+
+    #[test]
+    fn an_item_counts_its_key_names_values_and_expiry() {
+        let key = Key::new("P", "S");
+        assert_eq!(Item::new(key.clone()).size(), 2 + 1 + 2 + 1);
+        let item = Item::new(key.clone())
+            .with("text", "héllo")
+            .with("flag", true)
+            .with("none", Value::Null)
+            .with("bytes", Value::B(vec![0; 10]))
+            .with(
+                "list",
+                Value::L(vec![Value::S("ab".into()), Value::Bool(false)]),
+            )
+            .with(
+                "map",
+                Value::M([("k".to_owned(), Value::S("v".into()))].into()),
+            );
+        let expected = 6 // the key
+            + 4 + 6 // text: "héllo" is 6 bytes of UTF-8
+            + 4 + 1 // flag
+            + 4 + 1 // none
+            + 5 + 10 // bytes
+            + 4 + 3 + (1 + 2) + (1 + 1) // list
+            + 3 + 3 + (1 + 1 + 1); // map
+        assert_eq!(item.size(), expected);
+        let expiring = item.clone().expiring_at(1_700_000_000);
+        assert_eq!(expiring.size(), expected + "expires_at".len() + 1 + 1);
+    }
+
+    /// An item of exactly `size` bytes: the key and one string attribute.
+    fn item_of(size: usize) -> Item {
+        let key = Key::new("P", "S");
+        let filler = size - key.size() - "v".len();
+        Item::new(key).with("v", "x".repeat(filler))
+    }
+
+    #[test]
+    fn an_item_may_be_400_kb_and_not_a_byte_more() {
+        assert_eq!(MAX_ITEM_BYTES, 409_600);
+        let full = item_of(MAX_ITEM_BYTES);
+        assert_eq!(full.size(), MAX_ITEM_BYTES);
+        assert!(validate::put_op(&full, None).is_ok());
+        let over = item_of(MAX_ITEM_BYTES + 1);
+        assert!(matches!(
+            validate::put_op(&over, None),
+            Err(StoreError::TooLarge(_))
+        ));
+        // A multi-byte name counts its UTF-8 bytes.
+        let named = Item::new(Key::new("P", "S")).with("é", "x".repeat(MAX_ITEM_BYTES - 6 - 2));
+        assert_eq!(named.size(), MAX_ITEM_BYTES);
+        assert!(validate::item(&named).is_ok());
+    }
+
+    #[test]
+    fn an_update_that_sets_more_than_an_item_holds_is_refused_before_it_is_sent() {
+        let key = Key::new("P", "S");
+        let fits = Update::new().set("v", "x".repeat(MAX_ITEM_BYTES - 6 - 1));
+        assert!(validate::update_op(&key, &fits, None).is_ok());
+        let over = Update::new().set("v", "x".repeat(MAX_ITEM_BYTES - 6));
+        assert!(matches!(
+            validate::update_op(&key, &over, None),
+            Err(StoreError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_transaction_may_hold_4_mb() {
+        assert_eq!(MAX_TRANSACTION_BYTES, 4_194_304);
+        let put = |i: usize, size: usize| {
+            let mut item = item_of(size);
+            item.key.sk = i.to_string();
+            TxOp::Put {
+                item,
+                condition: None,
+            }
+        };
+        // Ten full items (4,096,000 bytes) and one of the 98,304 bytes left,
+        // whose sort key "10" is a byte longer than "S": a byte over.
+        let mut ops: Vec<TxOp> = (0..10).map(|i| put(i, MAX_ITEM_BYTES)).collect();
+        ops.push(put(10, 98_304));
+        assert_eq!(validate::transaction_size(&ops), MAX_TRANSACTION_BYTES + 1);
+        assert!(matches!(
+            validate::transaction(&ops),
+            Err(StoreError::TooLarge(_))
+        ));
+        ops.pop();
+        ops.push(put(10, 98_303));
+        assert_eq!(validate::transaction_size(&ops), MAX_TRANSACTION_BYTES);
+        assert!(validate::transaction(&ops).is_ok());
+    }
+
+    #[test]
+    fn two_operations_on_one_item_are_invalid() {
+        let key = Key::new("P", "S");
+        let ops = vec![
+            TxOp::Put {
+                item: Item::new(key.clone()),
+                condition: None,
+            },
+            TxOp::Check {
+                key,
+                condition: Condition::Exists,
+            },
+        ];
+        assert!(matches!(
+            validate::transaction(&ops),
+            Err(StoreError::Invalid(_))
+        ));
     }
 }

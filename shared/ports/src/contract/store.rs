@@ -429,3 +429,211 @@ pub async fn bad_requests_are_refused(store: &dyn ItemStore) {
     );
     store.ping().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// DynamoDB's size limits: an item holds at most 400 KB (409,600 bytes,
+// `Item::size`), a transaction at most 4 MB, and no two operations of a
+// transaction may touch one item. Both backends refuse the same requests
+// with the same error, and a refused write leaves nothing behind.
+//
+// The emulator (moto 5) differs from DynamoDB in two ways, and the port's
+// validation (`store::validate`, run by both adapters before anything is
+// sent or written) is what makes both backends behave like DynamoDB:
+// * moto does not enforce the 4 MB of a transaction at all;
+// * moto refuses items over 405,000 bytes (its own estimate; DynamoDB takes
+//   409,600), so the item "just under" the limit here is 400,000 bytes. The
+//   exact boundary (409,600 stored, 409,601 refused) is checked by the
+//   port's and the embedded adapter's unit tests.
+// moto does enforce an update that grows an item past its limit ("Item size
+// to update has exceeded the maximum allowed size") and two operations on
+// one item in a transaction.
+
+/// An item of exactly `size` bytes with `key`: one string attribute.
+fn item_of_size(key: Key, size: usize) -> Item {
+    let filler = size - key.size() - "v".len();
+    let item = Item::new(key).with("v", "x".repeat(filler));
+    assert_eq!(item.size(), size);
+    item
+}
+
+fn too_large<T: std::fmt::Debug>(result: StoreResult<T>) {
+    assert!(
+        matches!(result, Err(StoreError::TooLarge(_))),
+        "expected TooLarge, got {result:?}"
+    );
+}
+
+pub async fn an_item_over_400_kb_is_refused_and_leaves_nothing(store: &dyn ItemStore) {
+    let key = Key::new(unique("P"), "BIG");
+    let over = item_of_size(key.clone(), MAX_ITEM_BYTES + 1);
+    too_large(store.put(over.clone(), None).await);
+    too_large(store.put(over.clone(), Some(Condition::NotExists)).await);
+    assert_eq!(store.get(&key).await.unwrap(), None);
+
+    // In a transaction, the other operations are not written either.
+    let other = Key::new(key.pk.clone(), "OTHER");
+    too_large(
+        store
+            .transact(vec![
+                TxOp::Put {
+                    item: Item::new(other.clone()).with("v", "small"),
+                    condition: None,
+                },
+                TxOp::Put {
+                    item: over,
+                    condition: None,
+                },
+            ])
+            .await,
+    );
+    assert_eq!(store.get(&other).await.unwrap(), None);
+    assert_eq!(store.get(&key).await.unwrap(), None);
+
+    // An update that alone sets more than an item holds creates nothing.
+    let big = "x".repeat(MAX_ITEM_BYTES);
+    too_large(store.update(&key, Update::new().set("v", big), None).await);
+    assert_eq!(store.get(&key).await.unwrap(), None);
+}
+
+pub async fn an_item_just_under_400_kb_is_stored_and_reads_back(store: &dyn ItemStore) {
+    // 400,000 bytes: under DynamoDB's 409,600 and under moto's 405,000.
+    let key = Key::new(unique("P"), "BIG");
+    let item = item_of_size(key.clone(), 400_000);
+    store
+        .put(item.clone(), Some(Condition::NotExists))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(item));
+}
+
+pub async fn an_update_past_400_kb_is_refused_and_keeps_the_old_item(store: &dyn ItemStore) {
+    let key = Key::new(unique("P"), "GROWING");
+    let old = Item::new(key.clone())
+        .with("a", "a".repeat(300_000))
+        .with("n", 1i64);
+    store.put(old.clone(), None).await.unwrap();
+
+    // 150,000 bytes more: the update alone is small enough to be sent, its
+    // result (about 450,000 bytes) is not.
+    let more = "b".repeat(150_000);
+    too_large(
+        store
+            .update(&key, Update::new().set("b", more.as_str()), None)
+            .await,
+    );
+    assert_eq!(store.get(&key).await.unwrap(), Some(old.clone()));
+    too_large(
+        store
+            .update(
+                &key,
+                Update::new().set("b", more.as_str()),
+                Some(Condition::eq("n", 1i64)),
+            )
+            .await,
+    );
+    assert_eq!(store.get(&key).await.unwrap(), Some(old.clone()));
+
+    // The same update in a transaction: nothing of it is written.
+    let other = Key::new(key.pk.clone(), "OTHER");
+    too_large(
+        store
+            .transact(vec![
+                TxOp::Put {
+                    item: Item::new(other.clone()).with("v", "small"),
+                    condition: None,
+                },
+                TxOp::Update {
+                    key: key.clone(),
+                    update: Update::new().set("b", more.as_str()),
+                    condition: None,
+                },
+            ])
+            .await,
+    );
+    assert_eq!(store.get(&other).await.unwrap(), None);
+    assert_eq!(store.get(&key).await.unwrap(), Some(old));
+
+    // What still fits is written.
+    let written = store
+        .update(&key, Update::new().set("b", "b".repeat(50_000)), None)
+        .await
+        .unwrap();
+    assert_eq!(written.get_str("b").map(str::len), Some(50_000));
+}
+
+pub async fn a_transaction_with_two_operations_on_one_item_is_refused(store: &dyn ItemStore) {
+    let pk = unique("P");
+    let key = Key::new(pk.clone(), "ONE");
+    let other = Key::new(pk.clone(), "TWO");
+    let err = store
+        .transact(vec![
+            TxOp::Put {
+                item: Item::new(other.clone()).with("v", "x"),
+                condition: None,
+            },
+            TxOp::Put {
+                item: Item::new(key.clone()).with("v", "x"),
+                condition: Some(Condition::NotExists),
+            },
+            TxOp::Update {
+                key: key.clone(),
+                update: Update::new().set("w", "y"),
+                condition: None,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert_eq!(store.get(&other).await.unwrap(), None);
+
+    // A check and a write of one item are two operations on it too.
+    let err = store
+        .transact(vec![
+            TxOp::Check {
+                key: key.clone(),
+                condition: Condition::NotExists,
+            },
+            TxOp::Put {
+                item: Item::new(key.clone()),
+                condition: None,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert_eq!(store.get(&key).await.unwrap(), None);
+}
+
+pub async fn a_transaction_over_4_mb_is_refused_and_writes_nothing(store: &dyn ItemStore) {
+    // Eleven items of 390,000 bytes: each fits, together they are 4,290,000
+    // bytes, over the 4,194,304 of a transaction. (moto would take it: the
+    // port's validation refuses it before it is sent.)
+    let pk = unique("P");
+    let keys: Vec<Key> = (0..11)
+        .map(|i| Key::new(pk.clone(), format!("ITEM#{i:02}")))
+        .collect();
+    let ops: Vec<TxOp> = keys
+        .iter()
+        .map(|key| TxOp::Put {
+            item: item_of_size(key.clone(), 390_000),
+            condition: Some(Condition::NotExists),
+        })
+        .collect();
+    assert!(validate::transaction_size(&ops) > MAX_TRANSACTION_BYTES);
+    too_large(store.transact(ops).await);
+    let page = store.query(Query::partition(pk.clone())).await.unwrap();
+    assert_eq!(page.items, Vec::new());
+
+    // Ten of them (3,900,000 bytes) fit in one transaction.
+    let ops: Vec<TxOp> = keys[..10]
+        .iter()
+        .map(|key| TxOp::Put {
+            item: item_of_size(key.clone(), 390_000),
+            condition: Some(Condition::NotExists),
+        })
+        .collect();
+    store.transact(ops).await.unwrap();
+    let page = store.query(Query::partition(pk)).await.unwrap();
+    assert_eq!(page.items.len(), 10);
+}
