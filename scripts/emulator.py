@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""The AWS emulator of the test suite: moto's server, with one fix.
+"""The AWS emulator of the test suite: moto's server, with two fixes.
 
 Real DynamoDB applies each write to an item atomically (an `ADD` never loses
 a concurrent `ADD`). moto's threaded server does not: two concurrent updates of
 one item can read the same old value. So DynamoDB requests are served one at a
 time here; every other service (SQS long polls above all) stays concurrent.
+
+Real DynamoDB stores a number in canonical form: an `ADD` that brings
+0.0016 back to zero stores 0. moto keeps Python's `0E-8`, which its own next
+`ADD` then cannot parse. Numbers are canonicalised here as DynamoDB does.
 
 Usage: emulator.py [-H HOST] [-p PORT]   (what `moto_server` takes)
 """
@@ -19,6 +23,21 @@ try:  # moto's handler quiets its access log; optional across versions
     from moto.server import MotoRequestHandler as RequestHandler
 except ImportError:  # pragma: no cover
     RequestHandler = None
+
+
+def canonical_numbers():
+    from decimal import Decimal
+
+    from moto.dynamodb.models import dynamo_type
+
+    original = dynamo_type.DynamoType.__init__
+
+    def init(self, type_as_dict):
+        original(self, type_as_dict)
+        if self.type == "N" and isinstance(self.value, str) and "E" in self.value.upper():
+            self.value = format(Decimal(self.value).normalize(), "f")
+
+    dynamo_type.DynamoType.__init__ = init
 
 
 def serialise_dynamodb(app):
@@ -39,6 +58,7 @@ def main():
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     args = parser.parse_args()
+    canonical_numbers()
     app = DomainDispatcherApplication(create_backend_app)
     extra = {"request_handler": RequestHandler} if RequestHandler else {}
     run_simple(args.host, args.port, serialise_dynamodb(app), threaded=True, **extra)

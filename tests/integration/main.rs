@@ -8,6 +8,7 @@ mod contracts;
 mod faults;
 mod identity;
 mod lambda_glue;
+mod limits;
 mod llm_clients;
 mod secrets_in_logs;
 mod serve_binary;

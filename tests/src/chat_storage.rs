@@ -72,6 +72,28 @@ async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session)
     (owner, agent.id, session)
 }
 
+/// A reservation for a new call, now.
+async fn reserve(
+    store: &dyn lambent_ports::ItemStore,
+    owner: &str,
+    month: &str,
+    user_limit: Option<rust_decimal::Decimal>,
+    session: Option<&Session>,
+    worst: rust_decimal::Decimal,
+) -> lambent_core::error::Result<budgets::Reservation> {
+    budgets::reserve(
+        store,
+        &lambent_core::ids::new_sortable_id("call"),
+        owner,
+        month,
+        user_limit,
+        session,
+        worst,
+        lambent_core::time::now_epoch_millis(),
+    )
+    .await
+}
+
 fn turn(
     owner: &str,
     agent: &str,
@@ -138,7 +160,7 @@ pub async fn a_call_settled_again_and_again_counts_once(s: &Storage) {
     let store = s.store.as_ref();
     let worst = d("0.01");
     let month = lambent_core::time::today()[..7].to_owned();
-    let reservation = budgets::reserve(store, &owner, &month, Some(d("5")), Some(&ses), worst)
+    let reservation = reserve(store, &owner, &month, Some(d("5")), Some(&ses), worst)
         .await
         .unwrap();
     let call = turn(&owner, &agent, &ses, reservation);
@@ -230,10 +252,9 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     let (owner, _, ses) = session(s, Some("0.05")).await;
     let store = s.store.as_ref();
     let month = lambent_core::time::today()[..7].to_owned();
-    let results = join_all(
-        (0..16).map(|_| budgets::reserve(store, &owner, &month, None, Some(&ses), d("0.01"))),
-    )
-    .await;
+    let results =
+        join_all((0..16).map(|_| reserve(store, &owner, &month, None, Some(&ses), d("0.01"))))
+            .await;
     let granted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(granted, 5, "{results:?}");
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -247,10 +268,9 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
 
     // The same for a user's month, with the month's item created by the race.
     let (owner, _, _) = session(s, None).await;
-    let results = join_all(
-        (0..16).map(|_| budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))),
-    )
-    .await;
+    let results =
+        join_all((0..16).map(|_| reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))))
+            .await;
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         3,
@@ -260,12 +280,12 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     let granted = results.into_iter().find_map(Result::ok).unwrap();
     budgets::release(store, &granted).await.unwrap();
     assert!(
-        budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
+        reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
             .await
             .is_ok()
     );
     assert!(
-        budgets::reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
+        reserve(store, &owner, &month, Some(d("0.03")), None, d("0.01"))
             .await
             .is_err()
     );
@@ -273,7 +293,7 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     // A reservation on a session deleted meanwhile still gives the month's
     // share back.
     let (owner, _, ses) = session(s, Some("1")).await;
-    let held = budgets::reserve(
+    let held = reserve(
         store,
         &owner,
         &month,
@@ -286,7 +306,7 @@ pub async fn reservations_never_pass_a_limit_under_concurrency(s: &Storage) {
     sessions::delete(store, &owner, &ses.id).await.unwrap();
     budgets::release(store, &held).await.unwrap();
     assert!(
-        budgets::reserve(store, &owner, &month, Some(d("0.02")), None, d("0.02"))
+        reserve(store, &owner, &month, Some(d("0.02")), None, d("0.02"))
             .await
             .is_ok(),
         "the month's share was not released"

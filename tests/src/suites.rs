@@ -46,6 +46,11 @@ macro_rules! backend_suites {
                 expired_items_read_as_absent,
                 transactions_roll_back_whole,
                 bad_requests_are_refused,
+                an_item_over_400_kb_is_refused_and_leaves_nothing,
+                an_item_just_under_400_kb_is_stored_and_reads_back,
+                an_update_past_400_kb_is_refused_and_keeps_the_old_item,
+                a_transaction_with_two_operations_on_one_item_is_refused,
+                a_transaction_over_4_mb_is_refused_and_writes_nothing,
             );
         }
 
@@ -110,6 +115,19 @@ macro_rules! backend_suites {
                 an_idempotency_key_starts_one_run,
                 run_costs_count_against_the_monthly_budget,
                 store_round_trips_stay_as_designed,
+            );
+        }
+
+        mod sweeper_storage {
+            //! The sweeper's repairs on this backend (see the suite).
+            $crate::each_case!($crate::sweeper_storage,
+                $crate::workflow_storage::Flow::$backend();
+                a_settle_left_by_an_outage_is_finished_once_by_the_sweeper,
+                a_settle_whose_answer_is_lost_counts_once,
+                an_abandoned_reservation_is_released_after_the_stale_time,
+                a_call_that_outlives_its_release_is_still_counted_once,
+                a_run_whose_messages_were_lost_is_finished_after_the_sweeper_requeues_it,
+                a_run_whose_step_used_up_its_attempts_is_failed_by_the_sweeper,
             );
         }
     };

@@ -32,6 +32,16 @@ enum Command {
         #[arg(long, default_value = "lambent", env = "LAMBENT_PREFIX")]
         prefix: String,
     },
+    /// Run one sweeper pass (finish stranded settles, release abandoned
+    /// reservations, re-enqueue stranded workflow steps) and print what it did.
+    Sweep {
+        #[arg(long, default_value = "./.lambent", env = "LAMBENT_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "embedded", env = "LAMBENT_BACKEND")]
+        backend: Backend,
+        #[arg(long, default_value = "lambent", env = "LAMBENT_PREFIX")]
+        prefix: String,
+    },
     /// Create the table, queues, dead-letter queues, KMS key and secret on the
     /// configured AWS endpoint (idempotent).
     Bootstrap {
@@ -82,6 +92,24 @@ async fn main() -> anyhow::Result<()> {
             let mut names = Names::with_prefix(&prefix);
             names.max_receives = max_receives;
             lambent_local::provision::run(&names).await
+        }
+        Command::Sweep {
+            data_dir,
+            backend,
+            prefix,
+        } => {
+            let options = Options {
+                addr: "127.0.0.1:0".parse()?,
+                data_dir,
+                backend,
+                prefix,
+                config: lambent_app::config::Config::from_env(&lambent_core::env::ProcessEnv)?,
+                clock: lambent_core::clock::system(),
+                store_layer: None,
+            };
+            let swept = serve::sweep_once(&options).await?;
+            println!("{}", serde_json::to_string(&swept)?);
+            Ok(())
         }
         Command::Openapi => {
             print!("{}", lambent_local::openapi::document_json()?);

@@ -45,9 +45,11 @@ pub struct Options {
     pub store_layer: Option<StoreLayer>,
 }
 
+type WrapStore = dyn Fn(Arc<dyn ItemStore>) -> Arc<dyn ItemStore> + Send + Sync;
+
 /// A wrapper put around the item store: fault injection in tests.
 #[derive(Clone)]
-pub struct StoreLayer(Arc<dyn Fn(Arc<dyn ItemStore>) -> Arc<dyn ItemStore> + Send + Sync>);
+pub struct StoreLayer(Arc<WrapStore>);
 
 impl StoreLayer {
     pub fn new(
@@ -110,6 +112,12 @@ async fn open_backend(options: &Options) -> anyhow::Result<State> {
     }
 }
 
+/// One sweeper pass over the backend's data (`lambent sweep`).
+pub async fn sweep_once(options: &Options) -> anyhow::Result<lambent_app::sweeper::Swept> {
+    let state = open_state(options).await?;
+    Ok(lambent_app::sweeper::sweep(&state).await)
+}
+
 /// Serves until `shutdown` resolves. `on_ready` gets the bound address (the
 /// port may have been 0).
 pub async fn run(
@@ -146,7 +154,13 @@ pub async fn run(
     let app = crate::app::app(state.clone())?;
     let worker = lambent_app::workflows::Worker::new(state.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let consumers = crate::consumers::spawn_all(&state, worker, &stop_rx);
+    let mut consumers = crate::consumers::spawn_all(&state, worker, &stop_rx);
+    // What the scheduled sweeper function does on AWS.
+    consumers.push(tokio::spawn(lambent_app::sweeper::run_every(
+        state.clone(),
+        state.config.sweep_every,
+        stop_rx.clone(),
+    )));
     tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");
     on_ready(bound);
 

@@ -50,6 +50,12 @@ pub struct Config {
     /// it `incomplete` and bills it, before the function's own timeout
     /// would kill it unbilled.
     pub stream_deadline: Duration,
+    /// How old a call without an outcome (or a stranded workflow step) must
+    /// be before the sweeper acts on it: longer than any call can run.
+    pub sweep_stale: Duration,
+    /// How often `lambent serve` runs a sweeper pass (on AWS, the schedule
+    /// of the sweeper function).
+    pub sweep_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +88,10 @@ impl Default for Config {
             max_streams_per_user: 8,
             // The chat function's timeout is 300 s: settle with time to spare.
             stream_deadline: Duration::from_secs(270),
+            // Above the stream deadline plus the drain time, the worker's
+            // lease, and the longest step backoff (15 min).
+            sweep_stale: Duration::from_secs(1_200),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -176,6 +186,12 @@ impl Config {
             stream_deadline: number(env, "LAMBENT_STREAM_DEADLINE_SECS", 1..=86_400)?
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.stream_deadline),
+            sweep_stale: number(env, "LAMBENT_SWEEP_STALE_SECS", 1..=86_400)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.sweep_stale),
+            sweep_every: number(env, "LAMBENT_SWEEP_EVERY_SECS", 1..=3_600)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.sweep_every),
         })
     }
 }

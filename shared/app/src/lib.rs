@@ -11,5 +11,6 @@ pub mod health;
 pub mod identity;
 pub mod state;
 pub mod streams;
+pub mod sweeper;
 pub mod targets;
 pub mod workflows;

@@ -364,7 +364,7 @@ impl StopReason {
 /// categories are disjoint: `input_tokens` excludes cache reads and writes
 /// (Anthropic reports it that way; for OpenAI it is `prompt_tokens` minus
 /// `cached_tokens`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

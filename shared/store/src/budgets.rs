@@ -13,6 +13,7 @@
 
 use rust_decimal::Decimal;
 
+use super::ledger;
 use super::sessions::{self, Session};
 use super::users;
 use lambent_core::error::{Error, Result};
@@ -25,34 +26,7 @@ pub fn month_key(owner: &str, month: &str) -> Key {
     Key::new(users::partition(owner), format!("BUDGET#{month}"))
 }
 
-/// What a call holds until it settles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub owner: String,
-    /// `yyyy-mm` the call counts in (the month it started).
-    pub month: String,
-    /// Reserved on the user's month.
-    pub month_amount: Decimal,
-    /// Reserved on the session (its ID and the amount).
-    pub session: Option<(String, Decimal)>,
-}
-
-impl Reservation {
-    /// Nothing reserved (no limit applies), for `owner` in `month`.
-    pub fn none(owner: &str, month: &str) -> Reservation {
-        Reservation {
-            owner: owner.to_owned(),
-            month: month.to_owned(),
-            month_amount: Decimal::ZERO,
-            session: None,
-        }
-    }
-
-    /// The session's share of the reservation, if any.
-    pub fn session_amount(&self) -> Decimal {
-        self.session.as_ref().map_or(Decimal::ZERO, |(_, a)| *a)
-    }
-}
+pub use super::ledger::Reservation;
 
 fn within(limit: Decimal, worst: Decimal) -> Condition {
     Condition::cmp("committed_usd", Cmp::Le, limit - worst)
@@ -66,17 +40,20 @@ fn refused(what: &str, limit: Decimal, worst: Decimal) -> Error {
 }
 
 /// Reserves `worst` USD under every limit that applies, or refuses the call
-/// with 429 `budget_exceeded`. One conditional update per limit, all in one
-/// transaction.
+/// with 429 `budget_exceeded`: one conditional update per limit and the
+/// call's ledger entry, in one transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn reserve(
     store: &dyn ItemStore,
+    call_id: &str,
     owner: &str,
     month: &str,
     user_limit: Option<Decimal>,
     session: Option<&Session>,
     worst: Decimal,
+    now_ms: i64,
 ) -> Result<Reservation> {
-    let mut reservation = Reservation::none(owner, month);
+    let mut reservation = Reservation::none(call_id, owner, month);
     let mut ops = Vec::new();
     let mut limits = Vec::new();
     if let Some(limit) = user_limit {
@@ -85,9 +62,9 @@ pub async fn reserve(
         }
         ops.push(TxOp::Update {
             key: month_key(owner, month),
-            update: Update::new().add("committed_usd", worst).expire_at(Some(
-                lambent_core::time::now_epoch_secs() + MONTH_RETENTION_SECS,
-            )),
+            update: Update::new()
+                .add("committed_usd", worst)
+                .expire_at(Some(now_ms / 1_000 + MONTH_RETENTION_SECS)),
             condition: Some(Condition::Or(vec![
                 Condition::AttrNotExists("committed_usd".into()),
                 within(limit, worst),
@@ -113,23 +90,10 @@ pub async fn reserve(
     if ops.is_empty() {
         return Ok(reservation);
     }
-    // One limit is one conditional update: the same round trip as a
-    // transaction, at half DynamoDB's write cost.
-    if let [TxOp::Update {
-        key,
-        update,
-        condition,
-    }] = ops.as_slice()
-    {
-        return match store.update(key, update.clone(), condition.clone()).await {
-            Ok(_) => Ok(reservation),
-            Err(e) if e.is_condition_failure() => {
-                let (what, limit) = limits[0];
-                Err(refused(what, limit, worst))
-            }
-            Err(e) => Err(e.into()),
-        };
-    }
+    ops.push(TxOp::Put {
+        item: ledger::reserved_entry(&reservation, now_ms),
+        condition: Some(Condition::NotExists),
+    });
     match store.transact(ops).await {
         Ok(()) => Ok(reservation),
         Err(StoreError::TransactionCancelled { failed }) => {
@@ -159,43 +123,69 @@ pub fn settle_month_op(reservation: &Reservation, actual: Decimal) -> TxOp {
     }
 }
 
-/// Gives a reservation back when its call never reached the provider.
+/// Gives a reservation back when its call never reached the provider, and
+/// consumes its ledger entry in the same transaction: a reservation is
+/// settled or released once, whoever tries.
 pub async fn release(store: &dyn ItemStore, reservation: &Reservation) -> Result<()> {
-    let mut ops = Vec::new();
-    if !reservation.month_amount.is_zero() {
-        ops.push(TxOp::Update {
-            key: month_key(&reservation.owner, &reservation.month),
-            update: Update::new().add("committed_usd", -reservation.month_amount),
-            condition: None,
-        });
-    }
-    if let Some((session, amount)) = &reservation.session {
-        ops.push(TxOp::Update {
-            key: sessions::item_key(&reservation.owner, session),
-            update: Update::new().add("committed_usd", -*amount),
-            condition: Some(sessions::live()),
-        });
-    }
-    if ops.is_empty() {
+    give_back(store, reservation, ledger::present()).await
+}
+
+/// Gives back the reservation of a call that never reported an outcome
+/// (its process died): the sweeper's release of an old ledger entry.
+pub async fn release_abandoned(store: &dyn ItemStore, reservation: &Reservation) -> Result<()> {
+    give_back(store, reservation, ledger::abandoned()).await
+}
+
+async fn give_back(
+    store: &dyn ItemStore,
+    reservation: &Reservation,
+    entry_condition: Condition,
+) -> Result<()> {
+    if !reservation.holds() {
         return Ok(());
     }
-    match store.transact(ops).await {
-        Ok(()) => Ok(()),
-        // The session went away meanwhile: nothing of it is left to release,
-        // but the month's share still is.
-        Err(e) if e.is_condition_failure() => {
-            if reservation.month_amount.is_zero() {
-                return Ok(());
-            }
-            store
-                .update(
-                    &month_key(&reservation.owner, &reservation.month),
-                    Update::new().add("committed_usd", -reservation.month_amount),
-                    None,
-                )
-                .await?;
-            Ok(())
+    let mut with_session = true;
+    loop {
+        let mut ops = vec![TxOp::Delete {
+            key: ledger::entry_key(&reservation.call_id),
+            condition: Some(entry_condition.clone()),
+        }];
+        if !reservation.month_amount.is_zero() {
+            ops.push(TxOp::Update {
+                key: month_key(&reservation.owner, &reservation.month),
+                update: Update::new().add("committed_usd", -reservation.month_amount),
+                condition: None,
+            });
         }
-        Err(e) => Err(e.into()),
+        if let (Some((session, amount)), true) = (&reservation.session, with_session) {
+            ops.push(TxOp::Update {
+                key: sessions::item_key(&reservation.owner, session),
+                update: Update::new().add("committed_usd", -*amount),
+                condition: Some(sessions::live()),
+            });
+        }
+        match super::transact_retrying(store, ops).await {
+            Ok(()) => return Ok(()),
+            // Settled or released already.
+            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => {
+                return Ok(())
+            }
+            // The session went away meanwhile: nothing of it is left to
+            // release, but the month's share still is.
+            Err(e) if e.is_condition_failure() && with_session => with_session = false,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The op that consumes a call's ledger entry in the transaction that
+/// accounts for it. With a reservation held, the entry must still be
+/// there (else the reservation was released, and the transaction must be
+/// redone without it: [`Reservation::released`]); without one, it is the
+/// settle intent if any, removed whatever it holds.
+pub fn consume_entry_op(reservation: &Reservation) -> TxOp {
+    TxOp::Delete {
+        key: ledger::entry_key(&reservation.call_id),
+        condition: reservation.holds().then(ledger::present),
     }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod budgets;
 pub mod cascade;
 pub mod keys;
+pub mod ledger;
 pub mod messages;
 pub mod models;
 pub mod providers;

@@ -30,7 +30,7 @@ fn version_key() -> Key {
 }
 
 /// Prices in USD per million tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Prices {
     #[schema(value_type = String, example = "3")]
     pub input_per_mtok: Decimal,

@@ -62,6 +62,103 @@ fn idempotency_record(owner: &str, workflow_id: &str, key: &str) -> Key {
     )
 }
 
+/// Partitions of the index of unfinished runs.
+pub const ACTIVE_SHARDS: u32 = 8;
+
+/// A run's entry in the index of unfinished runs, `RUNS#<shard>/RUN#<id>`:
+/// written with the run, read by the sweeper (which removes it once the
+/// run has finished), so a stranded run is found without a scan.
+fn active_key(run_id: &str) -> Key {
+    let shard = run_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % ACTIVE_SHARDS;
+    Key::new(format!("RUNS#{shard}"), format!("RUN#{run_id}"))
+}
+
+/// An unfinished run as the sweeper sees it: what it found stranded at its
+/// last look (`step:attempts` of each step that was ready, or running on
+/// an expired lease) and since when.
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    pub run_id: String,
+    pub stranded: Vec<String>,
+    pub since_ms: i64,
+}
+
+/// A page of the index of unfinished runs, oldest first.
+pub async fn active_runs(
+    store: &dyn ItemStore,
+    shard: u32,
+    limit: usize,
+    after: Option<lambent_ports::StoreCursor>,
+) -> Result<(Vec<ActiveRun>, Option<lambent_ports::StoreCursor>)> {
+    let page = store
+        .query(
+            Query::partition(format!("RUNS#{shard}"))
+                .prefix("RUN#")
+                .limit(limit)
+                .after(after),
+        )
+        .await?;
+    let mut runs = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        runs.push(ActiveRun {
+            run_id: super::id_after(item, "RUN#")?.to_owned(),
+            stranded: super::opt_json_attr(item, "stranded")?.unwrap_or_default(),
+            since_ms: super::whole(item, "since").unwrap_or(0),
+        });
+    }
+    Ok((runs, page.next))
+}
+
+/// Records what the sweeper found stranded in a run, and since when.
+pub async fn note_stranded(
+    store: &dyn ItemStore,
+    run_id: &str,
+    stranded: &[String],
+    since_ms: i64,
+) -> Result<()> {
+    let listed = serde_json::to_string(stranded).unwrap_or_default();
+    store
+        .update(
+            &active_key(run_id),
+            Update::new().set("stranded", listed).set("since", since_ms),
+            Some(Condition::Exists),
+        )
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            if e.is_condition_failure() {
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        })
+}
+
+/// Takes a finished (or deleted) run out of the index.
+pub async fn forget_active(store: &dyn ItemStore, run_id: &str) -> Result<()> {
+    store.delete(&active_key(run_id), None).await?;
+    Ok(())
+}
+
+/// A run's status, read without its owner (the sweeper's view); `None`
+/// when it is gone.
+pub async fn status_of(store: &dyn ItemStore, run_id: &str) -> Result<Option<RunStatus>> {
+    let Some(item) = store.get(&header_key(run_id)).await? else {
+        return Ok(None);
+    };
+    let stored = text(&item, "status")?;
+    Ok(Some(
+        RunStatus::parse(&stored).ok_or_else(|| corrupt(&item, "status"))?,
+    ))
+}
+
+/// The attribute of a succeeded step naming the model call its checkpoint
+/// counted, so no other account of that call counts it again.
+pub const CALL_ID_ATTR: &str = "call_id";
+
 /// The attribute of a step that holds the output of its dependency `dep`.
 fn input_attr(dep: &str) -> String {
     format!("in_{dep}")
@@ -456,6 +553,10 @@ pub async fn create(
         item: header,
         condition: Some(Condition::NotExists),
     });
+    ops.push(TxOp::Put {
+        item: Item::new(active_key(&run_id)),
+        condition: Some(Condition::NotExists),
+    });
     let mut roots = Vec::new();
     for (position, (step, template)) in workflow.steps.iter().zip(templates).enumerate() {
         let next = successors
@@ -706,9 +807,15 @@ pub struct StepResult {
     pub usage: Usage,
     pub cost_usd: Decimal,
     /// The writes that count the call's cost (its budget and usage
-    /// aggregates), from the model-call pipeline (`lambent_app::chat::charge`):
-    /// they land in the checkpoint's transaction, so they count once.
+    /// aggregates, and the consumption of its ledger entry, last), from
+    /// the model-call pipeline (`lambent_app::chat::charge`): they land in
+    /// the checkpoint's transaction, so they count once.
     pub billing: Vec<TxOp>,
+    /// The same, for when the call's reservation was released meanwhile
+    /// (its ledger entry is gone): used if `billing`'s last write fails.
+    pub billing_released: Vec<TxOp>,
+    /// The model call, recorded on the step ([`CALL_ID_ATTR`]).
+    pub call_id: String,
 }
 
 /// What [`complete`] did.
@@ -739,7 +846,8 @@ pub async fn complete(
     step: &StepRecord,
     result: &StepResult,
 ) -> Result<Completed> {
-    let shared_ops = &result.billing;
+    let mut shared_ops = &result.billing;
+    let mut counted_without_reservation = false;
 
     let mut finish_run = step.sink && step.run_sinks == 1;
     let mut skipped: Vec<String> = Vec::new();
@@ -758,6 +866,7 @@ pub async fn complete(
                         .set("output", result.output.as_str())
                         .set("output_truncated", result.truncated)
                         .set("model", result.model.as_str())
+                        .set(CALL_ID_ATTR, result.call_id.as_str())
                         .set("finished_at", lambent_core::time::now_rfc3339())
                         .remove("lease")
                         .remove("lease_until")
@@ -784,6 +893,7 @@ pub async fn complete(
         }
         let first_successor = ops.len() - successors.len();
         ops.extend(shared_ops.iter().cloned());
+        let last = ops.len() - 1;
         match super::transact_retrying(store, ops).await {
             Ok(()) => {
                 let (ready, joins) = successors
@@ -802,6 +912,12 @@ pub async fn complete(
                 if failed.contains(&1) {
                     // The run was cancelled or failed: count, but leave its status.
                     finish_run = false;
+                }
+                if failed.contains(&last) && !counted_without_reservation {
+                    // The call's reservation was released (its ledger
+                    // entry is gone): count it without.
+                    shared_ops = &result.billing_released;
+                    counted_without_reservation = true;
                 }
                 for index in failed {
                     if let Some(next) = index

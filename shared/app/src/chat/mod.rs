@@ -15,8 +15,13 @@
 //!    (`lambent_store::runs::complete`) writes the same [`charge`] with it;
 //! 5. [`release`]: a call that did not happen gives its reservation back.
 
+mod settle;
 mod target;
 
+pub use settle::{
+    charge, finish_intent, settle, settle_detached, usage_when_cut, Bill, Charge, Outcome,
+    Recorded, ReplyText, Settled,
+};
 pub use target::{Target, Targets};
 
 use rust_decimal::Decimal;
@@ -27,14 +32,14 @@ use tracing::Instrument;
 use crate::state::State;
 use lambent_llm::{
     ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
-    StopReason, ToolCall, ToolChoice, ToolResult, Turn, Usage,
+    ToolChoice, ToolResult, Turn,
 };
-use lambent_ports::{Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
+use lambent_ports::{ItemStore, StoreError};
 use lambent_store::budgets::{self, Reservation};
-use lambent_store::messages::{self, MessageStatus, Reply, MAX_STORED_BYTES};
+use lambent_store::messages::{self, MessageStatus};
 use lambent_store::models::Prices;
 use lambent_store::sessions::{self, Session};
-use lambent_store::usage::{self, CallFacts};
+use lambent_store::usage;
 use lambent_store::users;
 
 /// Where a call is recorded; the record is create-only and so makes the
@@ -143,13 +148,6 @@ async fn check_results(
         )));
     }
     Ok(answered)
-}
-
-/// How long a call marker is kept; retries of a settle come within seconds.
-const CALL_MARKER_SECS: i64 = 35 * 86_400;
-
-fn call_marker_key(owner: &str, call_id: &str) -> Key {
-    Key::new(users::partition(owner), format!("CALL#{call_id}"))
 }
 
 /// A call ready to start: checked, budgeted, with its context.
@@ -289,7 +287,7 @@ pub async fn prepare_call(
             .map(|t| messages::estimate_parts_tokens(&t.parts))
             .sum::<u64>();
     let record = Record::Call {
-        call_id: lambent_core::ids::new_sortable_id("call"),
+        call_id: new_call_id(state),
     };
     let Some(user) = users::get(state.store.as_ref(), owner).await? else {
         return Err(Error::NotFound("user"));
@@ -334,6 +332,12 @@ pub async fn prepare_step(
     prepare(state, owner, target, turns, prompt_tokens, limits, step).await
 }
 
+/// A new call's ID: it sorts by time, so the sweeper reads the ledger
+/// oldest first.
+fn new_call_id(state: &State) -> String {
+    lambent_core::ids::sortable_id_at("call", state.clock.now_millis())
+}
+
 /// The spending limits a call must fit.
 struct Limits<'a> {
     monthly: Option<Decimal>,
@@ -354,13 +358,19 @@ async fn prepare(
     let day = lambent_core::time::day_of_epoch_secs(now);
     let prompt_tokens = prompt_tokens + target.tools_tokens;
     let worst = usage::worst_case(prompt_tokens, target.max_tokens as u64, &target.prices);
+    let call_id = match &record {
+        Record::Call { call_id } => call_id.clone(),
+        _ => new_call_id(state),
+    };
     let reservation = budgets::reserve(
         store,
+        &call_id,
         owner,
         lambent_core::time::month_of(&day),
         limits.monthly,
         limits.session,
         worst,
+        state.clock.now_millis(),
     )
     .await?;
     Ok(Prepared {
@@ -579,225 +589,4 @@ pub fn provider_error(e: ProviderError) -> Error {
         ProviderError::Timeout => Error::ProviderTimeout,
         other => Error::ProviderFailed(other.to_string()),
     }
-}
-
-/// The reply's text as stored: everything up to [`MAX_STORED_BYTES`], the
-/// rest only counted, so memory per call stays bounded however long the reply.
-#[derive(Debug, Default, Clone)]
-pub struct ReplyText {
-    pub text: String,
-    pub truncated: bool,
-    /// Every byte of the reply, kept or not.
-    pub bytes_seen: u64,
-}
-
-impl ReplyText {
-    pub fn push(&mut self, piece: &str) {
-        self.bytes_seen += piece.len() as u64;
-        if self.truncated {
-            return;
-        }
-        let room = MAX_STORED_BYTES.saturating_sub(self.text.len());
-        if piece.len() <= room {
-            self.text.push_str(piece);
-            return;
-        }
-        let mut cut = room;
-        while !piece.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.text.push_str(&piece[..cut]);
-        self.truncated = true;
-    }
-}
-
-/// What a reply cut short by Lambent (its deadline, or a departed client's
-/// drain time) is billed, since the provider's final count never came:
-/// what the provider reported so far, but at least the prompt's estimate
-/// (an upper bound of what it bills for the prompt) and one token per byte
-/// of what it said.
-pub fn usage_when_cut(
-    call: &Prepared,
-    reported: Usage,
-    text: &ReplyText,
-    calls: &[ToolCall],
-) -> Usage {
-    let prompt_reported =
-        reported.input_tokens + reported.cache_read_tokens + reported.cache_write_tokens;
-    let said = text.bytes_seen
-        + calls
-            .iter()
-            .map(|c| (c.id.len() + c.name.len() + c.input.to_string().len()) as u64)
-            .sum::<u64>();
-    Usage {
-        input_tokens: if prompt_reported == 0 {
-            call.prompt_tokens
-        } else {
-            reported.input_tokens
-        },
-        output_tokens: reported.output_tokens.max(said),
-        ..reported
-    }
-}
-
-/// How a call ended.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub text: ReplyText,
-    /// The tools the model called, in order.
-    pub tool_calls: Vec<ToolCall>,
-    pub status: MessageStatus,
-    pub usage: Usage,
-    pub stop_reason: Option<String>,
-}
-
-/// What a settled call cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settled {
-    pub reply_id: String,
-    pub usage: Usage,
-    pub cost_usd: Decimal,
-    /// In Anthropic's names whatever the provider (`end_turn`,
-    /// `max_tokens`, `tool_use`…): each endpoint says it its own way.
-    pub stop_reason: Option<String>,
-    /// The whole reply, from [`complete`] only (a stream has already
-    /// delivered it); empty otherwise.
-    pub text: String,
-    /// The tools the model called, from [`complete`] only, like `text`.
-    pub tool_calls: Vec<ToolCall>,
-}
-
-/// What a call costs and the writes that count it: the month's
-/// reservation settled to the cost, and the usage aggregates (day, agent,
-/// model, session; the user's and the deployment's). Every settle of every
-/// kind of call writes these, in the transaction of its create-only record.
-pub struct Charge {
-    pub cost_usd: Decimal,
-    pub ops: Vec<TxOp>,
-}
-
-pub fn charge(call: &Prepared, used: &Usage) -> Charge {
-    let cost_usd = usage::cost(used, &call.prices);
-    let facts = CallFacts {
-        owner: &call.owner,
-        agent_id: call.agent_id.as_deref(),
-        session_id: call.session_id(),
-        model: &call.model,
-        day: &call.day,
-        usage: *used,
-        cost_usd,
-    };
-    let mut ops = vec![budgets::settle_month_op(&call.reservation, cost_usd)];
-    ops.extend(usage::aggregate_ops(&facts));
-    Charge { cost_usd, ops }
-}
-
-/// Stores the reply, counts its cost in every aggregate and settles the
-/// reservation: one transaction, guarded by the create-only reply (or call
-/// marker), so it counts once however often it is retried.
-pub async fn settle(
-    store: &dyn ItemStore,
-    call: &Prepared,
-    mut outcome: Outcome,
-) -> Result<Settled> {
-    if let Record::Step { .. } = call.record {
-        return Err(Error::Internal(
-            "a workflow step is settled by its checkpoint, not here".into(),
-        ));
-    }
-    outcome.stop_reason = outcome
-        .stop_reason
-        .map(|raw| StopReason::from_provider(&raw).anthropic().to_owned());
-    let Charge {
-        cost_usd,
-        ops: common,
-    } = charge(call, &outcome.usage);
-    let settled = Settled {
-        reply_id: call.reply_id().to_owned(),
-        usage: outcome.usage,
-        cost_usd,
-        stop_reason: outcome.stop_reason.clone(),
-        text: String::new(),
-        tool_calls: Vec::new(),
-    };
-
-    if let Record::SessionTurn {
-        session_id,
-        assistant_message_id,
-        ..
-    } = &call.record
-    {
-        let reply = Reply {
-            text: outcome.text.text,
-            tool_calls: outcome.tool_calls,
-            truncated: outcome.text.truncated,
-            status: outcome.status,
-            model: call.model.clone(),
-            stop_reason: outcome.stop_reason,
-            usage: outcome.usage,
-            cost_usd,
-            prices: call.prices.clone(),
-        };
-        let mut ops = vec![
-            messages::assistant_message_op(
-                session_id,
-                assistant_message_id,
-                &reply,
-                call.expires_at,
-            ),
-            TxOp::Update {
-                key: sessions::item_key(&call.owner, session_id),
-                update: session_totals(call, &outcome.usage, cost_usd),
-                condition: Some(sessions::live()),
-            },
-        ];
-        ops.extend(common.iter().cloned());
-        match lambent_store::transact_retrying(store, ops).await {
-            Ok(()) => return Ok(settled),
-            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => {
-                // Already stored and counted by an earlier attempt.
-                return Ok(settled);
-            }
-            Err(StoreError::TransactionCancelled { failed }) if failed.contains(&1) => {
-                // The session was deleted during the call: the cost is still
-                // the user's, so it is counted under a call marker instead.
-                tracing::info!(
-                    session_id,
-                    "session deleted during a call; counting it without it"
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    let marker = Item::new(call_marker_key(&call.owner, call.reply_id()))
-        .with("cost_usd", cost_usd)
-        .with("model", call.model.as_str())
-        .expiring_at(call.prepared_at + CALL_MARKER_SECS);
-    let mut ops = vec![TxOp::Put {
-        item: marker,
-        condition: Some(Condition::NotExists),
-    }];
-    ops.extend(common);
-    match lambent_store::transact_retrying(store, ops).await {
-        Ok(()) => Ok(settled),
-        Err(StoreError::TransactionCancelled { failed }) if failed.contains(&0) => Ok(settled),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn session_totals(call: &Prepared, u: &Usage, cost_usd: Decimal) -> Update {
-    Update::new()
-        .add("input_tokens", Decimal::from(u.input_tokens))
-        .add("output_tokens", Decimal::from(u.output_tokens))
-        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
-        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
-        .add("cost_usd", cost_usd)
-        .add(
-            "committed_usd",
-            cost_usd - call.reservation.session_amount(),
-        )
-        .add("message_count", Decimal::from(call.stored_messages()))
-        .set("updated_at", lambent_core::time::now_rfc3339())
-        .expire_at(Some(call.expires_at))
 }

@@ -165,13 +165,21 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
         }
     };
 
-    match runs::complete(store, &step, &result)
-        .await
-        .map_err(unavailable)?
-    {
+    let completed = match runs::complete(store, &step, &result).await {
+        Ok(completed) => completed,
+        Err(e) => {
+            // The checkpoint may or may not have landed: the call is billed
+            // on its own unless the step names it as counted (or its settle
+            // intent is left to the sweeper), and the step is tried again.
+            bill_attempt(worker, &call, &result).await;
+            return Err(unavailable(e));
+        }
+    };
+    match completed {
         Completed::Earlier => {
-            // Another attempt stored its result first; this one is not billed.
-            chat::release(&worker.state, &call).await;
+            // Another attempt stored its result first; this one's provider
+            // cost is billed on its own.
+            bill_attempt(worker, &call, &result).await;
             let Some(now) = runs::read_step(store, &step.run_id, &step.id)
                 .await
                 .map_err(unavailable)?
@@ -219,6 +227,13 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
             }
             Ok(())
         }
+    }
+}
+
+/// Bills an attempt whose result its step's checkpoint does not count.
+async fn bill_attempt(worker: &Worker, call: &Prepared, result: &StepResult) {
+    if let Err(e) = chat::settle_detached(worker.state.store.as_ref(), call, result.usage).await {
+        tracing::error!(error = %e, "could not bill a step attempt");
     }
 }
 
@@ -275,7 +290,12 @@ async fn call(
         return Err(StepError::Crashed(Point::Answered));
     }
     let (output, truncated) = cut(completion.text, MAX_OUTPUT_BYTES);
-    let charge = chat::charge(&call, &completion.usage);
+    let bill = call.bill();
+    let charge = chat::charge(&bill, &completion.usage);
+    let released = chat::Bill {
+        reservation: bill.reservation.released(),
+        ..bill.clone()
+    };
     let result = StepResult {
         output,
         truncated,
@@ -283,6 +303,8 @@ async fn call(
         usage: completion.usage,
         cost_usd: charge.cost_usd,
         billing: charge.ops,
+        billing_released: chat::charge(&released, &completion.usage).ops,
+        call_id: bill.call_id,
     };
     Ok(Ok((result, call)))
 }

@@ -1,0 +1,23 @@
+//! Lambda glue: logging, configuration and clients once per cold start,
+//! then one sweeper pass per scheduled event (every minute). See
+//! `lambent_app::sweeper` for what a pass does.
+use lambda_runtime::{service_fn, LambdaEvent};
+use lambent_boot::Needs;
+use lambent_boot::QueueName;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
+    let state = &lambent_boot::aws_from_env(Needs {
+        cipher: false,
+        queues: &[QueueName::Steps],
+    })
+    .await?;
+    lambda_runtime::run(service_fn(
+        |_scheduled: LambdaEvent<serde_json::Value>| async move {
+            let swept = lambent_app::sweeper::sweep(state).await;
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(swept)?)
+        },
+    ))
+    .await
+}

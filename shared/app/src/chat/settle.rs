@@ -1,0 +1,524 @@
+//! A call's accounting once its reply is in: the reply stored, its cost
+//! counted in every aggregate and its reservation settled, exactly once
+//! whatever fails.
+//!
+//! The settle is the outbox pattern on the call ledger
+//! ([`lambent_store::ledger`]): first the settle intent (the call's
+//! [`Bill`] and [`Outcome`]) is written to the call's ledger entry; then one
+//! transaction stores the reply under its create-only record, counts the
+//! cost and consumes the entry. If that transaction fails (an outage, a
+//! timeout, a crash), the intent stays, and the sweeper finishes it with
+//! the same code ([`finish_intent`]). The create-only record and the
+//! consumed entry make any number of tries count once.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{Prepared, Record};
+use lambent_core::error::{Error, Result};
+use lambent_llm::{StopReason, ToolCall, Usage};
+use lambent_ports::{Cmp, Condition, Item, ItemStore, Key, StoreError, TxOp, Update};
+use lambent_store::budgets::{self, Reservation};
+use lambent_store::ledger::{self, Intent};
+use lambent_store::messages::{self, MessageStatus, Reply, MAX_STORED_BYTES};
+use lambent_store::models::Prices;
+use lambent_store::runs;
+use lambent_store::sessions;
+use lambent_store::usage::{self, CallFacts};
+use lambent_store::users;
+
+/// How long a call marker is kept; retries of a settle come within seconds.
+const CALL_MARKER_SECS: i64 = 35 * 86_400;
+/// Tries of a settle before it is left to the sweeper.
+const SETTLE_ATTEMPTS: u32 = 3;
+
+fn call_marker_key(owner: &str, call_id: &str) -> Key {
+    Key::new(users::partition(owner), format!("CALL#{call_id}"))
+}
+
+/// The reply's text as stored: everything up to [`MAX_STORED_BYTES`], the
+/// rest only counted, so memory per call stays bounded however long the reply.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ReplyText {
+    pub text: String,
+    pub truncated: bool,
+    /// Every byte of the reply, kept or not.
+    pub bytes_seen: u64,
+}
+
+impl ReplyText {
+    pub fn push(&mut self, piece: &str) {
+        self.bytes_seen += piece.len() as u64;
+        if self.truncated {
+            return;
+        }
+        let room = MAX_STORED_BYTES.saturating_sub(self.text.len());
+        if piece.len() <= room {
+            self.text.push_str(piece);
+            return;
+        }
+        let mut cut = room;
+        while !piece.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&piece[..cut]);
+        self.truncated = true;
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub text: ReplyText,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
+    pub status: MessageStatus,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// What a reply cut short by Lambent (its deadline, or a departed client's
+/// drain time) is billed, since the provider's final count never came:
+/// what the provider reported so far, but at least the prompt's estimate
+/// (an upper bound of what it bills for the prompt) and one token per byte
+/// of what it said.
+pub fn usage_when_cut(
+    call: &Prepared,
+    reported: Usage,
+    text: &ReplyText,
+    calls: &[ToolCall],
+) -> Usage {
+    let prompt_reported =
+        reported.input_tokens + reported.cache_read_tokens + reported.cache_write_tokens;
+    let said = text.bytes_seen
+        + calls
+            .iter()
+            .map(|c| (c.id.len() + c.name.len() + c.input.to_string().len()) as u64)
+            .sum::<u64>();
+    Usage {
+        input_tokens: if prompt_reported == 0 {
+            call.prompt_tokens
+        } else {
+            reported.input_tokens
+        },
+        output_tokens: reported.output_tokens.max(said),
+        ..reported
+    }
+}
+
+/// What a settled call cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub reply_id: String,
+    pub usage: Usage,
+    pub cost_usd: Decimal,
+    /// In Anthropic's names whatever the provider (`end_turn`,
+    /// `max_tokens`, `tool_use`…): each endpoint says it its own way.
+    pub stop_reason: Option<String>,
+    /// The whole reply, from [`super::complete`] only (a stream has
+    /// already delivered it); empty otherwise.
+    pub text: String,
+    /// The tools the model called, from [`super::complete`] only, like `text`.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// Where a call's cost is recorded, as its bill keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Recorded {
+    /// The assistant message of a session turn (and the session's totals).
+    SessionTurn {
+        session_id: String,
+        assistant_message_id: String,
+        /// Messages the turn adds to the session, the reply included.
+        stored_messages: u64,
+    },
+    /// A call marker `USER#<owner>/CALL#<call id>`.
+    Call,
+    /// A workflow step's checkpoint, written by the step protocol.
+    Step { run_id: String, step_id: String },
+    /// An attempt of a workflow step whose result is not the step's
+    /// checkpoint (another attempt's is, or the checkpoint failed): a call
+    /// marker, unless the step's checkpoint names this very call.
+    StepAttempt { run_id: String, step_id: String },
+}
+
+/// Everything the accounting of a call needs, and nothing of its request
+/// (no key, no prompt): what a settle intent keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bill {
+    pub call_id: String,
+    pub owner: String,
+    pub agent_id: Option<String>,
+    pub model: String,
+    pub prices: Prices,
+    pub reservation: Reservation,
+    pub recorded: Recorded,
+    /// `yyyy-mm-dd` the call counts in.
+    pub day: String,
+    /// When the call was prepared, epoch seconds.
+    pub prepared_at: i64,
+    /// Expiry of what the call writes into a session.
+    pub expires_at: i64,
+}
+
+impl Bill {
+    fn session_id(&self) -> Option<&str> {
+        match &self.recorded {
+            Recorded::SessionTurn { session_id, .. } => Some(session_id),
+            _ => None,
+        }
+    }
+}
+
+impl Prepared {
+    /// The call's bill.
+    pub fn bill(&self) -> Bill {
+        let recorded = match &self.record {
+            Record::SessionTurn {
+                session_id,
+                assistant_message_id,
+                ..
+            } => Recorded::SessionTurn {
+                session_id: session_id.clone(),
+                assistant_message_id: assistant_message_id.clone(),
+                stored_messages: self.stored_messages(),
+            },
+            Record::Call { .. } => Recorded::Call,
+            Record::Step { run_id, step_id } => Recorded::Step {
+                run_id: run_id.clone(),
+                step_id: step_id.clone(),
+            },
+        };
+        Bill {
+            call_id: self.reservation.call_id.clone(),
+            owner: self.owner.clone(),
+            agent_id: self.agent_id.clone(),
+            model: self.model.clone(),
+            prices: self.prices.clone(),
+            reservation: self.reservation.clone(),
+            recorded,
+            day: self.day.clone(),
+            prepared_at: self.prepared_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// What a call costs and the writes that count it: the month's
+/// reservation settled to the cost, the usage aggregates (day, agent,
+/// model, session; the user's and the deployment's) and, if it holds a
+/// reservation, the consumption of its ledger entry (last). Every account
+/// of every kind of call writes these, in the transaction of its
+/// create-only record.
+pub struct Charge {
+    pub cost_usd: Decimal,
+    pub ops: Vec<TxOp>,
+}
+
+pub fn charge(bill: &Bill, used: &Usage) -> Charge {
+    let (cost_usd, mut ops) = count_ops(bill, used);
+    if bill.reservation.holds() {
+        ops.push(budgets::consume_entry_op(&bill.reservation));
+    }
+    Charge { cost_usd, ops }
+}
+
+/// The cost, and the writes that count it (without the ledger entry).
+fn count_ops(bill: &Bill, used: &Usage) -> (Decimal, Vec<TxOp>) {
+    let cost_usd = usage::cost(used, &bill.prices);
+    let facts = CallFacts {
+        owner: &bill.owner,
+        agent_id: bill.agent_id.as_deref(),
+        session_id: bill.session_id(),
+        model: &bill.model,
+        day: &bill.day,
+        usage: *used,
+        cost_usd,
+    };
+    let mut ops = vec![budgets::settle_month_op(&bill.reservation, cost_usd)];
+    ops.extend(usage::aggregate_ops(&facts));
+    (cost_usd, ops)
+}
+
+/// Stores the reply, counts its cost in every aggregate and settles the
+/// reservation, once however often it is tried; the settle intent is
+/// written first, so a settle that fails here is finished by the sweeper
+/// (and the caller is told what it cost all the same).
+pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) -> Result<Settled> {
+    if let Record::Step { .. } = call.record {
+        return Err(Error::Internal(
+            "a workflow step is settled by its checkpoint, not here".into(),
+        ));
+    }
+    account(store, call.bill(), outcome).await
+}
+
+/// Bills a workflow step's attempt that its step's checkpoint does not
+/// count: another attempt's result was stored first, or the checkpoint
+/// failed (and may or may not have landed). Its provider cost is the
+/// user's all the same; the step's record of which call it counted keeps
+/// it from being counted twice.
+pub async fn settle_detached(
+    store: &dyn ItemStore,
+    call: &Prepared,
+    usage: Usage,
+) -> Result<Decimal> {
+    let mut bill = call.bill();
+    if let Recorded::Step { run_id, step_id } = bill.recorded {
+        bill.recorded = Recorded::StepAttempt { run_id, step_id };
+    }
+    let outcome = Outcome {
+        text: ReplyText::default(),
+        tool_calls: Vec::new(),
+        status: MessageStatus::Complete,
+        usage,
+        stop_reason: None,
+    };
+    Ok(account(store, bill, outcome).await?.cost_usd)
+}
+
+async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) -> Result<Settled> {
+    outcome.stop_reason = outcome
+        .stop_reason
+        .map(|raw| StopReason::from_provider(&raw).anthropic().to_owned());
+    let now_ms = lambent_core::time::now_epoch_millis();
+    // The outbox write: from here on, the sweeper can finish the settle.
+    let intent_written = match write_intent(store, &bill, &outcome, now_ms).await {
+        Ok(true) => true,
+        Ok(false) => {
+            // The reservation was released meanwhile (the call outlived
+            // the sweeper's patience): settle without it.
+            bill.reservation = bill.reservation.released();
+            write_intent(store, &bill, &outcome, now_ms)
+                .await
+                .unwrap_or(false)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write a settle intent; settling directly");
+            false
+        }
+    };
+    let mut attempt = 0;
+    let cost_usd = loop {
+        match settle_bill(store, &bill, &outcome, intent_written).await {
+            Ok(cost) => break cost,
+            Err(e) if attempt + 1 < SETTLE_ATTEMPTS && is_transient(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            Err(e) if intent_written && is_transient(&e) => {
+                tracing::warn!(error = %e, call_id = %bill.call_id, "settle failed; the sweeper will finish it");
+                break usage::cost(&outcome.usage, &bill.prices);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let reply_id = match &bill.recorded {
+        Recorded::SessionTurn {
+            assistant_message_id,
+            ..
+        } => assistant_message_id.clone(),
+        _ => bill.call_id.clone(),
+    };
+    Ok(Settled {
+        reply_id,
+        usage: outcome.usage,
+        cost_usd,
+        stop_reason: outcome.stop_reason,
+        text: String::new(),
+        tool_calls: Vec::new(),
+    })
+}
+
+fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(_))
+}
+
+async fn write_intent(
+    store: &dyn ItemStore,
+    bill: &Bill,
+    outcome: &Outcome,
+    now_ms: i64,
+) -> Result<bool> {
+    let intent = Intent {
+        bill: serde_json::to_string(bill).map_err(|e| Error::Internal(e.to_string()))?,
+        outcome: serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?,
+    };
+    ledger::write_intent(store, &bill.reservation, &intent, now_ms).await
+}
+
+/// Finishes the settle of a ledger entry's intent: the sweeper's half of
+/// the outbox. Returns the call's cost.
+pub async fn finish_intent(store: &dyn ItemStore, intent: &Intent) -> Result<Decimal> {
+    let bill: Bill = serde_json::from_str(&intent.bill)
+        .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
+    let outcome: Outcome = serde_json::from_str(&intent.outcome)
+        .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
+    settle_bill(store, &bill, &outcome, true).await
+}
+
+/// What a settle must do with the call's ledger entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// It holds the reservation: consume it, or learn that someone else
+    /// did (and released the reservation).
+    Held,
+    /// Only the intent is left: remove it.
+    Intent,
+    /// There is none.
+    Gone,
+}
+
+/// One transaction that records the call and counts it, redone if the
+/// session went away (counted under a call marker) or the reservation was
+/// released by someone else (counted without it).
+async fn settle_bill(
+    store: &dyn ItemStore,
+    bill: &Bill,
+    outcome: &Outcome,
+    intent_written: bool,
+) -> Result<Decimal> {
+    let mut bill = bill.clone();
+    let mut entry = match (bill.reservation.holds(), intent_written) {
+        (true, _) => Entry::Held,
+        (false, true) => Entry::Intent,
+        (false, false) => Entry::Gone,
+    };
+    for _ in 0..3 {
+        let (mut ops, recorded_ops) = record_ops(&bill, outcome)?;
+        let (cost_usd, counted) = count_ops(&bill, &outcome.usage);
+        ops.extend(counted);
+        let consumes = ops.len();
+        match entry {
+            Entry::Held => ops.push(budgets::consume_entry_op(&bill.reservation)),
+            Entry::Intent => ops.push(budgets::consume_entry_op(&bill.reservation.released())),
+            Entry::Gone => {}
+        }
+        match lambent_store::transact_retrying(store, ops).await {
+            Ok(()) => return Ok(cost_usd),
+            Err(StoreError::TransactionCancelled { failed }) => {
+                let checkpointed = is_attempt(&bill) && failed.contains(&1);
+                if failed.contains(&0) || checkpointed {
+                    // Recorded and counted already (by an earlier try, or
+                    // by the step's checkpoint): only the intent is left.
+                    if entry == Entry::Intent
+                        || (entry == Entry::Held && !failed.contains(&consumes))
+                    {
+                        ledger::forget(store, &bill.call_id).await?;
+                    }
+                    return Ok(cost_usd);
+                }
+                if recorded_ops == 2 && failed.contains(&1) {
+                    // The session was deleted during the call: the cost is
+                    // still the user's, so it is counted under a call
+                    // marker; the session's share of the reservation went
+                    // with the session.
+                    tracing::info!("session deleted during a call; counting it without it");
+                    bill.recorded = Recorded::Call;
+                    bill.reservation.session = None;
+                    continue;
+                }
+                if entry == Entry::Held && failed.contains(&consumes) {
+                    // Released by the sweeper: counted without it.
+                    bill.reservation = bill.reservation.released();
+                    entry = Entry::Gone;
+                    continue;
+                }
+                return Err(Error::Internal(format!(
+                    "a settle was refused (operations {failed:?})"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Internal("a settle could not be written".into()))
+}
+
+fn is_attempt(bill: &Bill) -> bool {
+    matches!(bill.recorded, Recorded::StepAttempt { .. })
+}
+
+/// The writes that record the call (create-only first), and their number.
+fn record_ops(bill: &Bill, outcome: &Outcome) -> Result<(Vec<TxOp>, usize)> {
+    let marker = || TxOp::Put {
+        item: Item::new(call_marker_key(&bill.owner, &bill.call_id))
+            .with("cost_usd", usage::cost(&outcome.usage, &bill.prices))
+            .with("model", bill.model.as_str())
+            .expiring_at(bill.prepared_at + CALL_MARKER_SECS),
+        condition: Some(Condition::NotExists),
+    };
+    Ok(match &bill.recorded {
+        Recorded::SessionTurn {
+            session_id,
+            assistant_message_id,
+            stored_messages,
+        } => {
+            let cost_usd = usage::cost(&outcome.usage, &bill.prices);
+            let reply = Reply {
+                text: outcome.text.text.clone(),
+                tool_calls: outcome.tool_calls.clone(),
+                truncated: outcome.text.truncated,
+                status: outcome.status,
+                model: bill.model.clone(),
+                stop_reason: outcome.stop_reason.clone(),
+                usage: outcome.usage,
+                cost_usd,
+                prices: bill.prices.clone(),
+            };
+            let ops = vec![
+                messages::assistant_message_op(
+                    session_id,
+                    assistant_message_id,
+                    &reply,
+                    bill.expires_at,
+                ),
+                TxOp::Update {
+                    key: sessions::item_key(&bill.owner, session_id),
+                    update: session_totals(bill, *stored_messages, &outcome.usage, cost_usd),
+                    condition: Some(sessions::live()),
+                },
+            ];
+            (ops, 2)
+        }
+        Recorded::Call => (vec![marker()], 1),
+        Recorded::StepAttempt { run_id, step_id } => {
+            // Unless the step's checkpoint counted this very call.
+            let not_this_call = Condition::Or(vec![
+                Condition::AttrNotExists(runs::CALL_ID_ATTR.into()),
+                Condition::cmp(runs::CALL_ID_ATTR, Cmp::Ne, bill.call_id.as_str()),
+            ]);
+            let ops = vec![
+                marker(),
+                TxOp::Check {
+                    key: runs::step_key(run_id, step_id),
+                    condition: not_this_call,
+                },
+            ];
+            (ops, 2)
+        }
+        Recorded::Step { .. } => {
+            return Err(Error::Internal(
+                "a workflow step is settled by its checkpoint, not here".into(),
+            ))
+        }
+    })
+}
+
+fn session_totals(bill: &Bill, stored_messages: u64, u: &Usage, cost_usd: Decimal) -> Update {
+    Update::new()
+        .add("input_tokens", Decimal::from(u.input_tokens))
+        .add("output_tokens", Decimal::from(u.output_tokens))
+        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
+        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
+        .add("cost_usd", cost_usd)
+        .add(
+            "committed_usd",
+            cost_usd - bill.reservation.session_amount(),
+        )
+        .add("message_count", Decimal::from(stored_messages))
+        .set("updated_at", lambent_core::time::now_rfc3339())
+        .expire_at(Some(bill.expires_at))
+}
