@@ -128,6 +128,7 @@ macro_rules! backend_suites {
                 a_call_that_outlives_its_release_is_still_counted_once,
                 a_run_whose_messages_were_lost_is_finished_after_the_sweeper_requeues_it,
                 a_run_whose_step_used_up_its_attempts_is_failed_by_the_sweeper,
+                a_failed_checkpoint_bills_each_provider_call_once,
             );
         }
     };

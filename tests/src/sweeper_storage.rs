@@ -49,8 +49,8 @@ async fn month(flow: &Flow) -> (Decimal, Decimal) {
     (get("committed_usd"), get("spent_usd"))
 }
 
-/// A call of the flow's agent under a monthly limit, reserved and ready.
-async fn prepared(flow: &Flow) -> chat::Prepared {
+/// Puts the flow's owner under a monthly limit, so calls hold reservations.
+async fn limited(flow: &Flow) {
     users::update(
         flow.state.store.as_ref(),
         &flow.owner,
@@ -61,6 +61,11 @@ async fn prepared(flow: &Flow) -> chat::Prepared {
     )
     .await
     .unwrap();
+}
+
+/// A call of the flow's agent under a monthly limit, reserved and ready.
+async fn prepared(flow: &Flow) -> chat::Prepared {
+    limited(flow).await;
     let target = Target::of_agent(&flow.state, &flow.owner, &flow.agent, "the agent")
         .await
         .unwrap();
@@ -253,4 +258,38 @@ pub async fn a_run_whose_step_used_up_its_attempts_is_failed_by_the_sweeper(flow
     assert_eq!((swept.failed_runs, swept.requeued), (1, 0), "{swept:?}");
     let run = flow.run(&run_id).await;
     assert_eq!(run.status, RunStatus::Failed);
+}
+
+pub async fn a_failed_checkpoint_bills_each_provider_call_once(flow: &Flow) {
+    use lambent_app::workflows::Worker;
+    limited(flow).await;
+    let workflow = flow.workflow(&[("only", "Say {{input.x}}", &[])]).await;
+    for (fault, calls) in [(Fault::Unavailable, 2), (Fault::LostAnswer, 1)] {
+        let (billed_before, calls_before) = flow.billed_today().await;
+        let asked_before = flow.provider_calls();
+        let faults = Faults::new();
+        // The step's checkpoint is the transaction that writes its record.
+        faults.fail_writes(|k| k.sk == "STEP#only", 1, 1, fault);
+        let faulty = State {
+            store: Arc::new(FaultyStore::new(flow.state.store.clone(), faults.clone())),
+            ..flow.state.clone()
+        };
+        let worker = Worker::new(faulty).unwrap();
+        let run_id = flow.start(&workflow, json!({"x": "y"}), None).await;
+        flow.drive(&worker, &[&run_id], 1).await;
+        assert_eq!(faults.injected(), 1, "{fault:?}");
+        assert_eq!(flow.run(&run_id).await.status, RunStatus::Succeeded);
+        // Every call the provider answered is billed, once.
+        assert_eq!(flow.provider_calls() - asked_before, calls, "{fault:?}");
+        let (billed, counted) = flow.billed_today().await;
+        assert_eq!(counted - calls_before, calls as u64, "{fault:?}");
+        assert_eq!(
+            billed - billed_before,
+            Decimal::from_str_exact(STEP_COST).unwrap() * Decimal::from(calls as u64),
+            "{fault:?}"
+        );
+    }
+    // No reservation is left behind: all that was reserved was settled.
+    let (committed, spent) = month(flow).await;
+    assert_eq!(committed, spent);
 }
