@@ -142,3 +142,29 @@ async fn a_deletion_that_fails_part_way_leaves_no_working_key_and_a_retry_finish
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_deletion_that_fails_part_way_is_finished_by_a_retry() {
+    let faults = Faults::new();
+    let w = lambent_testkit::chat::ChatWorld::seed(faulty_app(&faults).await, "anthropic").await;
+    w.fake
+        .set_default(lambent_fake_provider::Reply::text("noted"));
+    let session = w.session(json!({})).await;
+    for said in ["one", "two", "three"] {
+        let (status, _) = w.chat_whole(&session, said).await;
+        assert_eq!(status, 200);
+    }
+    // The deletion stops while removing the messages.
+    let messages = format!("SESSION#{session}");
+    faults.fail_writes(move |k| k.pk == messages, 0, 1, Fault::Unavailable);
+    let path = format!("/v1/sessions/{session}");
+    let (status, _) = w.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 503);
+    // Gone for every read already, and a retry finishes it.
+    assert_eq!(w.call(Method::GET, &path, None).await.0, 404);
+    let (status, body) = w.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(w.call(Method::DELETE, &path, None).await.0, 404);
+    let (status, _) = w.call(Method::GET, &format!("{path}/messages"), None).await;
+    assert_eq!(status, 404);
+}

@@ -114,6 +114,10 @@ async fn members_get_403_on_admin_routes() {
                         "output_per_mtok": "1", "cache_read_per_mtok": "0", "cache_write_per_mtok": "0"}),
             ),
         ),
+        // A malformed body learns nothing of the admin-only schema.
+        (Method::POST, "/v1/models", Some(json!({"nme": 1}))),
+        (Method::POST, "/v1/users", Some(json!({"role": "emperor"}))),
+        (Method::PATCH, &user_path, Some(json!([]))),
     ];
     for (method, path, body) in cases {
         let (status, body) = app.call(method.clone(), path, &member, body).await;
@@ -575,6 +579,9 @@ async fn writes_are_audited_and_admins_page_through_them() {
     assert!(items[0]["key_id"].as_str().unwrap().starts_with("key_"));
     assert_eq!(items[1]["route"], "/v1/keys");
     assert_eq!(items[1]["key_id"], "admin");
+    // A key's creation names the user it is for and the new key.
+    assert_eq!(items[1]["subject_user_id"], member_id.as_str(), "{page}");
+    assert_eq!(items[1]["resource_id"], items[0]["key_id"], "{page}");
     let cursor = page["next_cursor"].as_str().unwrap();
     let (status, next) = app
         .call(

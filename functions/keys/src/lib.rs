@@ -9,7 +9,7 @@
 
 use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
 use lambent_core::ids::{KeyId, TypedId, UserId};
@@ -17,8 +17,8 @@ use lambent_core::secret::ExposeSecret;
 use lambent_core::validate;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::Caller;
 use lambent_http::PathId;
+use lambent_http::{AuditSubject, Caller};
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::keys::{self, ApiKeyInfo};
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ async fn create_key(
     Extract(state): Extract<State>,
     principal: Caller,
     Body(body): Body<CreateKey>,
-) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+) -> ApiResult<(StatusCode, Extension<AuditSubject>, Json<CreatedKey>)> {
     let user_id = target_user(&principal, body.user_id)?;
     let name = body
         .name
@@ -86,11 +86,15 @@ async fn create_key(
         .transpose()?;
     let hash_key = state.identity.keys().await?.api_key_hash;
     let (info, full) = keys::create(state.store.as_ref(), &hash_key, &user_id, name).await?;
+    let audited = AuditSubject {
+        user_id: info.user_id.clone(),
+        resource_id: info.id.clone(),
+    };
     let created = CreatedKey {
         info,
         key: full.expose_secret().to_owned(),
     };
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok((StatusCode::CREATED, Extension(audited), Json(created)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -15,7 +15,7 @@ use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::Caller;
+use lambent_http::{Admin, Caller};
 use lambent_http::{Body, ListPage};
 use lambent_store::models::{Model, Prices};
 use rust_decimal::Decimal;
@@ -100,10 +100,9 @@ async fn get_model(
     ))]
 async fn upsert_model(
     Extract(state): Extract<State>,
-    principal: Caller,
+    _admin: Admin,
     Body(body): Body<UpsertModel>,
 ) -> ApiResult<(StatusCode, Json<Model>)> {
-    principal.require_admin()?;
     let name = validate::slug("name", &body.name, NAME_MAX)?;
     let prices = Prices {
         input_per_mtok: validate::money("input_per_mtok", body.input_per_mtok)?,

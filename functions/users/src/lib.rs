@@ -16,7 +16,7 @@ use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
 use lambent_http::group::{self, RouteGroup};
-use lambent_http::Caller;
+use lambent_http::Admin;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::audit::{self, AuditEntry};
@@ -82,10 +82,9 @@ fn scope(principal: &Principal, listing: &str) -> String {
     responses((status = 201, body = User)))]
 async fn create_user(
     Extract(state): Extract<State>,
-    principal: Caller,
+    _admin: Admin,
     Body(body): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    principal.require_admin()?;
     let new = NewUser {
         name: validate::name("name", &body.name, NAME_MAX)?,
         role: body.role,
@@ -103,10 +102,9 @@ async fn create_user(
     responses((status = 200, body = ListPage<User>)))]
 async fn list_users(
     Extract(state): Extract<State>,
-    principal: Caller,
+    principal: Admin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ListPage<User>>> {
-    principal.require_admin()?;
     let scope = scope(&principal, "users");
     let listed = params
         .list(&state, &scope, |page| {
@@ -122,10 +120,9 @@ async fn list_users(
     responses((status = 200, body = User)))]
 async fn get_user(
     Extract(state): Extract<State>,
-    principal: Caller,
+    _admin: Admin,
     PathId(id): PathId<UserId>,
 ) -> ApiResult<Json<User>> {
-    principal.require_admin()?;
     users::get(state.store.as_ref(), &id)
         .await?
         .map(Json)
@@ -138,11 +135,10 @@ async fn get_user(
     responses((status = 200, body = User)))]
 async fn update_user(
     Extract(state): Extract<State>,
-    principal: Caller,
+    _admin: Admin,
     PathId(id): PathId<UserId>,
     Body(body): Body<UpdateUser>,
 ) -> ApiResult<Json<User>> {
-    principal.require_admin()?;
     let change = UserChange {
         name: body
             .name
@@ -169,10 +165,9 @@ async fn update_user(
     responses((status = 204, description = "deleted")))]
 async fn delete_user(
     Extract(state): Extract<State>,
-    principal: Caller,
+    _admin: Admin,
     PathId(id): PathId<UserId>,
 ) -> ApiResult<StatusCode> {
-    principal.require_admin()?;
     users::delete(state.store.as_ref(), &id).await?;
     state.identity.cache().evict_user(&id);
     state.targets.evict_owner(&id);
@@ -195,10 +190,9 @@ struct AuditParams {
     responses((status = 200, body = ListPage<AuditEntry>)))]
 async fn list_audit(
     Extract(state): Extract<State>,
-    principal: Caller,
+    principal: Admin,
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Json<ListPage<AuditEntry>>> {
-    principal.require_admin()?;
     let day = match &params.day {
         None => state.clock.today(),
         Some(raw) => lambent_core::time::parse_day(raw)

@@ -65,7 +65,8 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
         .unwrap_or_default();
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(principal.clone());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    let subject = response.extensions_mut().remove::<AuditSubject>();
 
     let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if writes && response.status().is_success() {
@@ -77,6 +78,7 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
             path,
             response.status().as_u16(),
             super::current_request_id(),
+            subject,
         );
         if is_stream(&response) {
             // A stream's first bytes do not wait for the entry: the
@@ -107,6 +109,7 @@ async fn record_audit(
     path: String,
     status: u16,
     request_id: String,
+    subject: Option<AuditSubject>,
 ) {
     let entry = audit::NewEntry {
         user_id: &principal.user_id,
@@ -116,12 +119,47 @@ async fn record_audit(
         path: &path,
         status,
         request_id: &request_id,
+        subject_user_id: subject.as_ref().map(|s| s.user_id.as_str()),
+        resource_id: subject.as_ref().map(|s| s.resource_id.as_str()),
     };
     // The write itself has happened; a lost audit entry is an operator
     // alarm, not a reason to tell the client it failed.
     if let Err(e) = audit::record(state.store.as_ref(), entry, state.config.audit_ttl_days).await {
         tracing::error!(error = %e, %route, "audit entry not recorded");
     }
+}
+
+/// The authenticated caller of an admin-only route: anyone else gets 403
+/// before the rest of the request (its body above all) is read, so a
+/// member learns nothing of what the route would accept.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
+impl std::ops::Deref for Admin {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        principal.require_admin()?;
+        Ok(Admin(principal))
+    }
+}
+
+/// What a write was about, for its audit entry: a handler adds it to its
+/// response's extensions when the path does not say (a created API key's
+/// ID and the user it is for). It never reaches the client.
+#[derive(Debug, Clone)]
+pub struct AuditSubject {
+    pub user_id: String,
+    pub resource_id: String,
 }
 
 /// The authenticated caller, as a handler argument. [`protect`] has checked

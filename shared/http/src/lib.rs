@@ -23,7 +23,7 @@ pub mod json;
 pub mod pagination;
 pub mod path_id;
 
-pub use auth::{protect, Caller};
+pub use auth::{protect, Admin, AuditSubject, Caller};
 pub use json::Body;
 pub use pagination::{ListPage, ListParams};
 pub use path_id::PathId;

@@ -23,6 +23,14 @@ pub struct AuditEntry {
     pub path: String,
     pub status: u16,
     pub request_id: String,
+    /// Whom the write was about, when not the caller (e.g. the user a new
+    /// API key is for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_user_id: Option<String>,
+    /// What the write created, when its path does not say (e.g. the new
+    /// API key's ID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
 }
 
 pub struct NewEntry<'a> {
@@ -33,6 +41,8 @@ pub struct NewEntry<'a> {
     pub path: &'a str,
     pub status: u16,
     pub request_id: &'a str,
+    pub subject_user_id: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
 }
 
 fn partition(day: &str) -> String {
@@ -52,6 +62,14 @@ pub async fn record(store: &dyn ItemStore, entry: NewEntry<'_>, ttl_days: u64) -
         .with("status", i64::from(entry.status))
         .with("request_id", entry.request_id)
         .expiring_at(now.unix_timestamp() + (ttl_days as i64) * 86_400);
+    let item = match entry.subject_user_id {
+        Some(subject) => item.with("subject_user_id", subject),
+        None => item,
+    };
+    let item = match entry.resource_id {
+        Some(resource) => item.with("resource_id", resource),
+        None => item,
+    };
     Ok(store.put(item, Some(Condition::NotExists)).await?)
 }
 
@@ -67,6 +85,8 @@ fn from_item(item: &Item) -> Result<AuditEntry> {
         status: u16::try_from(whole(item, "status")?)
             .map_err(|_| Error::Internal("audit status out of range".into()))?,
         request_id: text(item, "request_id")?,
+        subject_user_id: super::opt_text(item, "subject_user_id"),
+        resource_id: super::opt_text(item, "resource_id"),
     })
 }
 

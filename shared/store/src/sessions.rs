@@ -196,12 +196,17 @@ pub async fn list(store: &dyn ItemStore, owner: &str, page: PageRequest) -> Resu
 
 /// Deletes the session and its messages. The session is marked first, so it
 /// reads as gone at once; its messages follow, then the session itself. A
-/// crash midway leaves a marked session that a retry finishes, and messages
+/// crash midway leaves a marked session that a retry finishes (a marked
+/// session is gone for every read, but not for its deletion), and messages
 /// that expire by their TTL in any case.
 pub async fn delete(store: &dyn ItemStore, owner: &str, id: &str) -> Result<()> {
     let key = item_key(owner, id);
     match store
-        .update(&key, Update::new().set(DELETING, true), Some(live()))
+        .update(
+            &key,
+            Update::new().set(DELETING, true),
+            Some(Condition::Exists),
+        )
         .await
     {
         Ok(_) => {}
