@@ -23,9 +23,9 @@
 use lambent_ports::{Condition, Item, ItemStore, Key, Query, StoreCursor};
 use rust_decimal::prelude::ToPrimitive;
 
-use rust_decimal::Decimal;
 use super::{json_attr, opt_text};
 use lambent_core::error::Result;
+use rust_decimal::Decimal;
 
 /// Partitions the ledger is spread over.
 pub const SHARDS: u32 = 8;
