@@ -2,6 +2,7 @@
 //! API of `lambent serve` (in process and as the real binary), and a function
 //! driven through the real Lambda HTTP adapter.
 
+mod chaos;
 mod chat;
 mod completions;
 mod contracts;
@@ -10,6 +11,7 @@ mod identity;
 mod lambda_glue;
 mod limits;
 mod llm_clients;
+mod rotation;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;

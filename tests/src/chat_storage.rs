@@ -90,6 +90,7 @@ async fn reserve(
         session,
         worst,
         lambent_core::time::now_epoch_millis(),
+        |_| String::new(),
     )
     .await
 }

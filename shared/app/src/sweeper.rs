@@ -7,7 +7,8 @@
 //!   never landed (an outage, a timeout, a crash after the outbox write);
 //! - releases the reservation of a call that never reported an outcome
 //!   (its process died) once it is older than any call can run
-//!   (`LAMBENT_SWEEP_STALE_SECS`);
+//!   (`LAMBENT_SWEEP_STALE_SECS`), and marks its session turn with a
+//!   `failed` reply (`stop_reason: "interrupted"`);
 //! - re-enqueues a workflow step that stayed `ready` (or `running` on an
 //!   expired lease) across two looks at least that far apart: its message
 //!   was lost or dead-lettered;
@@ -22,8 +23,8 @@ use std::time::Duration;
 
 use lambent_core::error::Result;
 use lambent_ports::queue::QueueName;
+use lambent_store::ledger::{self, Intent};
 use lambent_store::runs::{self, RunStatus, StepMessage, StepStatus};
-use lambent_store::{budgets, ledger};
 
 use crate::chat;
 use crate::state::State;
@@ -85,15 +86,21 @@ async fn sweep_ledger(state: &State, shard: u32, swept: &mut Swept) -> Result<()
         read += entries.len();
         for entry in entries {
             let age = now - entry.written_at_ms;
-            let done = match &entry.intent {
-                Some(intent) if age >= INTENT_GRACE.as_millis() as i64 => {
-                    chat::finish_intent(store, intent)
+            let done = match (&entry.bill, &entry.outcome) {
+                (Some(bill), Some(outcome)) if age >= INTENT_GRACE.as_millis() as i64 => {
+                    let intent = Intent {
+                        bill: bill.clone(),
+                        outcome: outcome.clone(),
+                    };
+                    chat::finish_intent(store, &intent)
                         .await
                         .map(|_| &mut swept.settled)
                 }
-                None if age >= stale => budgets::release_abandoned(store, &entry.reservation)
-                    .await
-                    .map(|_| &mut swept.released),
+                (bill, None) if age >= stale => {
+                    chat::abandon(store, &entry.reservation, bill.as_deref())
+                        .await
+                        .map(|_| &mut swept.released)
+                }
                 _ => continue,
             };
             match done {

@@ -57,25 +57,25 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
         return ApiError::from(e).into_response();
     }
 
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let path = request.uri().path().to_owned();
+    let asked = Asked {
+        method: request.method().clone(),
+        route: request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        path: request.uri().path().to_owned(),
+    };
     request.extensions_mut().insert(principal.clone());
     let mut response = next.run(request).await;
     let subject = response.extensions_mut().remove::<AuditSubject>();
 
-    let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let writes = !matches!(asked.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if writes && response.status().is_success() {
         let record = record_audit(
             state,
             principal,
-            method,
-            route,
-            path,
+            asked,
             response.status().as_u16(),
             super::current_request_id(),
             subject,
@@ -100,23 +100,29 @@ fn is_stream(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
+/// What a request asked for, as its audit entry names it.
+struct Asked {
+    method: Method,
+    route: String,
+    path: String,
+}
+
 /// Writes the audit entry of a successful write.
 async fn record_audit(
     state: State,
     principal: Principal,
-    method: Method,
-    route: String,
-    path: String,
+    asked: Asked,
     status: u16,
     request_id: String,
     subject: Option<AuditSubject>,
 ) {
+    let route = asked.route;
     let entry = audit::NewEntry {
         user_id: &principal.user_id,
         key_id: &principal.key_id,
-        method: method.as_str(),
+        method: asked.method.as_str(),
         route: &route,
-        path: &path,
+        path: &asked.path,
         status,
         request_id: &request_id,
         subject_user_id: subject.as_ref().map(|s| s.user_id.as_str()),

@@ -41,7 +41,8 @@ fn refused(what: &str, limit: Decimal, worst: Decimal) -> Error {
 
 /// Reserves `worst` USD under every limit that applies, or refuses the call
 /// with 429 `budget_exceeded`: one conditional update per limit and the
-/// call's ledger entry, in one transaction.
+/// call's ledger entry (with `bill`, the call's bill as JSON, made for the
+/// reservation), in one transaction.
 #[allow(clippy::too_many_arguments)]
 pub async fn reserve(
     store: &dyn ItemStore,
@@ -52,6 +53,7 @@ pub async fn reserve(
     session: Option<&Session>,
     worst: Decimal,
     now_ms: i64,
+    bill: impl FnOnce(&Reservation) -> String,
 ) -> Result<Reservation> {
     let mut reservation = Reservation::none(call_id, owner, month);
     let mut ops = Vec::new();
@@ -91,7 +93,7 @@ pub async fn reserve(
         return Ok(reservation);
     }
     ops.push(TxOp::Put {
-        item: ledger::reserved_entry(&reservation, now_ms),
+        item: ledger::reserved_entry(&reservation, &bill(&reservation), now_ms),
         condition: Some(Condition::NotExists),
     });
     match store.transact(ops).await {
@@ -142,7 +144,19 @@ async fn give_back(
     entry_condition: Condition,
 ) -> Result<()> {
     if !reservation.holds() {
-        return Ok(());
+        // Nothing held; the entry a session turn wrote with its message
+        // goes (if it is still there as it was).
+        return match store
+            .delete(
+                &ledger::entry_key(&reservation.call_id),
+                Some(entry_condition),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_condition_failure() => Ok(()),
+            Err(e) => Err(e.into()),
+        };
     }
     let mut with_session = true;
     loop {

@@ -99,9 +99,11 @@ impl Reservation {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub reservation: Reservation,
-    /// The settle intent, once the reply is in: the call's bill and its
-    /// outcome (JSON, written and read by the model-call pipeline).
-    pub intent: Option<Intent>,
+    /// The call's bill (JSON, written and read by the model-call pipeline).
+    pub bill: Option<String>,
+    /// Its outcome once the reply is in (JSON): with the bill, the settle
+    /// intent.
+    pub outcome: Option<String>,
     /// When the entry was last written, epoch milliseconds.
     pub written_at_ms: i64,
 }
@@ -112,9 +114,12 @@ pub struct Intent {
     pub outcome: String,
 }
 
-/// The entry of a reservation, written with it.
-pub fn reserved_entry(reservation: &Reservation, now_ms: i64) -> Item {
+/// The entry of a call, written with its reservation (or, holding none,
+/// with the user's message of a session turn): what the sweeper needs to
+/// give the reservation back and mark the turn if the call's process dies.
+pub fn reserved_entry(reservation: &Reservation, bill: &str, now_ms: i64) -> Item {
     Item::new(entry_key(&reservation.call_id))
+        .with("bill", bill)
         // Strings and decimals: serialising cannot fail.
         .with(
             "reservation",
@@ -126,9 +131,7 @@ pub fn reserved_entry(reservation: &Reservation, now_ms: i64) -> Item {
 
 /// The settle intent of a call: its entry with its bill and outcome.
 pub fn intent_entry(reservation: &Reservation, intent: &Intent, now_ms: i64) -> Item {
-    reserved_entry(reservation, now_ms)
-        .with("bill", intent.bill.as_str())
-        .with("outcome", intent.outcome.as_str())
+    reserved_entry(reservation, &intent.bill, now_ms).with("outcome", intent.outcome.as_str())
 }
 
 /// Writes a call's settle intent, before its settle is tried (the outbox
@@ -190,13 +193,10 @@ pub async fn oldest(
         .await?;
     let mut entries = Vec::with_capacity(page.items.len());
     for item in &page.items {
-        let intent = match (opt_text(item, "bill"), opt_text(item, "outcome")) {
-            (Some(bill), Some(outcome)) => Some(Intent { bill, outcome }),
-            _ => None,
-        };
         entries.push(Entry {
             reservation: json_attr(item, "reservation")?,
-            intent,
+            bill: opt_text(item, "bill"),
+            outcome: opt_text(item, "outcome"),
             written_at_ms: item
                 .get_decimal("written_at")
                 .and_then(|d| d.to_i64())

@@ -19,7 +19,7 @@ mod settle;
 mod target;
 
 pub use settle::{
-    charge, finish_intent, settle, settle_detached, usage_when_cut, Bill, Charge, Outcome,
+    abandon, charge, finish_intent, settle, settle_detached, usage_when_cut, Bill, Charge, Outcome,
     Recorded, ReplyText, Settled,
 };
 pub use target::{Target, Targets};
@@ -34,7 +34,7 @@ use lambent_llm::{
     ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
     ToolChoice, ToolResult, Turn,
 };
-use lambent_ports::{ItemStore, StoreError};
+use lambent_ports::{ItemStore, StoreError, TxOp};
 use lambent_store::budgets::{self, Reservation};
 use lambent_store::messages::{self, MessageStatus};
 use lambent_store::models::Prices;
@@ -362,18 +362,8 @@ async fn prepare(
         Record::Call { call_id } => call_id.clone(),
         _ => new_call_id(state),
     };
-    let reservation = budgets::reserve(
-        store,
-        &call_id,
-        owner,
-        lambent_core::time::month_of(&day),
-        limits.monthly,
-        limits.session,
-        worst,
-        state.clock.now_millis(),
-    )
-    .await?;
-    Ok(Prepared {
+    let month = lambent_core::time::month_of(&day).to_owned();
+    let mut call = Prepared {
         owner: owner.to_owned(),
         agent_id: target.agent_id,
         model: target.model.clone(),
@@ -390,13 +380,26 @@ async fn prepare(
             parallel_tool_calls: target.parallel_tool_calls,
             stop_sequences: target.stop_sequences,
         },
-        reservation,
+        reservation: budgets::Reservation::none(&call_id, owner, &month),
         record,
         day,
         prepared_at: now,
         expires_at: sessions::expiry(now, state.config.session_ttl),
         prompt_tokens,
-    })
+    };
+    call.reservation = budgets::reserve(
+        store,
+        &call_id,
+        owner,
+        &month,
+        limits.monthly,
+        limits.session,
+        worst,
+        state.clock.now_millis(),
+        |reservation| call.bill_json(reservation),
+    )
+    .await?;
+    Ok(call)
 }
 
 /// A reply on its way: the provider's stream, and the write of the user's
@@ -415,7 +418,7 @@ pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<St
     // once must fail before either reaches the model.
     if call.answers_tool_calls() {
         if let Err(e) = store_user_message(state, call).await {
-            release(state, call).await;
+            release_unless_ambiguous(state, call, &e).await;
             return Err(e);
         }
         return match llm.stream(&call.endpoint, &call.request).await {
@@ -450,7 +453,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
     let (stored, reply) = if call.answers_tool_calls() {
         // As in `start`: tool results are written before the call.
         if let Err(e) = store_user_message(state, call).await {
-            release(state, call).await;
+            release_unless_ambiguous(state, call, &e).await;
             return Err(e);
         }
         (Ok(()), llm.complete(&call.endpoint, &call.request).await)
@@ -461,7 +464,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
         )
     };
     if let Err(e) = stored {
-        release(state, call).await;
+        release_unless_ambiguous(state, call, &e).await;
         return Err(e);
     }
     match reply {
@@ -558,19 +561,80 @@ fn store_user_message(
         } => None,
         Record::Call { .. } | Record::Step { .. } => None,
     };
+    // A turn's ledger entry comes with its reservation; holding none, it
+    // comes with the user's message, so a turn whose process dies is
+    // always found and marked by the sweeper.
+    let ops = ops.map(|mut ops| {
+        if !call.reservation.holds() {
+            ops.push(TxOp::Put {
+                item: lambent_store::ledger::reserved_entry(
+                    &call.reservation,
+                    &call.bill_json(&call.reservation),
+                    state.clock.now_millis(),
+                ),
+                condition: None,
+            });
+        }
+        ops
+    });
+    let first_input = match &call.record {
+        Record::SessionTurn {
+            session_id,
+            input_message_ids,
+            ..
+        } => input_message_ids
+            .first()
+            .map(|id| messages::item_key(session_id, id)),
+        _ => None,
+    };
     let store = state.store.clone();
     async move {
         let Some(ops) = ops else { return Ok(()) };
-        match store.transact(ops).await {
-            Ok(()) => Ok(()),
-            // The session check is first; the answered marker of tool
-            // results, last.
-            Err(StoreError::TransactionCancelled { failed }) if !failed.contains(&0) => Err(
-                Error::Conflict("tool_results: these calls were answered already".into()),
-            ),
-            Err(e) if e.is_condition_failure() => Err(Error::NotFound("session")),
-            Err(e) => Err(e.into()),
+        let mut attempt = 0;
+        loop {
+            match store.transact(ops.clone()).await {
+                Ok(()) => return Ok(()),
+                // The session check is first; the answered marker of tool
+                // results after the messages.
+                Err(StoreError::TransactionCancelled { failed }) if !failed.contains(&0) => {
+                    return Err(Error::Conflict(
+                        "tool_results: these calls were answered already".into(),
+                    ))
+                }
+                Err(e) if e.is_condition_failure() => return Err(Error::NotFound("session")),
+                Err(e) if attempt + 1 < INPUT_ATTEMPTS => {
+                    // It may have landed (a lost answer): read it back
+                    // before writing it again.
+                    if let Some(key) = &first_input {
+                        if matches!(store.get(key).await, Ok(Some(_))) {
+                            return Ok(());
+                        }
+                    }
+                    tracing::warn!(error = %e, "storing the turn's input failed; trying again");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+    }
+}
+
+/// Tries of the write of a turn's input before the turn is refused.
+const INPUT_ATTEMPTS: u32 = 3;
+
+/// Whether a failed write may have landed all the same (a timeout, an
+/// outage): only the sweeper can then tell.
+fn is_ambiguous(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(_))
+}
+
+/// Gives the reservation back after the input's write failed, unless that
+/// write may have landed: then the sweeper closes the call (and marks the
+/// turn if its input is there) once it is stale.
+async fn release_unless_ambiguous(state: &State, call: &Prepared, e: &Error) {
+    if !is_ambiguous(e) {
+        release(state, call).await;
     }
 }
 

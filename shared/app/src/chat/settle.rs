@@ -132,6 +132,10 @@ pub enum Recorded {
     SessionTurn {
         session_id: String,
         assistant_message_id: String,
+        /// The first message of the turn's input (the user's, or its first
+        /// tool result): an abandoned turn is marked only if it is there.
+        #[serde(default)]
+        input_message_id: Option<String>,
         /// Messages the turn adds to the session, the reply included.
         stored_messages: u64,
     },
@@ -180,10 +184,12 @@ impl Prepared {
             Record::SessionTurn {
                 session_id,
                 assistant_message_id,
+                input_message_ids,
                 ..
             } => Recorded::SessionTurn {
                 session_id: session_id.clone(),
                 assistant_message_id: assistant_message_id.clone(),
+                input_message_id: input_message_ids.first().cloned(),
                 stored_messages: self.stored_messages(),
             },
             Record::Call { .. } => Recorded::Call,
@@ -204,6 +210,16 @@ impl Prepared {
             prepared_at: self.prepared_at,
             expires_at: self.expires_at,
         }
+    }
+
+    /// The call's bill as its ledger entry keeps it, with `reservation`.
+    pub fn bill_json(&self, reservation: &Reservation) -> String {
+        let bill = Bill {
+            reservation: reservation.clone(),
+            ..self.bill()
+        };
+        // Strings, numbers and decimals: serialising cannot fail.
+        serde_json::to_string(&bill).unwrap_or_default()
     }
 }
 
@@ -303,7 +319,14 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
     };
     let mut attempt = 0;
     let cost_usd = loop {
-        match settle_bill(store, &bill, &outcome, intent_written).await {
+        let entry = if intent_written {
+            Entry::Intent
+        } else if bill.reservation.holds() {
+            Entry::Held
+        } else {
+            Entry::Gone
+        };
+        match settle_bill(store, &bill, &outcome, entry).await {
             Ok(cost) => break cost,
             Err(e) if attempt + 1 < SETTLE_ATTEMPTS && is_transient(&e) => {
                 attempt += 1;
@@ -357,7 +380,38 @@ pub async fn finish_intent(store: &dyn ItemStore, intent: &Intent) -> Result<Dec
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
     let outcome: Outcome = serde_json::from_str(&intent.outcome)
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
-    settle_bill(store, &bill, &outcome, true).await
+    settle_bill(store, &bill, &outcome, Entry::Intent).await
+}
+
+/// The stop reason of a turn whose process died before its reply was in.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Closes the account of a call that never reported an outcome (its
+/// process died): its reservation is given back and, for a session turn,
+/// the turn is marked with a `failed` reply (`stop_reason: "interrupted"`,
+/// no cost: what the provider did is unknown), so no user message is left
+/// unanswered. Only while the entry still has no outcome: a call that
+/// turns out alive settles as usual.
+pub async fn abandon(
+    store: &dyn ItemStore,
+    reservation: &Reservation,
+    bill: Option<&str>,
+) -> Result<()> {
+    let bill = bill.and_then(|b| serde_json::from_str::<Bill>(b).ok());
+    match bill {
+        Some(bill) if matches!(bill.recorded, Recorded::SessionTurn { .. }) => {
+            let outcome = Outcome {
+                text: ReplyText::default(),
+                tool_calls: Vec::new(),
+                status: MessageStatus::Failed,
+                usage: Usage::default(),
+                stop_reason: Some(INTERRUPTED.into()),
+            };
+            settle_bill(store, &bill, &outcome, Entry::Abandoned).await?;
+            Ok(())
+        }
+        _ => budgets::release_abandoned(store, reservation).await,
+    }
 }
 
 /// What a settle must do with the call's ledger entry.
@@ -366,8 +420,11 @@ enum Entry {
     /// It holds the reservation: consume it, or learn that someone else
     /// did (and released the reservation).
     Held,
-    /// Only the intent is left: remove it.
+    /// It may exist but holds no reservation: remove it.
     Intent,
+    /// The sweeper closes an abandoned call: consume the entry only while
+    /// it has no outcome, else leave everything to the live call.
+    Abandoned,
     /// There is none.
     Gone,
 }
@@ -379,13 +436,12 @@ async fn settle_bill(
     store: &dyn ItemStore,
     bill: &Bill,
     outcome: &Outcome,
-    intent_written: bool,
+    entry: Entry,
 ) -> Result<Decimal> {
     let mut bill = bill.clone();
-    let mut entry = match (bill.reservation.holds(), intent_written) {
-        (true, _) => Entry::Held,
-        (false, true) => Entry::Intent,
-        (false, false) => Entry::Gone,
+    let mut entry = match entry {
+        Entry::Intent if bill.reservation.holds() => Entry::Held,
+        other => other,
     };
     for _ in 0..3 {
         let (mut ops, recorded_ops) = record_ops(&bill, outcome)?;
@@ -395,18 +451,47 @@ async fn settle_bill(
         match entry {
             Entry::Held => ops.push(budgets::consume_entry_op(&bill.reservation)),
             Entry::Intent => ops.push(budgets::consume_entry_op(&bill.reservation.released())),
+            Entry::Abandoned => ops.push(TxOp::Delete {
+                key: ledger::entry_key(&bill.call_id),
+                condition: Some(ledger::abandoned()),
+            }),
             Entry::Gone => {}
         }
+        // An abandoned turn is marked only after its input.
+        let input_checked = match (&entry, &bill.recorded) {
+            (
+                Entry::Abandoned,
+                Recorded::SessionTurn {
+                    session_id,
+                    input_message_id: Some(input),
+                    ..
+                },
+            ) => {
+                ops.push(TxOp::Check {
+                    key: messages::item_key(session_id, input),
+                    condition: Condition::Exists,
+                });
+                Some(ops.len() - 1)
+            }
+            _ => None,
+        };
         match lambent_store::transact_retrying(store, ops).await {
             Ok(()) => return Ok(cost_usd),
             Err(StoreError::TransactionCancelled { failed }) => {
+                if entry == Entry::Abandoned && failed.contains(&consumes) {
+                    // The call reported its outcome meanwhile: it is alive.
+                    return Ok(Decimal::ZERO);
+                }
+                if input_checked.is_some_and(|i| failed.contains(&i)) {
+                    // Its input was never stored: nothing to mark.
+                    budgets::release_abandoned(store, &bill.reservation).await?;
+                    return Ok(Decimal::ZERO);
+                }
                 let checkpointed = is_attempt(&bill) && failed.contains(&1);
                 if failed.contains(&0) || checkpointed {
                     // Recorded and counted already (by an earlier try, or
                     // by the step's checkpoint): only the intent is left.
-                    if entry == Entry::Intent
-                        || (entry == Entry::Held && !failed.contains(&consumes))
-                    {
+                    if entry != Entry::Gone && !failed.contains(&consumes) {
                         ledger::forget(store, &bill.call_id).await?;
                     }
                     return Ok(cost_usd);
@@ -455,6 +540,7 @@ fn record_ops(bill: &Bill, outcome: &Outcome) -> Result<(Vec<TxOp>, usize)> {
             session_id,
             assistant_message_id,
             stored_messages,
+            ..
         } => {
             let cost_usd = usage::cost(&outcome.usage, &bill.prices);
             let reply = Reply {
