@@ -4,4 +4,5 @@
 mod chat;
 mod contracts;
 mod identity;
+mod rotation;
 mod startup;

@@ -88,9 +88,20 @@ async fn serve_on_aws_is_healthy_then_names_the_store_when_the_emulator_stops() 
     assert_eq!(body["status"], "ok", "{body}");
 
     moto.stop();
-    let response = client.get(lambent.url("/health")).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
+    // `/health` answers from a report cached for 10 s: the failure shows
+    // within that time.
+    let body: Value = lambent_testkit::eventually(
+        "/health names the store",
+        Duration::from_secs(30),
+        || async {
+            let response = client.get(lambent.url("/health")).send().await.unwrap();
+            if response.status() != 503 {
+                return None;
+            }
+            Some(response.json().await.unwrap())
+        },
+    )
+    .await;
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["store"]["status"], "failed", "{body}");
 }

@@ -51,8 +51,7 @@ async fn the_authorizer_decides_an_api_gateway_authorization_event() {
     )
     .await
     .unwrap();
-    let hash_key = state.identity.keys().await.unwrap().api_key_hash;
-    let (info, key) = keys::create(state.store.as_ref(), &hash_key, &user.id, None)
+    let (info, key) = keys::create(state.store.as_ref(), &user.id, None)
         .await
         .unwrap();
 

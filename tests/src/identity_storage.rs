@@ -200,9 +200,8 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
     let store = s.store.as_ref();
     let leaver = user(s, "leaver").await;
     let stayer = user(s, "stayer").await;
-    let hash_key = [9u8; 32];
-    let (key, _) = keys::create(store, &hash_key, &leaver, None).await.unwrap();
-    let (kept_key, _) = keys::create(store, &hash_key, &stayer, None).await.unwrap();
+    let (key, _) = keys::create(store, &leaver, None).await.unwrap();
+    let (kept_key, _) = keys::create(store, &stayer, None).await.unwrap();
     let prv = provider(s, &leaver, "p").await;
     provider(s, &stayer, "p").await;
     let catalog = Catalog::new(Duration::ZERO);
@@ -260,7 +259,7 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
         Err(Error::NotFound(_))
     ));
     // Nothing can be attached to a deleted user.
-    assert!(keys::create(store, &hash_key, &leaver, None).await.is_err());
+    assert!(keys::create(store, &leaver, None).await.is_err());
 }
 
 pub async fn rate_limits_hold_across_processes(s: &Storage) {

@@ -124,6 +124,7 @@ macro_rules! backend_suites {
                 $crate::workflow_storage::Flow::$backend();
                 a_settle_left_by_an_outage_is_finished_once_by_the_sweeper,
                 a_settle_whose_answer_is_lost_counts_once,
+                a_settle_that_conflicts_on_contention_is_retried_and_counts_once,
                 an_abandoned_reservation_is_released_after_the_stale_time,
                 a_call_that_outlives_its_release_is_still_counted_once,
                 a_run_whose_messages_were_lost_is_finished_after_the_sweeper_requeues_it,

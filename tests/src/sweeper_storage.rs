@@ -32,6 +32,29 @@ fn later(flow: &Flow, ahead: Duration) -> State {
     }
 }
 
+/// Takes every message off the steps queue, as if lost; returns how many.
+async fn lose_step_messages(flow: &Flow) -> usize {
+    let lost = flow
+        .state
+        .queue
+        .receive(
+            QueueName::Steps,
+            10,
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    for message in &lost {
+        flow.state
+            .queue
+            .delete(QueueName::Steps, &message.receipt)
+            .await
+            .unwrap();
+    }
+    lost.len()
+}
+
 /// The owner's month: (committed, spent).
 async fn month(flow: &Flow) -> (Decimal, Decimal) {
     let today = lambent_core::time::today();
@@ -145,6 +168,22 @@ pub async fn a_settle_whose_answer_is_lost_counts_once(flow: &Flow) {
     assert_eq!(swept, sweeper::Swept::default());
 }
 
+pub async fn a_settle_that_conflicts_on_contention_is_retried_and_counts_once(flow: &Flow) {
+    let call = prepared(flow).await;
+    let faults = Faults::new();
+    // Twice cancelled as DynamoDB cancels a transaction racing another on
+    // the same items; the third try lands.
+    faults.fail_writes(|k| k.sk.starts_with("USAGE#"), 0, 2, Fault::Conflict);
+    let faulty = FaultyStore::new(flow.state.store.clone(), faults.clone());
+    let settled = chat::settle(&faulty, &call, outcome()).await.unwrap();
+    assert_eq!(faults.injected(), 2);
+    assert_eq!(flow.billed_today().await, (settled.cost_usd, 1));
+    assert_eq!(month(flow).await, (settled.cost_usd, settled.cost_usd));
+    // Nothing was left for the sweeper.
+    let swept = sweeper::sweep(&later(flow, Duration::from_secs(3600))).await;
+    assert_eq!(swept, sweeper::Swept::default());
+}
+
 pub async fn an_abandoned_reservation_is_released_after_the_stale_time(flow: &Flow) {
     // Reserved, then its process died: no outcome, ever.
     let call = prepared(flow).await;
@@ -179,25 +218,7 @@ pub async fn a_run_whose_messages_were_lost_is_finished_after_the_sweeper_requeu
     let workflow = flow.workflow(lambent_testkit::DIAMOND).await;
     let run_id = flow.start(&workflow, json!({"topic": "owls"}), None).await;
     // Its root steps' messages are lost.
-    let lost = flow
-        .state
-        .queue
-        .receive(
-            QueueName::Steps,
-            10,
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-        )
-        .await
-        .unwrap();
-    assert_eq!(lost.len(), 2);
-    for message in &lost {
-        flow.state
-            .queue
-            .delete(QueueName::Steps, &message.receipt)
-            .await
-            .unwrap();
-    }
+    assert_eq!(lose_step_messages(flow).await, 2);
     // The first look notes the stranded steps; the next, a stale time
     // later, enqueues them again.
     let stale = flow.state.config.sweep_stale;
@@ -234,24 +255,7 @@ pub async fn a_run_whose_step_used_up_its_attempts_is_failed_by_the_sweeper(flow
         )
         .await
         .unwrap();
-    let lost = flow
-        .state
-        .queue
-        .receive(
-            QueueName::Steps,
-            10,
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-        )
-        .await
-        .unwrap();
-    for message in &lost {
-        flow.state
-            .queue
-            .delete(QueueName::Steps, &message.receipt)
-            .await
-            .unwrap();
-    }
+    lose_step_messages(flow).await;
     let stale = flow.state.config.sweep_stale;
     sweeper::sweep(&later(flow, Duration::ZERO)).await;
     let swept = sweeper::sweep(&later(flow, stale + Duration::from_secs(1))).await;

@@ -1,16 +1,20 @@
 //! The public routes: `GET /health` checks the store, the key cipher and the
 //! queue (see `lambent_app::health`), 200 when all pass, 503 naming the failed
-//! ones; `GET /openapi.json` serves the API's OpenAPI document.
+//! ones, reusing its answer for 10 s (`health::CACHE_FOR`) so it costs no
+//! AWS call per request and reads no secret; `GET /openapi.json` serves the
+//! API's OpenAPI document.
 //!
 //! The document is generated from the route crates' annotations by
 //! `lambent openapi` and committed as `docs/openapi.json`; a test fails when
 //! the committed file differs from what the code generates.
 
+use std::sync::Arc;
+
 use axum::extract::State as Extract;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use lambent_app::health::Report;
+use axum::{Extension, Json};
+use lambent_app::health::{Cached, Report};
 use lambent_app::state::State;
 use lambent_http::group::{self, RouteGroup};
 use utoipa_axum::router::OpenApiRouter;
@@ -26,10 +30,13 @@ pub fn documented() -> OpenApiRouter<State> {
         .routes(routes!(openapi))
 }
 
-/// The route group: public routes, no API key.
+/// The route group: public routes, no API key. The routes of one process
+/// share one cached health report.
 pub const GROUP: RouteGroup = RouteGroup {
     openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::public(documented(), state)),
+    routes: |state| {
+        Ok(group::public(documented(), state).layer(Extension(Arc::new(Cached::default()))))
+    },
 };
 
 /// Check every dependency.
@@ -37,8 +44,11 @@ pub const GROUP: RouteGroup = RouteGroup {
     responses(
         (status = 200, description = "every check passed", body = Report),
         (status = 503, description = "a dependency failed; `checks` names it", body = Report)))]
-async fn health(Extract(state): Extract<State>) -> Response {
-    let report = lambent_app::health::check(&state).await;
+async fn health(
+    Extract(state): Extract<State>,
+    Extension(cached): Extension<Arc<Cached>>,
+) -> Response {
+    let report = cached.check(&state).await;
     let status = if report.is_ok() {
         StatusCode::OK
     } else {

@@ -1,11 +1,13 @@
-//! Lambda glue: logging, configuration and clients once per cold start, then serve.
+//! Lambda glue: logging, configuration and clients once per cold start, then
+//! serve. The health function reads no secret (its role may not): its state
+//! is built without the secrets port.
 use lambent_boot::Needs;
 use lambent_boot::QueueName;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
-    let state = lambent_boot::aws_from_env(Needs {
+    let state = lambent_boot::aws_without_secrets_from_env(Needs {
         cipher: true,
         queues: &[QueueName::Steps],
     })

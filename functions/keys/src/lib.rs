@@ -84,8 +84,7 @@ async fn create_key(
         .name
         .map(|n| validate::name("name", &n, 200))
         .transpose()?;
-    let hash_key = state.identity.keys().await?.api_key_hash;
-    let (info, full) = keys::create(state.store.as_ref(), &hash_key, &user_id, name).await?;
+    let (info, full) = keys::create(state.store.as_ref(), &user_id, name).await?;
     let audited = AuditSubject {
         user_id: info.user_id.clone(),
         resource_id: info.id.clone(),

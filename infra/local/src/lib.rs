@@ -8,4 +8,5 @@ pub mod consumers;
 pub mod openapi;
 pub mod provision;
 pub mod resources;
+pub mod rotate;
 pub mod serve;

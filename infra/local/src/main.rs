@@ -59,6 +59,14 @@ enum Command {
         #[arg(long, env = "LAMBENT_SECRET_ID")]
         secret_id: String,
     },
+    /// Rotate the embedded backend's root secret: a new one becomes current,
+    /// the old one is kept as the previous one (API keys and cursors keep
+    /// working), the old bootstrap admin key is revoked and the new one
+    /// printed. On AWS use `aws secretsmanager put-secret-value` (docs/SECRETS.md).
+    RotateSecret {
+        #[arg(long, default_value = "./.lambent", env = "LAMBENT_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -123,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::RotateSecret { data_dir } => lambent_local::rotate::run(
+            &data_dir,
+            &lambent_app::config::Config::from_env(&lambent_core::env::ProcessEnv)?,
+        ),
     }
 }
 

@@ -14,6 +14,12 @@ pub struct Config {
     pub session_ttl: Duration,
     /// How long a verified API key may be trusted without a store lookup.
     pub auth_cache: Duration,
+    /// How long keys derived from the root secret are used before it is
+    /// read again: a rotation reaches every process within it.
+    pub secret_cache: Duration,
+    /// Whether the bootstrap admin key works (`LAMBENT_BOOTSTRAP_ADMIN=off`
+    /// turns it off once real admin users exist).
+    pub bootstrap_admin: bool,
     /// Browser origins allowed by CORS; empty means no cross-origin access.
     pub cors_origins: Vec<String>,
     /// Largest request body accepted (413 past it).
@@ -69,6 +75,8 @@ impl Default for Config {
         Config {
             session_ttl: Duration::from_secs(30 * 86_400),
             auth_cache: Duration::from_secs(5),
+            secret_cache: Duration::from_secs(300),
+            bootstrap_admin: true,
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             health_check_timeout: Duration::from_millis(2_000),
@@ -117,6 +125,19 @@ impl Config {
             auth_cache: number(env, "LAMBENT_AUTH_CACHE_SECS", 0..=300)?
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.auth_cache),
+            secret_cache: number(env, "LAMBENT_SECRET_CACHE_SECS", 0..=3600)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.secret_cache),
+            bootstrap_admin: match env.var("LAMBENT_BOOTSTRAP_ADMIN").as_deref() {
+                None | Some("on") | Some("1") | Some("true") => true,
+                Some("off") | Some("0") | Some("false") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LAMBENT_BOOTSTRAP_ADMIN",
+                        why: format!("{other:?} is not on or off"),
+                    })
+                }
+            },
             cors_origins: match env.var("LAMBENT_CORS_ORIGINS") {
                 None => Vec::new(),
                 Some(list) => cors_origins(&list)?,

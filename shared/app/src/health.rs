@@ -1,12 +1,16 @@
 //! `GET /health`: really checks the store, the key cipher and the queue, each
 //! within a time limit, concurrently, so a hanging dependency cannot hang the
-//! check. Failures are named; their details go to the logs only.
+//! check. Failures are named; their details go to the logs only. The public
+//! route answers from [`Cached`]: one set of checks per [`CACHE_FOR`],
+//! however many requests come. No secret is read: a health check needs none
+//! (the health function is not even allowed to read one).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Mutex;
 
 use crate::state::State;
 
@@ -46,6 +50,48 @@ impl Report {
     }
 }
 
+/// How long a health report is reused.
+pub const CACHE_FOR: Duration = Duration::from_secs(10);
+
+/// The last report and when it was made (by the state's clock), reused for
+/// its lifetime so a busy public route makes no AWS call per request.
+/// Concurrent requests wait for one set of checks, never start their own.
+pub struct Cached {
+    lifetime: Duration,
+    last: Mutex<Option<(i64, Report)>>,
+}
+
+impl Cached {
+    pub fn new(lifetime: Duration) -> Cached {
+        Cached {
+            lifetime,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The last report if it is younger than the lifetime, else a new one.
+    pub async fn check(&self, state: &State) -> Report {
+        let mut last = self.last.lock().await;
+        let lifetime_ms = i64::try_from(self.lifetime.as_millis()).unwrap_or(i64::MAX);
+        let now = state.clock.now_millis();
+        if let Some((at, report)) = last.as_ref() {
+            if (*at..at.saturating_add(lifetime_ms)).contains(&now) {
+                return report.clone();
+            }
+        }
+        let report = check(state).await;
+        *last = Some((state.clock.now_millis(), report.clone()));
+        report
+    }
+}
+
+impl Default for Cached {
+    fn default() -> Cached {
+        Cached::new(CACHE_FOR)
+    }
+}
+
+/// Checks every dependency now.
 pub async fn check(state: &State) -> Report {
     let limit = state.config.health_check_timeout;
     let (store, cipher, queue) = tokio::join!(

@@ -37,7 +37,7 @@ impl State {
         queue: Arc<dyn Queue>,
         secrets: Arc<dyn Secrets>,
     ) -> State {
-        let identity = Arc::new(Identity::new(secrets.clone(), config.auth_cache));
+        let identity = Arc::new(Identity::for_config(secrets.clone(), &config));
         let catalog = Arc::new(Catalog::new(config.auth_cache));
         let targets = Arc::new(Targets::new(config.auth_cache));
         State {

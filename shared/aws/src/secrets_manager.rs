@@ -1,24 +1,31 @@
 //! The secrets port on Secrets Manager: one secret whose SecretString is a
-//! JSON object of string fields (`{"signing_key": "..."}`). It is fetched
-//! once, on first use, and kept (parsed) for the life of the process.
+//! JSON object of string fields (`{"signing_key": "..."}`). Its current value
+//! is the version staged `AWSCURRENT`; `put-secret-value` moves that stage to
+//! the new version and `AWSPREVIOUS` to the one it replaced, which is what
+//! [`Secrets::get_previous`] reads. Nothing is cached here: every call is one
+//! GetSecretValue, and the caller (the server keys, `lambent_app::identity`)
+//! decides how long what it derived is kept.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_secretsmanager::Client;
-use tokio::sync::OnceCell;
 
 use super::sdk::error_text;
 use lambent_core::secret::{ExposeSecret, SecretString};
 use lambent_ports::secrets::{Secrets, SecretsError, SecretsResult};
+
+/// The stage of the current version.
+pub const CURRENT: &str = "AWSCURRENT";
+/// The stage of the version the last rotation replaced.
+pub const PREVIOUS: &str = "AWSPREVIOUS";
 
 /// The Secrets Manager adapter of [`Secrets`].
 #[derive(Debug)]
 pub struct SecretsManagerSecrets {
     client: Client,
     secret_id: String,
-    fields: OnceCell<BTreeMap<String, SecretString>>,
 }
 
 impl SecretsManagerSecrets {
@@ -27,7 +34,6 @@ impl SecretsManagerSecrets {
         SecretsManagerSecrets {
             client,
             secret_id: secret_id.into(),
-            fields: OnceCell::new(),
         }
     }
 
@@ -40,24 +46,39 @@ impl SecretsManagerSecrets {
         &self.secret_id
     }
 
-    async fn fetch(&self) -> SecretsResult<BTreeMap<String, SecretString>> {
-        let out = self
+    /// The fields of the version in `stage`; `None` if no version has that
+    /// stage (a secret never rotated has no `AWSPREVIOUS`).
+    async fn fetch(&self, stage: &str) -> SecretsResult<Option<BTreeMap<String, SecretString>>> {
+        let out = match self
             .client
             .get_secret_value()
             .secret_id(&self.secret_id)
+            .version_stage(stage)
             .send()
             .await
-            .map_err(|e| SecretsError::Unavailable(error_text(&e)))?;
+        {
+            Ok(out) => out,
+            Err(e)
+                if stage != CURRENT
+                    && e.as_service_error()
+                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(SecretsError::Unavailable(error_text(&e))),
+        };
         let Some(text) = out.secret_string else {
             return Err(SecretsError::Malformed(format!(
-                "secret {} has no SecretString",
+                "secret {} ({stage}) has no SecretString",
                 self.secret_id
             )));
         };
         let text = SecretString::from(text);
-        parse_fields(text.expose_secret()).map_err(|reason| {
-            SecretsError::Malformed(format!("secret {}: {reason}", self.secret_id))
-        })
+        parse_fields(text.expose_secret())
+            .map(Some)
+            .map_err(|reason| {
+                SecretsError::Malformed(format!("secret {} ({stage}): {reason}", self.secret_id))
+            })
     }
 }
 
@@ -83,15 +104,23 @@ fn parse_fields(text: &str) -> Result<BTreeMap<String, SecretString>, String> {
 #[async_trait]
 impl Secrets for SecretsManagerSecrets {
     async fn get(&self, name: &str) -> SecretsResult<Option<SecretString>> {
-        let fields = self.fields.get_or_try_init(|| self.fetch()).await?;
-        Ok(fields.get(name).cloned())
+        Ok(self
+            .fetch(CURRENT)
+            .await?
+            .and_then(|mut fields| fields.remove(name)))
     }
 
-    /// Fetches (and caches) the secret: GetSecretValue is the only action a
-    /// function's role is granted, and the value is needed anyway.
+    async fn get_previous(&self, name: &str) -> SecretsResult<Option<SecretString>> {
+        Ok(self
+            .fetch(PREVIOUS)
+            .await?
+            .and_then(|mut fields| fields.remove(name)))
+    }
+
+    /// Reads the current version: GetSecretValue is the only action a
+    /// function's role is granted on the secret.
     async fn ping(&self) -> SecretsResult<()> {
-        self.fields.get_or_try_init(|| self.fetch()).await?;
-        Ok(())
+        self.fetch(CURRENT).await.map(|_| ())
     }
 }
 

@@ -12,7 +12,10 @@ use lambent_core::clock::Clock;
 
 use lambent_app::config::{Config, ConfigError, ProcessEnv};
 use lambent_app::state::{StartError, State};
-use lambent_aws::load_sdk_config;
+use lambent_aws::{load_sdk_config, DynamoStore, KmsCipher, SqsQueue};
+use lambent_ports::secrets::NoSecrets;
+use lambent_ports::{ItemStore, KeyCipher, Ports, Queue};
+
 pub use lambent_aws::AwsResources;
 pub use lambent_ports::{Needs, QueueName};
 
@@ -38,6 +41,22 @@ pub fn embedded_on(
 /// The state of a Lambda function: configuration and resource names from
 /// the process environment, clients built and warmed once.
 pub async fn aws_from_env(needs: Needs) -> Result<State, StartError> {
+    let (sdk, config, resources) = aws_env(needs).await?;
+    aws(&sdk, config, resources).await
+}
+
+/// The state of a function that reads no secret (the health function):
+/// like [`aws_from_env`], but see [`aws_without_secrets`].
+pub async fn aws_without_secrets_from_env(needs: Needs) -> Result<State, StartError> {
+    let (sdk, config, resources) = aws_env(needs).await?;
+    aws_without_secrets(&sdk, config, resources).await
+}
+
+/// Configuration, resource names and the SDK configuration from the
+/// process environment.
+async fn aws_env(
+    needs: Needs,
+) -> Result<(aws_config::SdkConfig, Config, AwsResources), StartError> {
     let env = ProcessEnv;
     let config = Config::from_env(&env)?;
     let resources = AwsResources::from_env(&env, needs)?;
@@ -49,7 +68,7 @@ pub async fn aws_from_env(needs: Needs) -> Result<State, StartError> {
         }
         .into());
     }
-    aws(&sdk, config, resources).await
+    Ok((sdk, config, resources))
 }
 
 /// The state over the AWS adapters of `resources`, each warmed with one
@@ -62,8 +81,9 @@ pub async fn aws(
 ) -> Result<State, StartError> {
     let ports = lambent_aws::connect(sdk, &resources).await?;
     let state = State::from_ports(config, ports);
-    // The root secret was just read by the warm-up; deriving the keys now
-    // means the first request pays nothing, and a missing one fails the start.
+    // The root secret is there (the warm-up read it); deriving the keys now
+    // means the first request pays nothing, and a missing `signing_key`
+    // fails the start.
     state
         .identity
         .keys()
@@ -73,4 +93,52 @@ pub async fn aws(
             detail: e.to_string(),
         })?;
     Ok(state)
+}
+
+/// The state of a function that reads no secret: the store, and the key
+/// cipher and queues `resources` name, warmed as [`aws`] warms them, but its
+/// secrets port is [`NoSecrets`] and nothing reads the root secret or
+/// derives server keys, neither here nor later (its routes need none), so
+/// its role needs no permission on the secret. A cipher `resources` does not
+/// name is a KMS client on no key, queues it does not name are unknown to
+/// the SQS client: any use of them fails.
+pub async fn aws_without_secrets(
+    sdk: &aws_config::SdkConfig,
+    config: Config,
+    resources: AwsResources,
+) -> Result<State, StartError> {
+    let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::from_conf(sdk, &resources.table));
+    let cipher: Arc<dyn KeyCipher> = Arc::new(KmsCipher::from_conf(
+        sdk,
+        resources.kms_key_id.clone().unwrap_or_default(),
+    ));
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::from_conf(sdk, resources.queue_urls.clone()));
+
+    // One after the other (three small calls): this crate runs no executor
+    // of its own to join them with.
+    let failed = |name: &'static str| move |detail: String| StartError::Dependency { name, detail };
+    store
+        .ping()
+        .await
+        .map_err(|e| failed("store (LAMBENT_TABLE)")(e.to_string()))?;
+    if resources.kms_key_id.is_some() {
+        cipher
+            .ping()
+            .await
+            .map_err(|e| failed("cipher (LAMBENT_KMS_KEY_ID)")(e.to_string()))?;
+    }
+    if !resources.queue_urls.is_empty() {
+        queue
+            .ping()
+            .await
+            .map_err(|e| failed("queue (LAMBENT_*_QUEUE_URL)")(e.to_string()))?;
+    }
+    let ports = Ports {
+        store,
+        cipher,
+        queue,
+        secrets: Arc::new(NoSecrets),
+        clock: lambent_core::clock::system(),
+    };
+    Ok(State::from_ports(config, ports))
 }

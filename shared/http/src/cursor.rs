@@ -2,12 +2,15 @@
 //! store's position is encrypted and authenticated (AES-256-GCM) under a key
 //! derived from the deployment's root secret, with the cursor's scope (route,
 //! caller, filters) as associated data, so a cursor works only for the listing
-//! that issued it. Anything else is a 400.
+//! that issued it. Anything else is a 400. A cursor is sealed under the
+//! current root's key and opened under it or the previous root's, so one
+//! rotation of the root never breaks a listing in progress.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use lambent_app::bootstrap::Derived;
 use lambent_core::Error;
 
 use lambent_core::ids;
@@ -17,9 +20,10 @@ const NONCE_LEN: usize = 12;
 /// Longest cursor accepted, so a huge query string is refused before decoding.
 const MAX_CURSOR_LEN: usize = 1024;
 
-/// Seals a store position for the listing identified by `scope`.
-pub fn seal(key: &[u8; 32], scope: &str, position: &StoreCursor) -> String {
-    let cipher = Aes256Gcm::new(key.into());
+/// Seals a store position for the listing identified by `scope`, under the
+/// current root's key.
+pub fn seal(keys: &Derived, scope: &str, position: &StoreCursor) -> String {
+    let cipher = Aes256Gcm::new((&keys.current).into());
     let nonce = ids::random_bytes::<NONCE_LEN>();
     let payload = Payload {
         msg: position.0.as_bytes(),
@@ -37,8 +41,9 @@ pub fn seal(key: &[u8; 32], scope: &str, position: &StoreCursor) -> String {
     }
 }
 
-/// Opens a cursor issued by [`seal`] for the same scope.
-pub fn open(key: &[u8; 32], scope: &str, cursor: &str) -> Result<StoreCursor, Error> {
+/// Opens a cursor issued by [`seal`] for the same scope, under the current
+/// root's key or the previous one's.
+pub fn open(keys: &Derived, scope: &str, cursor: &str) -> Result<StoreCursor, Error> {
     let invalid = || Error::BadRequest("cursor: not a cursor issued for this listing".into());
     if cursor.len() > MAX_CURSOR_LEN {
         return Err(invalid());
@@ -48,16 +53,21 @@ pub fn open(key: &[u8; 32], scope: &str, cursor: &str) -> Result<StoreCursor, Er
         return Err(invalid());
     }
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-    let cipher = Aes256Gcm::new(key.into());
-    let plain = cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: sealed,
-                aad: scope.as_bytes(),
-            },
-        )
-        .map_err(|_| invalid())?;
+    let plain = keys
+        .all()
+        .iter()
+        .find_map(|key| {
+            Aes256Gcm::new(key.into())
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: scope.as_bytes(),
+                    },
+                )
+                .ok()
+        })
+        .ok_or_else(invalid)?;
     String::from_utf8(plain)
         .map(StoreCursor)
         .map_err(|_| invalid())
@@ -67,14 +77,21 @@ pub fn open(key: &[u8; 32], scope: &str, cursor: &str) -> Result<StoreCursor, Er
 mod tests {
     use super::*;
 
+    fn keys(current: u8, previous: Option<u8>) -> Derived {
+        Derived {
+            current: [current; 32],
+            previous: previous.map(|p| [p; 32]),
+        }
+    }
+
     #[test]
     fn a_cursor_opens_only_in_its_scope_and_only_untouched() {
-        let key = [3u8; 32];
+        let key = keys(3, None);
         let position = StoreCursor("USER#usr_1".into());
         let sealed = seal(&key, "users:usr_admin", &position);
         assert_eq!(open(&key, "users:usr_admin", &sealed).unwrap(), position);
         assert!(open(&key, "users:usr_other", &sealed).is_err());
-        assert!(open(&[4u8; 32], "users:usr_admin", &sealed).is_err());
+        assert!(open(&keys(4, None), "users:usr_admin", &sealed).is_err());
         let mut forged = sealed.clone().into_bytes();
         let i = forged.len() / 2;
         forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
@@ -82,5 +99,21 @@ mod tests {
         assert!(open(&key, "users:usr_admin", &forged).is_err());
         assert!(open(&key, "users:usr_admin", "not a cursor!").is_err());
         assert!(!sealed.contains("USER"));
+    }
+
+    #[test]
+    fn a_cursor_survives_one_rotation_of_the_root() {
+        let position = StoreCursor("USER#usr_1".into());
+        let before = seal(&keys(3, None), "users", &position);
+        // Rotated once: the old key is the previous one, and still opens it.
+        let once = keys(4, Some(3));
+        assert_eq!(open(&once, "users", &before).unwrap(), position);
+        // New cursors are sealed under the current key only.
+        let after = seal(&once, "users", &position);
+        assert!(open(&keys(3, None), "users", &after).is_err());
+        assert_eq!(open(&keys(4, None), "users", &after).unwrap(), position);
+        // Rotated twice: the first root is gone.
+        assert!(open(&keys(5, Some(4)), "users", &before).is_err());
+        assert_eq!(open(&keys(5, Some(4)), "users", &after).unwrap(), position);
     }
 }

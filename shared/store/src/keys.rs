@@ -1,5 +1,6 @@
 //! API keys: the lookup record `KEY#<id>/KEY` that authentication reads (owner
-//! and keyed hash), and the owner's masked copy `USER#<owner>/KEY#<id>`,
+//! and hash: `api_key::stored_hash`, or a legacy keyed hash until the key's
+//! first use re-hashes it, [`upgrade_hash`]), and the owner's masked copy `USER#<owner>/KEY#<id>`,
 //! written and deleted together. A key holds no copy of its owner's role:
 //! authentication reads the role from the owner's profile, so a role change
 //! or a deletion is one write that every key obeys at once.
@@ -11,7 +12,7 @@ use super::{bytes, cascade, opt_text, text, PageRequest, Paged};
 use lambent_core::api_key::{self, NewKey};
 use lambent_core::error::{Error, Result};
 use lambent_core::secret::SecretString;
-use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp};
+use lambent_ports::{Condition, Item, ItemStore, Key, Query, TxOp, Update, Value};
 
 fn lookup_key(key_id: &str) -> Key {
     Key::new(format!("KEY#{key_id}"), "KEY")
@@ -54,10 +55,11 @@ pub async fn lookup(store: &dyn ItemStore, key_id: &str) -> Result<Option<KeyRec
     }))
 }
 
-/// Creates a key for `user_id`; the full key is in the result only.
+/// Creates a key for `user_id`; the full key is in the result only. Its hash
+/// is unkeyed (`api_key::stored_hash`), so `_legacy_hash_key` is no longer
+/// used; the argument stays until its callers drop it.
 pub async fn create(
     store: &dyn ItemStore,
-    hash_key: &[u8; 32],
     user_id: &str,
     name: Option<String>,
 ) -> Result<(ApiKeyInfo, SecretString)> {
@@ -69,7 +71,7 @@ pub async fn create(
         full,
         hash,
         last4,
-    } = api_key::mint(hash_key);
+    } = api_key::mint();
     let info = ApiKeyInfo {
         prefix: api_key::prefix(&key_id),
         masked: api_key::masked(&key_id, &last4),
@@ -81,7 +83,7 @@ pub async fn create(
     };
     let lookup = Item::new(lookup_key(&info.id))
         .with("user_id", user.id.as_str())
-        .with("hash", lambent_ports::Value::B(hash.to_vec()));
+        .with("hash", Value::B(hash));
     let mut listing = cascade::owns_item(Item::new(listing_key(&user.id, &info.id)), &lookup.key)
         .with("last4", info.last4.as_str())
         .with("created_at", info.created_at.as_str());
@@ -108,6 +110,30 @@ pub async fn create(
     match result {
         Ok(()) => Ok((info, full)),
         Err(e) if e.is_condition_failure() => Err(Error::NotFound("user")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces a key's hash `old` with `new` (a legacy keyed hash with the
+/// stored form, after the key verified against it), only if it is still
+/// `old`: false when it changed meanwhile (another process upgraded it) or
+/// the key is gone. Never creates a key.
+pub async fn upgrade_hash(
+    store: &dyn ItemStore,
+    key_id: &str,
+    old: &[u8],
+    new: &[u8],
+) -> Result<bool> {
+    let result = store
+        .update(
+            &lookup_key(key_id),
+            Update::new().set("hash", Value::B(new.to_vec())),
+            Some(Condition::eq("hash", Value::B(old.to_vec()))),
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_condition_failure() => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

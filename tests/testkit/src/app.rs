@@ -380,14 +380,21 @@ pub struct ServeOnEmulator {
 
 impl ServeOnEmulator {
     pub fn start(tag: &str) -> ServeOnEmulator {
+        Self::start_with(tag, &[])
+    }
+
+    /// Like [`ServeOnEmulator::start`], with `extra` added to the
+    /// environment of every command (settings such as `LAMBENT_*`).
+    pub fn start_with(tag: &str, extra: &[(&'static str, &str)]) -> ServeOnEmulator {
         let prefix = lambent_core::ids::new_id(tag).replace('_', "-");
-        let env = vec![
+        let mut env = vec![
             ("AWS_ENDPOINT_URL", crate::emulator::endpoint()),
             ("AWS_REGION", crate::emulator::REGION.to_owned()),
             ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
             ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1".to_owned()),
         ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         run_lambent(&["bootstrap", "--prefix", &prefix], &pairs);
         let data = tempfile::tempdir().unwrap();

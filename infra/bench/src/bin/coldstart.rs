@@ -46,6 +46,7 @@ const FUNCTIONS: &[&str] = &[
     "lambent-workflows",
     "lambent-worker",
     "lambent-trigger",
+    "lambent-sweeper",
 ];
 
 #[derive(Debug, Parser)]

@@ -4,12 +4,13 @@
 
 mod cache;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 
-use crate::bootstrap;
+use crate::bootstrap::{self, Derived, Roots};
+use crate::config::Config;
 use lambent_core::error::Error;
 use lambent_core::secret::SecretString;
 use lambent_ports::{ItemStore, Secrets};
@@ -17,57 +18,162 @@ use lambent_store::keys;
 use lambent_store::users;
 
 pub use cache::{KeyCache, KeyHolder};
-use lambent_core::api_key;
+use lambent_core::api_key::{self, PresentedKey, Verified};
 pub use lambent_core::auth::{Principal, Role, BOOTSTRAP_ADMIN_USER};
 
-/// Server-side secrets derived from the deployment's root secret.
+/// Server-side secrets derived from the deployment's root secret, current
+/// and previous (see `docs/SECRETS.md`).
 pub struct ServerKeys {
-    /// Keys the stored hashes of API keys.
+    /// The HMAC key of legacy API-key hashes under the current root. New
+    /// keys are stored unkeyed (`api_key::stored_hash`): `keys::create`
+    /// still takes this but no longer uses it.
     pub api_key_hash: [u8; 32],
-    /// Seals pagination cursors.
-    pub cursor: [u8; 32],
-    /// The bootstrap admin key.
-    pub admin_key: SecretString,
+    /// The HMAC keys legacy API-key hashes verify under: the current root's,
+    /// then the previous one's.
+    pub legacy_api_key_hash: Derived,
+    /// Seals pagination cursors (current) and opens them (either).
+    pub cursor: Derived,
+    /// The bootstrap admin key, from the current root only (a rotation
+    /// revokes the old one); `None` when it is switched off
+    /// (`LAMBENT_BOOTSTRAP_ADMIN=off`).
+    pub admin_key: Option<SecretString>,
 }
 
 impl ServerKeys {
-    pub fn derive(root: &SecretString) -> ServerKeys {
+    pub fn derive(roots: &Roots, bootstrap_admin: bool) -> ServerKeys {
+        let legacy_api_key_hash = Derived::of(roots, "lambent/v1/api-key-hash");
         ServerKeys {
-            api_key_hash: bootstrap::derive(root, "lambent/v1/api-key-hash"),
-            cursor: bootstrap::derive(root, "lambent/v1/cursor"),
-            admin_key: bootstrap::admin_api_key(root),
+            api_key_hash: legacy_api_key_hash.current,
+            legacy_api_key_hash,
+            cursor: Derived::of(roots, "lambent/v1/cursor"),
+            admin_key: bootstrap_admin.then(|| bootstrap::admin_api_key(&roots.current)),
         }
     }
 }
 
-/// Authentication for one process: the derived keys (loaded once from the
-/// secrets port) and the short-lived cache of key records.
+/// When the root secret cannot be read as the keys fall due, the keys in
+/// hand are kept and the read is tried again after this long.
+const RETRY_UNREADABLE: Duration = Duration::from_secs(5);
+
+/// What an [`Identity`] is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a key record may be used without a store read.
+    pub key_cache: Duration,
+    /// How long derived keys are used before the root secret is read again.
+    pub secret_cache: Duration,
+    /// Whether the bootstrap admin key authenticates at all.
+    pub bootstrap_admin: bool,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            key_cache: config.auth_cache,
+            secret_cache: config.secret_cache,
+            bootstrap_admin: config.bootstrap_admin,
+        }
+    }
+}
+
+/// Derived keys in hand, and when the root secret is next read.
+struct Loaded {
+    keys: Arc<ServerKeys>,
+    due: Instant,
+}
+
+/// Authentication for one process: the derived keys (re-read from the
+/// secrets port once they are older than the secret cache time, so a
+/// rotation reaches every process within it) and the short-lived cache of
+/// key records.
 pub struct Identity {
     secrets: Arc<dyn Secrets>,
-    keys: OnceCell<Arc<ServerKeys>>,
+    settings: Settings,
+    loaded: RwLock<Option<Loaded>>,
+    /// One reader of the root secret at a time; the others wait for it.
+    reading: Mutex<()>,
     cache: KeyCache,
     bootstrap_admin_ready: OnceCell<()>,
 }
 
 impl Identity {
+    /// An identity with the default settings (`Config::default()`: the
+    /// secret read again after 300 s, the bootstrap admin key on) but the
+    /// key cache's lifetime.
     pub fn new(secrets: Arc<dyn Secrets>, cache_ttl: Duration) -> Identity {
+        Identity::with_settings(
+            secrets,
+            Settings {
+                key_cache: cache_ttl,
+                ..Settings::of(&Config::default())
+            },
+        )
+    }
+
+    /// An identity configured as `config` says.
+    pub fn for_config(secrets: Arc<dyn Secrets>, config: &Config) -> Identity {
+        Identity::with_settings(secrets, Settings::of(config))
+    }
+
+    pub fn with_settings(secrets: Arc<dyn Secrets>, settings: Settings) -> Identity {
         Identity {
             secrets,
-            keys: OnceCell::new(),
-            cache: KeyCache::new(cache_ttl),
+            settings,
+            loaded: RwLock::new(None),
+            reading: Mutex::new(()),
+            cache: KeyCache::new(settings.key_cache),
             bootstrap_admin_ready: OnceCell::new(),
         }
     }
 
-    /// The derived keys; the root secret is read once per process.
+    /// The derived keys. The root secret (current and previous) is read on
+    /// first use and again once the secret cache time has passed; if it
+    /// cannot be read then, the keys in hand are kept (and the read retried
+    /// shortly) rather than failing every request.
     pub async fn keys(&self) -> Result<Arc<ServerKeys>, Error> {
-        self.keys
-            .get_or_try_init(|| async {
-                let root = bootstrap::signing_key(self.secrets.as_ref()).await?;
-                Ok::<_, Error>(Arc::new(ServerKeys::derive(&root)))
-            })
-            .await
-            .cloned()
+        if let Some(keys) = self.in_hand(true) {
+            return Ok(keys);
+        }
+        let _reading = self.reading.lock().await;
+        // Another task may have read it while this one waited.
+        if let Some(keys) = self.in_hand(true) {
+            return Ok(keys);
+        }
+        match bootstrap::roots(self.secrets.as_ref()).await {
+            Ok(roots) => {
+                let keys = Arc::new(ServerKeys::derive(&roots, self.settings.bootstrap_admin));
+                self.hold(keys.clone(), self.settings.secret_cache);
+                Ok(keys)
+            }
+            Err(e) => match self.in_hand(false) {
+                Some(keys) => {
+                    tracing::warn!(error = %e, "root secret unreadable; keeping the keys in hand");
+                    self.hold(
+                        keys.clone(),
+                        RETRY_UNREADABLE.min(self.settings.secret_cache),
+                    );
+                    Ok(keys)
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// The keys in hand; only if not yet due when `fresh`.
+    fn in_hand(&self, fresh: bool) -> Option<Arc<ServerKeys>> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        loaded
+            .as_ref()
+            .filter(|l| !fresh || Instant::now() < l.due)
+            .map(|l| l.keys.clone())
+    }
+
+    fn hold(&self, keys: Arc<ServerKeys>, for_: Duration) {
+        let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        *loaded = Some(Loaded {
+            keys,
+            due: Instant::now() + for_,
+        });
     }
 
     pub fn cache(&self) -> &KeyCache {
@@ -89,7 +195,9 @@ impl Identity {
         let keys = self.keys().await?;
 
         if presented.key_id == bootstrap::ADMIN_KEY_ID {
-            if !api_key::same_key(raw, &keys.admin_key) {
+            // Switched off, or not the current root's: the same 401.
+            let admin_key = keys.admin_key.as_ref().ok_or(Error::Unauthenticated)?;
+            if !api_key::same_key(raw, admin_key) {
                 return Err(Error::Unauthenticated);
             }
             self.ensure_bootstrap_admin(store).await?;
@@ -108,14 +216,44 @@ impl Identity {
                 holder
             }
         };
-        if !api_key::verify(&keys.api_key_hash, &presented, &holder.key.hash) {
-            return Err(Error::Unauthenticated);
+        let legacy_keys = keys.legacy_api_key_hash.all();
+        match api_key::verify(&presented, &holder.key.hash, &legacy_keys) {
+            None => return Err(Error::Unauthenticated),
+            Some(Verified::Stored) => {}
+            Some(Verified::Legacy) => self.upgrade(store, &holder, &presented).await,
         }
         Ok(Principal {
             user_id: holder.key.user_id,
             key_id: holder.key.key_id,
             role: holder.role,
         })
+    }
+
+    /// Re-hashes a key that verified against a legacy keyed hash to the
+    /// stored form, which no rotation affects. The write is conditional on
+    /// the old hash; a failed one changes nothing (the key still
+    /// authenticated) and is tried again on the key's next use.
+    async fn upgrade(
+        &self,
+        store: &dyn ItemStore,
+        holder: &KeyHolder,
+        presented: &PresentedKey<'_>,
+    ) {
+        let new = api_key::stored_hash(presented.key_id, presented.secret);
+        match keys::upgrade_hash(store, &holder.key.key_id, &holder.key.hash, &new).await {
+            Ok(true) => {
+                let mut upgraded = holder.clone();
+                upgraded.key.hash = new;
+                self.cache.insert(upgraded);
+            }
+            // Upgraded by another process, or revoked: read it afresh next time.
+            Ok(false) => self.cache.evict(&holder.key.key_id),
+            Err(e) => tracing::warn!(
+                key_id = %holder.key.key_id,
+                error = %e,
+                "legacy API key hash not upgraded; tried again on its next use"
+            ),
+        }
     }
 
     /// The bootstrap admin acts as a real user, so it can own keys and
