@@ -168,3 +168,110 @@ async fn a_session_deletion_that_fails_part_way_is_finished_by_a_retry() {
     let (status, _) = w.call(Method::GET, &format!("{path}/messages"), None).await;
     assert_eq!(status, 404);
 }
+
+/// Each user message of `session` has its reply, and the replies' costs
+/// add up to the session's usage; `None` while not so.
+async fn reconciled(w: &lambent_testkit::chat::ChatWorld, session: &str) -> Option<String> {
+    let (status, page) = w
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/messages?limit=100"),
+            None,
+        )
+        .await;
+    if status != 200 {
+        return None;
+    }
+    let messages = page["items"].as_array()?;
+    let said = messages.iter().filter(|m| m["role"] == "user").count();
+    let replies: Vec<_> = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    if said != replies.len() {
+        return None;
+    }
+    let replied: rust_decimal::Decimal = replies
+        .iter()
+        .map(|m| {
+            m["cost_usd"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    let (_, usage) = w.call(Method::GET, "/v1/usage", None).await;
+    let total: rust_decimal::Decimal = usage["total"]["cost_usd"].as_str()?.parse().ok()?;
+    (replied == total).then(|| total.to_string())
+}
+
+#[tokio::test]
+async fn whichever_write_of_a_turn_fails_the_turn_is_stored_or_marked_and_billed_once() {
+    let faults = Faults::new();
+    let clock = lambent_core::clock::ManualClock::starting_now();
+    let app = spawn_app_layered(clock.clone(), Some(faults::layer(faults.clone())), |c| {
+        c.sweep_every = Duration::from_millis(200);
+        c.sweep_stale = Duration::from_secs(2);
+    })
+    .await;
+    let w = lambent_testkit::chat::ChatWorld::seed(app, "anthropic").await;
+    w.fake
+        .set_default(lambent_fake_provider::Reply::text("noted"));
+    let admin = w.app.admin_key();
+    let (status, _) = w
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/users/{}", w.user_id),
+            &admin,
+            Some(json!({"monthly_budget_usd": "100"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let session = w.session(json!({})).await;
+
+    // How many writes one turn makes, when none fails.
+    let before = faults.writes();
+    let (status, _) = w.chat_whole(&session, "count").await;
+    assert_eq!(status, 200);
+    let writes = faults.writes() - before;
+    assert!(writes >= 5, "a turn wrote {writes} times");
+
+    // The Nth write fails once, or the store goes down from the Nth write
+    // on (until the request is over).
+    for (fault, times) in [
+        (Fault::Unavailable, 1),
+        (Fault::LostAnswer, 1),
+        (Fault::Unavailable, u64::MAX),
+        (Fault::LostAnswer, u64::MAX),
+    ] {
+        for (n, stream) in (1..=writes).flat_map(|n| [(n, false), (n, true)]) {
+            faults.fail_writes(|_| true, n - 1, times, fault);
+            let said = format!("{fault:?} x{times} from {n}, stream {stream}");
+            let response = w
+                .app
+                .request(
+                    Method::POST,
+                    &format!("/v1/sessions/{session}/messages"),
+                    &w.key,
+                )
+                .json(&json!({"content": said, "stream": stream}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert!(status == 200 || status == 503, "{said}: {status} {body}");
+            faults.clear();
+            // Past the stale time: the sweeper closes what was left.
+            clock.advance(Duration::from_secs(3));
+            lambent_testkit::eventually(
+                &format!("the turn with {said} reconciled"),
+                Duration::from_secs(10),
+                || reconciled(&w, &session),
+            )
+            .await;
+        }
+    }
+}

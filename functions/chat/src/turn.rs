@@ -62,10 +62,13 @@ pub async fn post_message(
     let slot = crate::stream_slot(state, &principal.user_id, stream).await?;
     let call = chat::prepare_session_turn(state, &principal.user_id, &id, input).await?;
     let Some(slot) = slot else {
-        chat::complete(state, &chat.llm, &call).await?;
-        let reply = messages::get(state.store.as_ref(), &id, call.reply_id())
-            .await?
-            .ok_or_else(|| Error::Internal("a settled reply is not stored".into()))?;
+        let settled = chat::complete(state, &chat.llm, &call).await?;
+        // The stored message (its parts read back); if the store cannot
+        // show it yet (its settle was left to the sweeper), as it will be.
+        let reply = match messages::get(state.store.as_ref(), &id, call.reply_id()).await {
+            Ok(Some(stored)) => stored,
+            _ => chat::reply_message(&call, &settled)?,
+        };
         return Ok(Json::<Message>(reply).into_response());
     };
     let started = chat::start(state, &chat.llm, &call).await?;

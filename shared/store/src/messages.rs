@@ -362,6 +362,16 @@ fn reply_tokens(reply: &Reply) -> u64 {
     estimate_parts_tokens(&parts)
 }
 
+/// The assistant's message as it is (or will be) stored, without reading
+/// it: what a turn answers when its reply is not readable yet (its settle
+/// was left to the sweeper).
+pub fn assistant_message(session_id: &str, message_id: &str, reply: &Reply) -> Result<Message> {
+    match assistant_message_op(session_id, message_id, reply, 0) {
+        TxOp::Put { item, .. } => from_item(session_id, &item),
+        _ => Err(Error::Internal("an assistant message is a put".into())),
+    }
+}
+
 fn from_item(session_id: &str, item: &Item) -> Result<Message> {
     let role = match text(item, "role")?.as_str() {
         "user" => MessageRole::User,

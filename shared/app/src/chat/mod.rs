@@ -19,8 +19,8 @@ mod settle;
 mod target;
 
 pub use settle::{
-    abandon, charge, finish_intent, settle, settle_detached, usage_when_cut, Bill, Charge, Outcome,
-    Recorded, ReplyText, Settled,
+    abandon, charge, finish_intent, reply_message, settle, settle_detached, usage_when_cut, Bill,
+    Charge, Outcome, Recorded, ReplyText, Settled,
 };
 pub use target::{Target, Targets};
 

@@ -124,6 +124,35 @@ pub struct Settled {
     pub tool_calls: Vec<ToolCall>,
 }
 
+/// A settled session turn's reply as its stored message reads, built from
+/// what the call has in hand: the answer when the store cannot show it yet.
+pub fn reply_message(call: &Prepared, settled: &Settled) -> Result<messages::Message> {
+    let Record::SessionTurn {
+        session_id,
+        assistant_message_id,
+        ..
+    } = &call.record
+    else {
+        return Err(Error::Internal(
+            "only a session turn has a reply message".into(),
+        ));
+    };
+    let mut text = ReplyText::default();
+    text.push(&settled.text);
+    let reply = Reply {
+        text: text.text,
+        tool_calls: settled.tool_calls.clone(),
+        truncated: text.truncated,
+        status: MessageStatus::Complete,
+        model: call.model.clone(),
+        stop_reason: settled.stop_reason.clone(),
+        usage: settled.usage,
+        cost_usd: settled.cost_usd,
+        prices: call.prices.clone(),
+    };
+    messages::assistant_message(session_id, assistant_message_id, &reply)
+}
+
 /// Where a call's cost is recorded, as its bill keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -390,8 +419,10 @@ pub const INTERRUPTED: &str = "interrupted";
 /// process died): its reservation is given back and, for a session turn,
 /// the turn is marked with a `failed` reply (`stop_reason: "interrupted"`,
 /// no cost: what the provider did is unknown), so no user message is left
-/// unanswered. Only while the entry still has no outcome: a call that
-/// turns out alive settles as usual.
+/// unanswered. Only while the entry still has no outcome: a call whose
+/// outcome came first settles as usual. (A call still running after the
+/// stale time, whose turn was marked, is not counted; the stale time is
+/// chosen above any call's length.)
 pub async fn abandon(
     store: &dyn ItemStore,
     reservation: &Reservation,
