@@ -2,14 +2,19 @@
 //! counted in every aggregate and its reservation settled, exactly once
 //! whatever fails.
 //!
-//! The settle is the outbox pattern on the call ledger
-//! ([`lambent_store::ledger`]): first the settle intent (the call's
-//! [`Bill`] and [`Outcome`]) is written to the call's ledger entry; then one
-//! transaction stores the reply under its create-only record, counts the
-//! cost and consumes the entry. If that transaction fails (an outage, a
-//! timeout, a crash), the intent stays, and the sweeper finishes it with
-//! the same code ([`finish_intent`]). The create-only record and the
-//! consumed entry make any number of tries count once.
+//! The settle is one transaction on the call ledger
+//! ([`lambent_store::ledger`]): it stores the reply under its create-only
+//! record, counts the cost and consumes the call's ledger entry. If it does
+//! not land after a few tries (an outage, a timeout with the answer lost),
+//! the settle intent (the call's [`Bill`] and [`Outcome`]) is written to
+//! the entry before the caller is answered, and the sweeper finishes it
+//! with the same code ([`finish_intent`]); a call whose process dies first
+//! is closed from the entry the reservation (or the turn's message) wrote.
+//! The create-only record and the consumed entry make any number of tries
+//! count once. (Writing the intent only when the settle fails saves a
+//! store round trip on every call: the window it leaves, a crash during the
+//! settle's own round trip, is the one a crash just before the intent write
+//! would leave.)
 
 use std::time::Duration;
 
@@ -329,45 +334,63 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
     outcome.stop_reason = outcome
         .stop_reason
         .map(|raw| StopReason::from_provider(&raw).anthropic().to_owned());
-    let now_ms = lambent_core::time::now_epoch_millis();
-    // The outbox write: from here on, the sweeper can finish the settle.
-    let intent_written = match write_intent(store, &bill, &outcome, now_ms).await {
-        Ok(true) => true,
-        Ok(false) => {
-            // The reservation was released meanwhile (the call outlived
-            // the sweeper's patience): settle without it.
-            bill.reservation = bill.reservation.released();
-            write_intent(store, &bill, &outcome, now_ms)
-                .await
-                .unwrap_or(false)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not write a settle intent; settling directly");
-            false
-        }
+    // The call's ledger entry: with its reservation, or (holding none) with
+    // a session turn's message; other calls have none yet.
+    let entry = if bill.reservation.holds() {
+        Entry::Held
+    } else if matches!(bill.recorded, Recorded::SessionTurn { .. }) {
+        Entry::Intent
+    } else {
+        Entry::Gone
     };
-    let mut attempt = 0;
-    let cost_usd = loop {
-        let entry = if intent_written {
-            Entry::Intent
-        } else if bill.reservation.holds() {
-            Entry::Held
-        } else {
-            Entry::Gone
-        };
+    let mut failure = None;
+    for attempt in 0..SETTLE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+        }
         match settle_bill(store, &bill, &outcome, entry).await {
-            Ok(cost) => break cost,
-            Err(e) if attempt + 1 < SETTLE_ATTEMPTS && is_transient(&e) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-            }
-            Err(e) if intent_written && is_transient(&e) => {
-                tracing::warn!(error = %e, call_id = %bill.call_id, "settle failed; the sweeper will finish it");
-                break usage::cost(&outcome.usage, &bill.prices);
-            }
+            Ok(cost_usd) => return Ok(settled(&bill, outcome, cost_usd)),
+            Err(e) if is_transient(&e) => failure = Some(e),
             Err(e) => return Err(e),
         }
-    };
+    }
+    // The settle did not land, or cannot be told to have: its intent is
+    // made durable before the caller is answered, and the sweeper finishes
+    // it (counting it once, whichever landed).
+    match leave_to_sweeper(store, &mut bill, &outcome).await {
+        Ok(()) => {
+            tracing::warn!(call_id = %bill.call_id, "settle failed; the sweeper will finish it");
+            let cost_usd = usage::cost(&outcome.usage, &bill.prices);
+            Ok(settled(&bill, outcome, cost_usd))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, call_id = %bill.call_id, "settle and its intent failed");
+            Err(failure.unwrap_or(e))
+        }
+    }
+}
+
+/// Writes the settle intent of a call whose settle did not land.
+async fn leave_to_sweeper(store: &dyn ItemStore, bill: &mut Bill, outcome: &Outcome) -> Result<()> {
+    let now_ms = lambent_core::time::now_epoch_millis();
+    let mut failure = Error::Unavailable("the settle intent was not written".into());
+    for attempt in 0..SETTLE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+        }
+        match write_intent(store, bill, outcome, now_ms).await {
+            Ok(true) => return Ok(()),
+            // Its entry is gone: consumed by the settle after all, or its
+            // reservation released by the sweeper. Either way the intent
+            // goes without it (a landed settle makes it count nothing).
+            Ok(false) => bill.reservation = bill.reservation.released(),
+            Err(e) => failure = e,
+        }
+    }
+    Err(failure)
+}
+
+fn settled(bill: &Bill, outcome: Outcome, cost_usd: Decimal) -> Settled {
     let reply_id = match &bill.recorded {
         Recorded::SessionTurn {
             assistant_message_id,
@@ -375,14 +398,14 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
         } => assistant_message_id.clone(),
         _ => bill.call_id.clone(),
     };
-    Ok(Settled {
+    Settled {
         reply_id,
         usage: outcome.usage,
         cost_usd,
         stop_reason: outcome.stop_reason,
         text: String::new(),
         tool_calls: Vec::new(),
-    })
+    }
 }
 
 fn is_transient(e: &Error) -> bool {
