@@ -348,8 +348,9 @@ pub async fn create_completion(
     check_tools(target.tools(), &target.tool_choice)?;
     target.parallel_tool_calls = body.parallel_tool_calls;
     let state = &chat.state;
-    let slot = crate::stream_slot(state, &principal.user_id, body.stream).await?;
-    let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
+    let prepare = chat::prepare_call(state, &principal.user_id, target, turns);
+    let (call, slot) =
+        crate::prepare_with_slot(state, &principal.user_id, body.stream, prepare).await?;
     let created = lambent_core::time::now_epoch_secs();
     let Some(slot) = slot else {
         let settled = chat::complete(state, &chat.llm, &call).await?;

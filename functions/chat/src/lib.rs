@@ -15,8 +15,9 @@ mod messages_api;
 mod turn;
 
 use axum::extract::FromRef;
-use lambent_app::chat::Target;
+use lambent_app::chat::{self, Target};
 use lambent_app::state::{StartError, State};
+use lambent_app::streams::StreamSlot;
 use lambent_core::ids::{AgentId, TypedId};
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
@@ -87,19 +88,28 @@ pub(crate) async fn target(chat: &Chat, owner: &str, model: &str) -> ApiResult<T
     }
 }
 
-/// One of the user's stream slots if the reply streams (429
-/// `too_many_streams` when all are taken); `None` for a whole reply.
-pub(crate) async fn stream_slot(
+/// Prepares a call and, if its reply streams, takes one of the user's
+/// stream slots meanwhile, so the slot's write adds nothing to the time to
+/// the first token (429 `too_many_streams` when all are taken: the
+/// prepared call's reservation is then given back).
+pub(crate) async fn prepare_with_slot(
     state: &State,
     user_id: &str,
     streams: bool,
-) -> ApiResult<Option<lambent_app::streams::StreamSlot>> {
+    prepare: impl std::future::Future<Output = lambent_core::Result<chat::Prepared>>,
+) -> ApiResult<(chat::Prepared, Option<StreamSlot>)> {
     if !streams {
-        return Ok(None);
+        return Ok((prepare.await?, None));
     }
-    Ok(Some(
-        lambent_app::streams::StreamSlot::take(state, user_id).await?,
-    ))
+    match tokio::join!(StreamSlot::take(state, user_id), prepare) {
+        (Ok(slot), Ok(call)) => Ok((call, Some(slot))),
+        (Err(refused), Ok(call)) => {
+            chat::release(state, &call).await;
+            Err(refused.into())
+        }
+        // A slot taken for a call that cannot be made goes back on drop.
+        (_, Err(e)) => Err(e.into()),
+    }
 }
 
 /// A 400 whose message starts with the field it is about.

@@ -239,8 +239,9 @@ pub async fn create_message(
     check_tools(target.tools(), &target.tool_choice)?;
     target.stop_sequences = body.stop_sequences.unwrap_or_default();
     let state = &chat.state;
-    let slot = crate::stream_slot(state, &principal.user_id, body.stream).await?;
-    let call = chat::prepare_call(state, &principal.user_id, target, turns).await?;
+    let prepare = chat::prepare_call(state, &principal.user_id, target, turns);
+    let (call, slot) =
+        crate::prepare_with_slot(state, &principal.user_id, body.stream, prepare).await?;
     let Some(slot) = slot else {
         let settled = chat::complete(state, &chat.llm, &call).await?;
         return Ok(Json(message(&call, &settled)).into_response());

@@ -59,8 +59,8 @@ pub async fn post_message(
     let stream = body.stream != Some(false);
     let input = user_input(body)?;
     let state = &chat.state;
-    let slot = crate::stream_slot(state, &principal.user_id, stream).await?;
-    let call = chat::prepare_session_turn(state, &principal.user_id, &id, input).await?;
+    let prepare = chat::prepare_session_turn(state, &principal.user_id, &id, input);
+    let (call, slot) = crate::prepare_with_slot(state, &principal.user_id, stream, prepare).await?;
     let Some(slot) = slot else {
         let settled = chat::complete(state, &chat.llm, &call).await?;
         // The stored message (its parts read back); if the store cannot
