@@ -15,5 +15,6 @@ mod rotation;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;
+mod server_tools;
 mod tools;
 mod workflows;

@@ -127,6 +127,11 @@ impl LlmClient {
         self.settings
     }
 
+    /// The guarded HTTP client, for other outbound calls (server tools).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Starts a streamed completion. Errors before the first event (status,
     /// connection, guard) are returned here; later ones end the stream.
     pub async fn stream(

@@ -2,12 +2,15 @@
 //! token usage a cost tracker needs. Providers are HTTP in every world, so
 //! there is one adapter per wire format (Anthropic Messages, OpenAI chat
 //! completions) and no embedded stand-in; tests run them against the fake
-//! provider server in `tests/fake-provider`.
+//! provider server in `tests/fake-provider`. The same guarded client also
+//! calls agents' server tools ([`server_tools`]; tested against
+//! `tests/tool-server`).
 
 pub mod anthropic;
 pub mod client;
 pub mod net_guard;
 pub mod openai;
+pub mod server_tools;
 pub mod sse;
 pub mod tool_calls;
 pub mod wire;
