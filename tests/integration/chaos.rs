@@ -101,17 +101,7 @@ async fn turns_and_runs_survive_failing_writes_and_kills_and_are_billed_exactly_
         ..FakeUsage::default()
     };
     w.fake.set_default(Reply::text("fine").usage(usage));
-    let admin = w.app.admin_key();
-    let (status, _) = w
-        .app
-        .call(
-            Method::PATCH,
-            &format!("/v1/users/{}", w.user_id),
-            &admin,
-            Some(json!({"monthly_budget_usd": "1000"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    w.set_monthly_budget("1000").await;
     let mut sessions = Vec::new();
     for _ in 0..SESSIONS {
         sessions.push(w.session(json!({})).await);

@@ -218,17 +218,7 @@ async fn whichever_write_of_a_turn_fails_the_turn_is_stored_or_marked_and_billed
     let w = lambent_testkit::chat::ChatWorld::seed(app, "anthropic").await;
     w.fake
         .set_default(lambent_fake_provider::Reply::text("noted"));
-    let admin = w.app.admin_key();
-    let (status, _) = w
-        .app
-        .call(
-            Method::PATCH,
-            &format!("/v1/users/{}", w.user_id),
-            &admin,
-            Some(json!({"monthly_budget_usd": "100"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    w.set_monthly_budget("100").await;
     let session = w.session(json!({})).await;
 
     // How many writes one turn makes, when none fails.

@@ -117,6 +117,21 @@ impl ChatWorld {
         }
     }
 
+    /// Gives the member a monthly spending limit (USD, a decimal string), as
+    /// the bootstrap admin.
+    pub async fn set_monthly_budget(&self, usd: &str) {
+        let (status, body) = self
+            .app
+            .call(
+                Method::PATCH,
+                &format!("/v1/users/{}", self.user_id),
+                &self.app.admin_key(),
+                Some(json!({"monthly_budget_usd": usd})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.app.call(method, path, &self.key, body).await
     }
