@@ -153,7 +153,13 @@ async fn legacy_keyed_hashes_verify_under_either_version_and_are_upgraded_on_dyn
     .await
     .unwrap();
     // Two keys stored as before hashes became unkeyed: under this root.
-    let root_key = state.identity.keys().await.unwrap().api_key_hash;
+    let root_key = state
+        .identity
+        .keys()
+        .await
+        .unwrap()
+        .legacy_api_key_hash
+        .current;
     let mut legacy = Vec::new();
     for _ in 0..2 {
         let (info, full) = keys::create(store, &user.id, None).await.unwrap();

@@ -512,17 +512,7 @@ async fn concurrent_calls_never_spend_past_a_session_budget() {
 #[tokio::test]
 async fn concurrent_calls_never_spend_past_a_monthly_budget() {
     let w = ChatWorld::start().await;
-    let admin = w.app.admin_key();
-    let (status, body) = w
-        .app
-        .call(
-            Method::PATCH,
-            &format!("/v1/users/{}", w.user_id),
-            &admin,
-            Some(json!({"monthly_budget_usd": "0.004"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    w.set_monthly_budget("0.004").await;
     w.fake.set_default(
         Reply::text("ok")
             .usage(FakeUsage {
@@ -951,21 +941,11 @@ async fn a_stream_that_would_outlive_its_deadline_is_cut_stored_incomplete_and_b
 #[tokio::test]
 async fn a_provider_that_bills_a_token_per_byte_never_takes_spending_past_a_limit() {
     let w = ChatWorld::start().await;
-    let admin = w.app.admin_key();
     // A prompt of 4,000 bytes of plain English: a tokenizer's usual 4 bytes
     // a token would make it 1,000 tokens; this provider bills 4,000.
     let prompt = "lorem ipsum dolor sit amet ".repeat(148);
     let limit = rust_decimal::Decimal::new(5, 2); // 0.05 USD
-    let (status, body) = w
-        .app
-        .call(
-            Method::PATCH,
-            &format!("/v1/users/{}", w.user_id),
-            &admin,
-            Some(json!({"monthly_budget_usd": limit.to_string()})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    w.set_monthly_budget(&limit.to_string()).await;
     w.fake.set_default(
         Reply::text("ok")
             .bill_input_per_byte()

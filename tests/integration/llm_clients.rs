@@ -17,7 +17,8 @@ use rust_decimal::Decimal;
 const KEY: &str = "sk-fake-LLMCLIENT-0123456789abcdef";
 const IDLE: Duration = Duration::from_millis(300);
 
-fn client(allow_private: bool) -> LlmClient {
+/// The guarded client as tests use it (the server-tool tests too).
+pub(crate) fn client(allow_private: bool) -> LlmClient {
     LlmClient::new(ClientSettings {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: IDLE,

@@ -181,7 +181,13 @@ async fn legacy_keyed_hashes_verify_under_either_root_and_are_upgraded_on_first_
         made.push((info.id, full));
     }
     // Stored as keys were before hashes became unkeyed: under root A.
-    let root_a = state.identity.keys().await.unwrap().api_key_hash;
+    let root_a = state
+        .identity
+        .keys()
+        .await
+        .unwrap()
+        .legacy_api_key_hash
+        .current;
     let mut legacy = Vec::new();
     for (_, full) in &made {
         legacy.push(make_legacy(store, &root_a, full).await);

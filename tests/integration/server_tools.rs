@@ -4,20 +4,11 @@
 
 use std::time::Duration;
 
+use crate::llm_clients::client;
 use lambent_core::secret::SecretString;
 use lambent_llm::server_tools::{HttpTool, ToolAnswer, ToolInvocation, MAX_RESULT_BYTES};
-use lambent_llm::{ClientSettings, LlmClient};
 use lambent_tool_server::{large_text, ToolReply, ToolServer};
 use serde_json::{json, Value};
-
-fn client(allow_private: bool) -> LlmClient {
-    LlmClient::new(ClientSettings {
-        connect_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(5),
-        allow_private,
-    })
-    .unwrap()
-}
 
 fn tool(server: &ToolServer, path: &str, timeout: Duration) -> HttpTool {
     HttpTool {

@@ -226,8 +226,8 @@ async fn pump(
             }
             Some(Ok(Chunk::Usage(latest))) => usage = latest,
             Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
-            // Kept and stored with the reply; no route offers tools yet, so
-            // the events that would show them to the client come later.
+            // Kept and stored with the reply, and shown as the wire shows
+            // tool calls (pieces, or each whole call).
             Some(Ok(chunk @ (Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. }))) => {
                 // A call is whole when the next begins (or the reply ends).
                 let begun = tool_calls.len();

@@ -8,7 +8,8 @@ use lambent_boot::QueueName;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
-    let state = &lambent_boot::aws_from_env(Needs {
+    // The sweeper reads no secret: its role has no permission on it.
+    let state = &lambent_boot::aws_without_secrets_from_env(Needs {
         cipher: false,
         queues: &[QueueName::Steps],
     })

@@ -86,8 +86,8 @@ impl Derived {
     }
 
     /// The current subkey, then the previous one if kept.
-    pub fn all(&self) -> Vec<[u8; 32]> {
-        std::iter::once(self.current).chain(self.previous).collect()
+    pub fn iter(&self) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
     }
 }
 
@@ -120,9 +120,15 @@ mod tests {
         };
         let before = Derived::of(&fresh, "label");
         let after = Derived::of(&rotated, "label");
-        assert_eq!(before.all(), vec![derive(&root("a"), "label")]);
+        assert_eq!(
+            before.iter().collect::<Vec<_>>(),
+            [&derive(&root("a"), "label")]
+        );
         assert_eq!(after.previous, Some(before.current));
-        assert_eq!(after.all(), vec![after.current, before.current]);
+        assert_eq!(
+            after.iter().collect::<Vec<_>>(),
+            [&after.current, &before.current]
+        );
         assert_ne!(Derived::of(&rotated, "other").current, after.current);
     }
 }

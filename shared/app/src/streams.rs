@@ -1,6 +1,6 @@
 //! A user's open streams, capped at `LAMBENT_MAX_STREAMS_PER_USER`: a
-//! stream holds a slot ([`lambent_store::stream_slots`]) from before its
-//! call is prepared until its last event, renewing the slot's lease while
+//! stream holds a slot ([`lambent_store::stream_slots`]), taken while its
+//! call is prepared, until its last event, renewing the slot's lease while
 //! it runs. A process that dies frees its slots when their leases run out,
 //! within [`LEASE`].
 

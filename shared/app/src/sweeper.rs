@@ -31,7 +31,7 @@ use crate::state::State;
 
 /// Entries of one ledger shard (or runs of one index shard) a pass reads
 /// at most: the work of a pass stays bounded, however much is stranded.
-pub const MAX_PER_SHARD: usize = 200;
+const MAX_PER_SHARD: usize = 200;
 const PAGE: usize = 50;
 /// A settle intent younger than this may be a settle in progress: left for
 /// the next pass.
@@ -86,13 +86,10 @@ async fn sweep_ledger(state: &State, shard: u32, swept: &mut Swept) -> Result<()
         read += entries.len();
         for entry in entries {
             let age = now - entry.written_at_ms;
-            let done = match (&entry.bill, &entry.outcome) {
+            let call_id = entry.reservation.call_id.clone();
+            let done = match (entry.bill, entry.outcome) {
                 (Some(bill), Some(outcome)) if age >= INTENT_GRACE.as_millis() as i64 => {
-                    let intent = Intent {
-                        bill: bill.clone(),
-                        outcome: outcome.clone(),
-                    };
-                    chat::finish_intent(store, &intent)
+                    chat::finish_intent(store, &Intent { bill, outcome })
                         .await
                         .map(|_| &mut swept.settled)
                 }
@@ -106,7 +103,7 @@ async fn sweep_ledger(state: &State, shard: u32, swept: &mut Swept) -> Result<()
             match done {
                 Ok(counter) => *counter += 1,
                 Err(e) => {
-                    tracing::warn!(error = %e, call_id = %entry.reservation.call_id, "could not sweep a ledger entry");
+                    tracing::warn!(error = %e, %call_id, "could not sweep a ledger entry");
                     swept.errors += 1;
                 }
             }
@@ -142,16 +139,16 @@ async fn sweep_runs(state: &State, shard: u32, swept: &mut Swept) -> Result<()> 
 
 async fn sweep_run(state: &State, run: &runs::ActiveRun, swept: &mut Swept) -> Result<()> {
     let store = state.store.as_ref();
-    match runs::status_of(store, &run.run_id).await? {
-        None | Some(RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled) => {
+    let steps = match runs::status_and_steps(store, &run.run_id).await? {
+        Some((RunStatus::Pending | RunStatus::Running, steps)) => steps,
+        // Finished or gone.
+        _ => {
             runs::forget_active(store, &run.run_id).await?;
             swept.forgotten_runs += 1;
             return Ok(());
         }
-        Some(RunStatus::Pending | RunStatus::Running) => {}
-    }
+    };
     let now = state.clock.now_millis();
-    let steps = runs::read_steps(store, &run.run_id).await?;
     let stranded: Vec<_> = steps
         .iter()
         .filter(|s| {

@@ -70,16 +70,24 @@ impl AwsResources {
     }
 }
 
-/// Builds the AWS adapters for `resources` and warms each with one cheap
-/// call, so a missing table, key, queue or secret fails the start (naming
-/// it), and the first request does not pay the TLS handshakes.
+/// Builds the AWS adapters for `resources` and warms the store, key and
+/// queues with one cheap call each, so a missing one fails the start
+/// (naming it), and the first request does not pay the TLS handshakes.
+/// The secret is not read here: its first reader (the derivation of the
+/// server keys at start) is its warm-up. Without `secrets` (the health
+/// function), the secrets port refuses every read and the role needs no
+/// permission on the secret.
 pub async fn connect(
     sdk: &aws_config::SdkConfig,
     resources: &AwsResources,
+    secrets: bool,
 ) -> Result<Ports, StartError> {
     let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::from_conf(sdk, &resources.table));
-    let secrets: Arc<dyn Secrets> =
-        Arc::new(SecretsManagerSecrets::from_conf(sdk, &resources.secret_id));
+    let secrets: Arc<dyn Secrets> = if secrets {
+        Arc::new(SecretsManagerSecrets::from_conf(sdk, &resources.secret_id))
+    } else {
+        Arc::new(lambent_ports::secrets::NoSecrets)
+    };
     let cipher: Arc<dyn KeyCipher> = match &resources.kms_key_id {
         Some(key) => Arc::new(KmsCipher::from_conf(sdk, key)),
         None => Arc::new(NotProvided("the key cipher")),
@@ -97,12 +105,6 @@ pub async fn connect(
             .ping()
             .await
             .map_err(|e| dependency("store (LAMBENT_TABLE)")(e.to_string()))
-    };
-    let warm_secrets = async {
-        secrets
-            .ping()
-            .await
-            .map_err(|e| dependency("secrets (LAMBENT_SECRET_ID)")(e.to_string()))
     };
     let warm_cipher = async {
         match &resources.kms_key_id {
@@ -122,7 +124,7 @@ pub async fn connect(
             true => Ok(()),
         }
     };
-    tokio::try_join!(warm_store, warm_secrets, warm_cipher, warm_queue)?;
+    tokio::try_join!(warm_store, warm_cipher, warm_queue)?;
 
     Ok(Ports {
         store,

@@ -12,9 +12,7 @@ use lambent_core::clock::Clock;
 
 use lambent_app::config::{Config, ConfigError, ProcessEnv};
 use lambent_app::state::{StartError, State};
-use lambent_aws::{load_sdk_config, DynamoStore, KmsCipher, SqsQueue};
-use lambent_ports::secrets::NoSecrets;
-use lambent_ports::{ItemStore, KeyCipher, Ports, Queue};
+use lambent_aws::load_sdk_config;
 
 pub use lambent_aws::AwsResources;
 pub use lambent_ports::{Needs, QueueName};
@@ -79,11 +77,11 @@ pub async fn aws(
     config: Config,
     resources: AwsResources,
 ) -> Result<State, StartError> {
-    let ports = lambent_aws::connect(sdk, &resources).await?;
+    let ports = lambent_aws::connect(sdk, &resources, true).await?;
     let state = State::from_ports(config, ports);
-    // The root secret is there (the warm-up read it); deriving the keys now
-    // means the first request pays nothing, and a missing `signing_key`
-    // fails the start.
+    // Deriving the keys reads the root secret (current and previous, at
+    // once): the secret's warm-up, so the first request pays nothing, and a
+    // missing secret or `signing_key` fails the start.
     state
         .identity
         .keys()
@@ -95,50 +93,15 @@ pub async fn aws(
     Ok(state)
 }
 
-/// The state of a function that reads no secret: the store, and the key
-/// cipher and queues `resources` name, warmed as [`aws`] warms them, but its
-/// secrets port is [`NoSecrets`] and nothing reads the root secret or
-/// derives server keys, neither here nor later (its routes need none), so
-/// its role needs no permission on the secret. A cipher `resources` does not
-/// name is a KMS client on no key, queues it does not name are unknown to
-/// the SQS client: any use of them fails.
+/// The state of a function that reads no secret: like [`aws`], but its
+/// secrets port refuses every read ([`lambent_ports::secrets::NoSecrets`])
+/// and no server key is derived, neither here nor later (its routes need
+/// none), so its role needs no permission on the secret.
 pub async fn aws_without_secrets(
     sdk: &aws_config::SdkConfig,
     config: Config,
     resources: AwsResources,
 ) -> Result<State, StartError> {
-    let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::from_conf(sdk, &resources.table));
-    let cipher: Arc<dyn KeyCipher> = Arc::new(KmsCipher::from_conf(
-        sdk,
-        resources.kms_key_id.clone().unwrap_or_default(),
-    ));
-    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::from_conf(sdk, resources.queue_urls.clone()));
-
-    // One after the other (three small calls): this crate runs no executor
-    // of its own to join them with.
-    let failed = |name: &'static str| move |detail: String| StartError::Dependency { name, detail };
-    store
-        .ping()
-        .await
-        .map_err(|e| failed("store (LAMBENT_TABLE)")(e.to_string()))?;
-    if resources.kms_key_id.is_some() {
-        cipher
-            .ping()
-            .await
-            .map_err(|e| failed("cipher (LAMBENT_KMS_KEY_ID)")(e.to_string()))?;
-    }
-    if !resources.queue_urls.is_empty() {
-        queue
-            .ping()
-            .await
-            .map_err(|e| failed("queue (LAMBENT_*_QUEUE_URL)")(e.to_string()))?;
-    }
-    let ports = Ports {
-        store,
-        cipher,
-        queue,
-        secrets: Arc::new(NoSecrets),
-        clock: lambent_core::clock::system(),
-    };
+    let ports = lambent_aws::connect(sdk, &resources, false).await?;
     Ok(State::from_ports(config, ports))
 }

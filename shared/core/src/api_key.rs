@@ -110,10 +110,10 @@ pub enum Verified {
 /// Checks a presented key against its stored hash, in constant time. A
 /// legacy hash is tried under each of `legacy_keys` (the subkey of the
 /// current root, then of the previous one).
-pub fn verify(
+pub fn verify<'a>(
     presented: &PresentedKey<'_>,
     stored: &[u8],
-    legacy_keys: &[[u8; 32]],
+    legacy_keys: impl IntoIterator<Item = &'a [u8; 32]>,
 ) -> Option<Verified> {
     if stored.first() == Some(&STORED_V2) && stored.len() == 33 {
         let computed = stored_hash(presented.key_id, presented.secret);
@@ -123,7 +123,7 @@ pub fn verify(
         return None;
     }
     // Every key is tried, whichever matches: the time taken says nothing.
-    let matched = legacy_keys.iter().fold(false, |matched, key| {
+    let matched = legacy_keys.into_iter().fold(false, |matched, key| {
         let computed = legacy_hash(key, presented.key_id, presented.secret);
         matched | bool::from(computed.as_slice().ct_eq(stored))
     });

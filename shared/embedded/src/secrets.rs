@@ -36,7 +36,7 @@ impl FileSecrets {
     }
 
     /// The file that holds the secret `name` as it was before its last rotation.
-    pub fn previous_path_of(&self, name: &str) -> SecretsResult<PathBuf> {
+    fn previous_path_of(&self, name: &str) -> SecretsResult<PathBuf> {
         let path = self.path_of(name)?;
         let mut file = path.into_os_string();
         file.push(PREVIOUS_SUFFIX);

@@ -54,7 +54,6 @@ pub fn open(keys: &Derived, scope: &str, cursor: &str) -> Result<StoreCursor, Er
     }
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
     let plain = keys
-        .all()
         .iter()
         .find_map(|key| {
             Aes256Gcm::new(key.into())

@@ -2,9 +2,9 @@
 //! token usage a cost tracker needs. Providers are HTTP in every world, so
 //! there is one adapter per wire format (Anthropic Messages, OpenAI chat
 //! completions) and no embedded stand-in; tests run them against the fake
-//! provider server in `tests/fake-provider`. The same guarded client also
-//! calls agents' server tools ([`server_tools`]; tested against
-//! `tests/tool-server`).
+//! provider server in `tests/fake-provider`. The same guarded client can
+//! also call server tools ([`server_tools`], tested against
+//! `tests/tool-server`; agents do not offer them yet).
 
 pub mod anthropic;
 pub mod client;

@@ -1,6 +1,6 @@
-//! The SSRF guard of provider base URLs. A provider's `base_url` is where
-//! Lambent sends the provider key and the user's messages, so it must never
-//! point inside the deployment: link-local and cloud metadata addresses are
+//! The SSRF guard of provider base URLs (and of server tools' URLs). A
+//! provider's `base_url` is where Lambent sends the provider key and the
+//! user's messages, so it must never point inside the deployment: link-local and cloud metadata addresses are
 //! always refused; loopback, private and other non-public addresses (and plain
 //! http) only with `LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS=1`, for local
 //! development and tests.
@@ -19,7 +19,8 @@ use url::{Host, Url};
 pub struct Refused(pub String);
 
 /// What an address is, for the rules above.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered by how strictly a class is refused: the greater is the stricter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AddressClass {
     Public,
     /// Loopback, private, shared (CGNAT), unspecified, documentation, ...
@@ -32,26 +33,6 @@ pub fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
-    }
-}
-
-impl AddressClass {
-    /// How strictly the class is refused: public < non-public < link-local.
-    fn severity(self) -> u8 {
-        match self {
-            AddressClass::Public => 0,
-            AddressClass::NonPublic => 1,
-            AddressClass::LinkLocalOrMetadata => 2,
-        }
-    }
-
-    /// The stricter of two classes.
-    fn worst(self, other: AddressClass) -> AddressClass {
-        if other.severity() > self.severity() {
-            other
-        } else {
-            self
-        }
     }
 }
 
@@ -92,7 +73,7 @@ fn classify_v6(v6: Ipv6Addr) -> AddressClass {
         return AddressClass::NonPublic;
     }
     if let Some((v4, least)) = embedded_v4(v6) {
-        return classify_v4(v4).worst(least);
+        return classify_v4(v4).max(least);
     }
     let seg = v6.segments();
     // fd00:ec2::254 is the EC2 metadata service over IPv6.

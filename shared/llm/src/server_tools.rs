@@ -1,5 +1,5 @@
-//! Server tools: an agent's tool with `http` is run by Lambent, which POSTs
-//! the call to the tool's URL through the same guarded client as provider
+//! Server tools (issue 14, not wired to agents yet: the agent loop will
+//! call this): Lambent POSTs a tool call to the tool's URL through the same guarded client as provider
 //! calls (the SSRF guard on the URL and on every address its name resolves
 //! to, no redirects, no proxy). The request is
 //! `{"tool_call_id","name","input","session_id"?,"run_id"?}` with
@@ -19,8 +19,6 @@ use crate::net_guard;
 
 /// The most of a tool's answer the model gets.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
-/// How long a tool may take when its definition does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where and how a server tool is called.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! What the two wire formats share: reading a provider's error object,
-//! refusing malformed JSON without quoting it, and merging usage reports.
+//! refusing malformed JSON without quoting it, merging usage reports, role
+//! names, tool-call arguments and data URLs.
 
 use crate::{ProviderError, Role, Usage};
 

@@ -32,7 +32,8 @@ pub struct Ports {
 
 /// Which optional ports a function uses. A function gets IAM permissions
 /// only for what it needs, so it must not build (or warm) anything else.
-/// The store and the secrets are always needed.
+/// The store is always needed; the secrets by every function but health
+/// and the sweeper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Needs {
     pub cipher: bool,
@@ -67,7 +68,7 @@ impl From<StoreError> for lambent_core::Error {
 }
 
 /// What a client reads when a write was too large for the store.
-pub const TOO_LARGE_TO_STORE: &str =
+const TOO_LARGE_TO_STORE: &str =
     "request: too large to store (a stored record holds at most 400 KB, \
      and one change at most 4 MB in all)";
 

@@ -55,17 +55,14 @@ pub async fn lookup(store: &dyn ItemStore, key_id: &str) -> Result<Option<KeyRec
     }))
 }
 
-/// Creates a key for `user_id`; the full key is in the result only. Its hash
-/// is unkeyed (`api_key::stored_hash`), so `_legacy_hash_key` is no longer
-/// used; the argument stays until its callers drop it.
+/// Creates a key for `user_id` (404 unless the user is alive, checked in the
+/// key's own transaction); the full key is in the result only. Its hash is
+/// unkeyed (`api_key::stored_hash`): no rotation of the root secret touches it.
 pub async fn create(
     store: &dyn ItemStore,
     user_id: &str,
     name: Option<String>,
 ) -> Result<(ApiKeyInfo, SecretString)> {
-    let Some(user) = users::get(store, user_id).await? else {
-        return Err(Error::NotFound("user"));
-    };
     let NewKey {
         key_id,
         full,
@@ -76,15 +73,15 @@ pub async fn create(
         prefix: api_key::prefix(&key_id),
         masked: api_key::masked(&key_id, &last4),
         id: key_id,
-        user_id: user.id.clone(),
+        user_id: user_id.to_owned(),
         name,
         last4,
         created_at: lambent_core::time::now_rfc3339(),
     };
     let lookup = Item::new(lookup_key(&info.id))
-        .with("user_id", user.id.as_str())
+        .with("user_id", user_id)
         .with("hash", Value::B(hash));
-    let mut listing = cascade::owns_item(Item::new(listing_key(&user.id, &info.id)), &lookup.key)
+    let mut listing = cascade::owns_item(Item::new(listing_key(user_id, &info.id)), &lookup.key)
         .with("last4", info.last4.as_str())
         .with("created_at", info.created_at.as_str());
     if let Some(name) = &info.name {
@@ -94,7 +91,7 @@ pub async fn create(
         .transact(vec![
             // The owner must still exist: no key outlives its user's deletion.
             TxOp::Check {
-                key: users::profile_key(&user.id),
+                key: users::profile_key(user_id),
                 condition: alive(),
             },
             TxOp::Put {

@@ -130,7 +130,7 @@ pub fn reserved_entry(reservation: &Reservation, bill: &str, now_ms: i64) -> Ite
 }
 
 /// The settle intent of a call: its entry with its bill and outcome.
-pub fn intent_entry(reservation: &Reservation, intent: &Intent, now_ms: i64) -> Item {
+fn intent_entry(reservation: &Reservation, intent: &Intent, now_ms: i64) -> Item {
     reserved_entry(reservation, &intent.bill, now_ms).with("outcome", intent.outcome.as_str())
 }
 

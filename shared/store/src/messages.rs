@@ -570,6 +570,15 @@ pub async fn recent_turns(
         for item in &found.items {
             let mut turn = turn_of(item)?;
             let parts_items = count(item, "parts_items").unwrap_or(0) as usize;
+            if turn.parts.is_empty() && parts_items == 0 {
+                continue;
+            }
+            // Checked before any part item is read: a message that does not
+            // fit costs no more reads.
+            let stored_tokens = count(item, "tokens")?;
+            if used + stored_tokens > budget {
+                break 'pages;
+            }
             if parts_items > 0 {
                 let id = super::id_after(item, "MSG#")?;
                 let parts = read_parts(store, session_id, id, parts_items).await?;
@@ -580,7 +589,7 @@ pub async fn recent_turns(
             }
             // Messages stored before estimates counted a token per byte
             // carry a lower `tokens`: the parts decide.
-            let tokens = count(item, "tokens")?.max(estimate_parts_tokens(&turn.parts));
+            let tokens = stored_tokens.max(estimate_parts_tokens(&turn.parts));
             if used + tokens > budget {
                 break 'pages;
             }

@@ -143,16 +143,24 @@ pub async fn forget_active(store: &dyn ItemStore, run_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A run's status, read without its owner (the sweeper's view); `None`
-/// when it is gone.
-pub async fn status_of(store: &dyn ItemStore, run_id: &str) -> Result<Option<RunStatus>> {
-    let Some(item) = store.get(&header_key(run_id)).await? else {
+/// A run's status and its steps, read without its owner in one query (the
+/// sweeper's view); `None` when the run is gone.
+pub async fn status_and_steps(
+    store: &dyn ItemStore,
+    run_id: &str,
+) -> Result<Option<(RunStatus, Vec<StepRecord>)>> {
+    let items = read_all(store, run_id).await?;
+    let Some(header) = items.iter().find(|i| i.key.sk == "RUN") else {
         return Ok(None);
     };
-    let stored = text(&item, "status")?;
-    Ok(Some(
-        RunStatus::parse(&stored).ok_or_else(|| corrupt(&item, "status"))?,
-    ))
+    let stored = text(header, "status")?;
+    let status = RunStatus::parse(&stored).ok_or_else(|| corrupt(header, "status"))?;
+    let steps = items
+        .iter()
+        .filter(|i| i.key.sk.starts_with("STEP#"))
+        .map(step_record)
+        .collect::<Result<_>>()?;
+    Ok(Some((status, steps)))
 }
 
 /// The attribute of a succeeded step naming the model call its checkpoint

@@ -7,13 +7,17 @@
 //! 2. [`prepare`]: the context is built within the agent's token budget, the
 //!    worst case is reserved under every spending limit (429
 //!    `budget_exceeded` if it does not fit), and the provider key decrypted;
-//! 3. [`start`]: the user's message is stored while the provider call starts;
+//! 3. [`start`]: the user's message is stored while the provider call starts
+//!    (tool results before it, so the same calls are answered once);
 //! 4. [`settle`]: the reply, its usage and cost are stored, the aggregates
-//!    counted and the reservation settled ([`charge`]), in one transaction
-//!    guarded by a create-only record, so a retried settle counts the call
-//!    once. A workflow step's record is its checkpoint: the step protocol
+//!    counted, the reservation settled ([`charge`]) and the call's ledger
+//!    entry consumed, in one transaction guarded by a create-only record, so
+//!    a retried settle counts the call once; one that does not land leaves
+//!    its intent for the sweeper (`settle.rs`, docs/RELIABILITY.md). A
+//!    workflow step's record is its checkpoint: the step protocol
 //!    (`lambent_store::runs::complete`) writes the same [`charge`] with it;
-//! 5. [`release`]: a call that did not happen gives its reservation back.
+//! 5. [`release`]: a call that did not happen gives its reservation back (a
+//!    call whose process died is closed by the sweeper).
 
 mod settle;
 mod target;
@@ -624,7 +628,8 @@ fn store_user_message(
 const INPUT_ATTEMPTS: u32 = 3;
 
 /// Whether a failed write may have landed all the same (a timeout, an
-/// outage): only the sweeper can then tell.
+/// outage), so that trying again may help and only a read (or the sweeper)
+/// can tell what happened.
 fn is_ambiguous(e: &Error) -> bool {
     matches!(e, Error::Unavailable(_))
 }

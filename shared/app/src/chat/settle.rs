@@ -294,9 +294,9 @@ fn count_ops(bill: &Bill, used: &Usage) -> (Decimal, Vec<TxOp>) {
 }
 
 /// Stores the reply, counts its cost in every aggregate and settles the
-/// reservation, once however often it is tried; the settle intent is
-/// written first, so a settle that fails here is finished by the sweeper
-/// (and the caller is told what it cost all the same).
+/// reservation, once however often it is tried. A settle that does not land
+/// leaves its intent for the sweeper (and the caller is told what it cost
+/// all the same).
 pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) -> Result<Settled> {
     if let Record::Step { .. } = call.record {
         return Err(Error::Internal(
@@ -337,11 +337,11 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
     // The call's ledger entry: with its reservation, or (holding none) with
     // a session turn's message; other calls have none yet.
     let entry = if bill.reservation.holds() {
-        Entry::Held
+        EntryIs::Held
     } else if matches!(bill.recorded, Recorded::SessionTurn { .. }) {
-        Entry::Intent
+        EntryIs::Intent
     } else {
-        Entry::Gone
+        EntryIs::Gone
     };
     let mut failure = None;
     for attempt in 0..SETTLE_ATTEMPTS {
@@ -350,7 +350,7 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
         }
         match settle_bill(store, &bill, &outcome, entry).await {
             Ok(cost_usd) => return Ok(settled(&bill, outcome, cost_usd)),
-            Err(e) if is_transient(&e) => failure = Some(e),
+            Err(e) if super::is_ambiguous(&e) => failure = Some(e),
             Err(e) => return Err(e),
         }
     }
@@ -408,10 +408,6 @@ fn settled(bill: &Bill, outcome: Outcome, cost_usd: Decimal) -> Settled {
     }
 }
 
-fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Unavailable(_))
-}
-
 async fn write_intent(
     store: &dyn ItemStore,
     bill: &Bill,
@@ -432,7 +428,7 @@ pub async fn finish_intent(store: &dyn ItemStore, intent: &Intent) -> Result<Dec
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
     let outcome: Outcome = serde_json::from_str(&intent.outcome)
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
-    settle_bill(store, &bill, &outcome, Entry::Intent).await
+    settle_bill(store, &bill, &outcome, EntryIs::Intent).await
 }
 
 /// The stop reason of a turn whose process died before its reply was in.
@@ -461,7 +457,7 @@ pub async fn abandon(
                 usage: Usage::default(),
                 stop_reason: Some(INTERRUPTED.into()),
             };
-            settle_bill(store, &bill, &outcome, Entry::Abandoned).await?;
+            settle_bill(store, &bill, &outcome, EntryIs::Abandoned).await?;
             Ok(())
         }
         _ => budgets::release_abandoned(store, reservation).await,
@@ -470,7 +466,7 @@ pub async fn abandon(
 
 /// What a settle must do with the call's ledger entry.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Entry {
+enum EntryIs {
     /// It holds the reservation: consume it, or learn that someone else
     /// did (and released the reservation).
     Held,
@@ -490,11 +486,11 @@ async fn settle_bill(
     store: &dyn ItemStore,
     bill: &Bill,
     outcome: &Outcome,
-    entry: Entry,
+    entry: EntryIs,
 ) -> Result<Decimal> {
     let mut bill = bill.clone();
     let mut entry = match entry {
-        Entry::Intent if bill.reservation.holds() => Entry::Held,
+        EntryIs::Intent if bill.reservation.holds() => EntryIs::Held,
         other => other,
     };
     for _ in 0..3 {
@@ -503,18 +499,18 @@ async fn settle_bill(
         ops.extend(counted);
         let consumes = ops.len();
         match entry {
-            Entry::Held => ops.push(budgets::consume_entry_op(&bill.reservation)),
-            Entry::Intent => ops.push(budgets::consume_entry_op(&bill.reservation.released())),
-            Entry::Abandoned => ops.push(TxOp::Delete {
+            EntryIs::Held => ops.push(budgets::consume_entry_op(&bill.reservation)),
+            EntryIs::Intent => ops.push(budgets::consume_entry_op(&bill.reservation.released())),
+            EntryIs::Abandoned => ops.push(TxOp::Delete {
                 key: ledger::entry_key(&bill.call_id),
                 condition: Some(ledger::abandoned()),
             }),
-            Entry::Gone => {}
+            EntryIs::Gone => {}
         }
         // An abandoned turn is marked only after its input.
         let input_checked = match (&entry, &bill.recorded) {
             (
-                Entry::Abandoned,
+                EntryIs::Abandoned,
                 Recorded::SessionTurn {
                     session_id,
                     input_message_id: Some(input),
@@ -532,7 +528,7 @@ async fn settle_bill(
         match lambent_store::transact_retrying(store, ops).await {
             Ok(()) => return Ok(cost_usd),
             Err(StoreError::TransactionCancelled { failed }) => {
-                if entry == Entry::Abandoned && failed.contains(&consumes) {
+                if entry == EntryIs::Abandoned && failed.contains(&consumes) {
                     // The call reported its outcome meanwhile: it is alive.
                     return Ok(Decimal::ZERO);
                 }
@@ -545,7 +541,7 @@ async fn settle_bill(
                 if failed.contains(&0) || checkpointed {
                     // Recorded and counted already (by an earlier try, or
                     // by the step's checkpoint): only the intent is left.
-                    if entry != Entry::Gone && !failed.contains(&consumes) {
+                    if entry != EntryIs::Gone && !failed.contains(&consumes) {
                         ledger::forget(store, &bill.call_id).await?;
                     }
                     return Ok(cost_usd);
@@ -560,10 +556,10 @@ async fn settle_bill(
                     bill.reservation.session = None;
                     continue;
                 }
-                if entry == Entry::Held && failed.contains(&consumes) {
+                if entry == EntryIs::Held && failed.contains(&consumes) {
                     // Released by the sweeper: counted without it.
                     bill.reservation = bill.reservation.released();
-                    entry = Entry::Gone;
+                    entry = EntryIs::Gone;
                     continue;
                 }
                 return Err(Error::Internal(format!(

@@ -24,10 +24,6 @@ pub use lambent_core::auth::{Principal, Role, BOOTSTRAP_ADMIN_USER};
 /// Server-side secrets derived from the deployment's root secret, current
 /// and previous (see `docs/SECRETS.md`).
 pub struct ServerKeys {
-    /// The HMAC key of legacy API-key hashes under the current root. New
-    /// keys are stored unkeyed (`api_key::stored_hash`): `keys::create`
-    /// still takes this but no longer uses it.
-    pub api_key_hash: [u8; 32],
     /// The HMAC keys legacy API-key hashes verify under: the current root's,
     /// then the previous one's.
     pub legacy_api_key_hash: Derived,
@@ -41,10 +37,8 @@ pub struct ServerKeys {
 
 impl ServerKeys {
     pub fn derive(roots: &Roots, bootstrap_admin: bool) -> ServerKeys {
-        let legacy_api_key_hash = Derived::of(roots, "lambent/v1/api-key-hash");
         ServerKeys {
-            api_key_hash: legacy_api_key_hash.current,
-            legacy_api_key_hash,
+            legacy_api_key_hash: Derived::of(roots, "lambent/v1/api-key-hash"),
             cursor: Derived::of(roots, "lambent/v1/cursor"),
             admin_key: bootstrap_admin.then(|| bootstrap::admin_api_key(&roots.current)),
         }
@@ -54,27 +48,6 @@ impl ServerKeys {
 /// When the root secret cannot be read as the keys fall due, the keys in
 /// hand are kept and the read is tried again after this long.
 const RETRY_UNREADABLE: Duration = Duration::from_secs(5);
-
-/// What an [`Identity`] is configured with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// How long a key record may be used without a store read.
-    pub key_cache: Duration,
-    /// How long derived keys are used before the root secret is read again.
-    pub secret_cache: Duration,
-    /// Whether the bootstrap admin key authenticates at all.
-    pub bootstrap_admin: bool,
-}
-
-impl Settings {
-    pub fn of(config: &Config) -> Settings {
-        Settings {
-            key_cache: config.auth_cache,
-            secret_cache: config.secret_cache,
-            bootstrap_admin: config.bootstrap_admin,
-        }
-    }
-}
 
 /// Derived keys in hand, and when the root secret is next read.
 struct Loaded {
@@ -88,7 +61,10 @@ struct Loaded {
 /// key records.
 pub struct Identity {
     secrets: Arc<dyn Secrets>,
-    settings: Settings,
+    /// How long derived keys are used before the root secret is read again.
+    secret_cache: Duration,
+    /// Whether the bootstrap admin key authenticates at all.
+    bootstrap_admin: bool,
     loaded: RwLock<Option<Loaded>>,
     /// One reader of the root secret at a time; the others wait for it.
     reading: Mutex<()>,
@@ -97,31 +73,17 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// An identity with the default settings (`Config::default()`: the
-    /// secret read again after 300 s, the bootstrap admin key on) but the
-    /// key cache's lifetime.
-    pub fn new(secrets: Arc<dyn Secrets>, cache_ttl: Duration) -> Identity {
-        Identity::with_settings(
-            secrets,
-            Settings {
-                key_cache: cache_ttl,
-                ..Settings::of(&Config::default())
-            },
-        )
-    }
-
-    /// An identity configured as `config` says.
+    /// An identity configured as `config` says: the key cache's lifetime
+    /// (`LAMBENT_AUTH_CACHE_SECS`), the secret's (`LAMBENT_SECRET_CACHE_SECS`)
+    /// and whether the bootstrap admin key works (`LAMBENT_BOOTSTRAP_ADMIN`).
     pub fn for_config(secrets: Arc<dyn Secrets>, config: &Config) -> Identity {
-        Identity::with_settings(secrets, Settings::of(config))
-    }
-
-    pub fn with_settings(secrets: Arc<dyn Secrets>, settings: Settings) -> Identity {
         Identity {
             secrets,
-            settings,
+            secret_cache: config.secret_cache,
+            bootstrap_admin: config.bootstrap_admin,
             loaded: RwLock::new(None),
             reading: Mutex::new(()),
-            cache: KeyCache::new(settings.key_cache),
+            cache: KeyCache::new(config.auth_cache),
             bootstrap_admin_ready: OnceCell::new(),
         }
     }
@@ -141,17 +103,14 @@ impl Identity {
         }
         match bootstrap::roots(self.secrets.as_ref()).await {
             Ok(roots) => {
-                let keys = Arc::new(ServerKeys::derive(&roots, self.settings.bootstrap_admin));
-                self.hold(keys.clone(), self.settings.secret_cache);
+                let keys = Arc::new(ServerKeys::derive(&roots, self.bootstrap_admin));
+                self.hold(keys.clone(), self.secret_cache);
                 Ok(keys)
             }
             Err(e) => match self.in_hand(false) {
                 Some(keys) => {
                     tracing::warn!(error = %e, "root secret unreadable; keeping the keys in hand");
-                    self.hold(
-                        keys.clone(),
-                        RETRY_UNREADABLE.min(self.settings.secret_cache),
-                    );
+                    self.hold(keys.clone(), RETRY_UNREADABLE.min(self.secret_cache));
                     Ok(keys)
                 }
                 None => Err(e.into()),
@@ -216,8 +175,11 @@ impl Identity {
                 holder
             }
         };
-        let legacy_keys = keys.legacy_api_key_hash.all();
-        match api_key::verify(&presented, &holder.key.hash, &legacy_keys) {
+        match api_key::verify(
+            &presented,
+            &holder.key.hash,
+            keys.legacy_api_key_hash.iter(),
+        ) {
             None => return Err(Error::Unauthenticated),
             Some(Verified::Stored) => {}
             Some(Verified::Legacy) => self.upgrade(store, &holder, &presented).await,
