@@ -123,8 +123,8 @@ fn turn(
         reservation,
         record: Record::SessionTurn {
             session_id: session.id.clone(),
+            turn_id: assistant_message_id.clone(),
             input_message_ids: vec![user_message_id],
-            answers: None,
             assistant_message_id,
             input: chat::UserInput::Content(vec![lambent_core::chat::Part::Text("hi".into())]),
         },

@@ -1,24 +1,21 @@
-//! The reply as server-sent events. A task reads the provider and forwards
-//! each chunk through a small bounded channel to the response body, so a
-//! slow client holds the provider read (backpressure) and memory per stream
-//! stays flat. If the client goes away, the task keeps reading (for at most
-//! `LAMBENT_STREAM_DRAIN_SECS`) so the reply is stored, marked
-//! `incomplete`, and billed for what the provider used.
+//! The reply as server-sent events. A task reads the provider
+//! (`lambent_app::chat::ReplyReader`) and forwards each piece through a
+//! small bounded channel to the response body, so a slow client holds the
+//! provider read (backpressure) and memory per stream stays flat. If the
+//! client goes away, the task reads on to the reply's end, so the reply is
+//! stored whole and billed for what the provider used.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use lambent_app::chat::{self, Outcome, Prepared, ReplyText, Settled, Started};
+use lambent_app::chat::{self, Piece, Prepared, ReplyReader, Settled, Started};
 use lambent_app::state::State;
 use lambent_app::streams::StreamSlot;
 use lambent_http::error::ApiError;
-use lambent_llm::{Chunk, ProviderError, ToolCall, ToolCallAssembler, Usage};
-use lambent_store::messages::MessageStatus;
-use lambent_store::sessions::TokenCounts;
-use serde_json::json;
+use lambent_llm::{Chunk, ToolCall};
+use lambent_store::turns::StoredEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -48,69 +45,26 @@ pub trait Wire: Send + 'static {
     fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event>;
 }
 
-/// Lambent's events: `message_start`, `delta`..., then `message_end` or
-/// `error`, each with an `id:` (its position in the stream).
-#[derive(Default)]
-pub struct LambentEvents {
-    next_id: u64,
-}
-
-impl LambentEvents {
-    fn event(&mut self, name: &str, data: serde_json::Value) -> Event {
+/// The response that streams a turn's events (as `lambent_app::turns`
+/// emits them, or replays them) to its client, each with its `id:`.
+/// Comments keep the connection open while a long tool call runs.
+pub fn stream_turn(events: mpsc::Receiver<StoredEvent>) -> Response {
+    let body = futures::stream::unfold(events, |mut rx| async move {
+        let event = rx.recv().await?;
         let event = Event::default()
-            .event(name)
-            .id(self.next_id.to_string())
-            .data(data.to_string());
-        self.next_id += 1;
-        event
-    }
+            .event(event.event)
+            .id(event.id.to_string())
+            .data(event.data);
+        Some((Ok::<_, Infallible>(event), rx))
+    });
+    let mut response = Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    response
 }
-
-impl Wire for LambentEvents {
-    fn start(&mut self, call: &Prepared) -> Vec<Event> {
-        vec![self.event(
-            "message_start",
-            json!({
-                "message_id": call.reply_id(),
-                "session_id": call.session_id(),
-                "model": call.model,
-            }),
-        )]
-    }
-
-    fn text(&mut self, piece: &str) -> Vec<Event> {
-        vec![self.event("delta", json!({ "text": piece }))]
-    }
-
-    fn tool_call(&mut self, index: usize, call: &ToolCall) -> Vec<Event> {
-        vec![self.event(
-            "tool_call",
-            json!({ "index": index, "id": call.id, "name": call.name, "input": call.input }),
-        )]
-    }
-
-    fn end(&mut self, settled: &Settled) -> Vec<Event> {
-        vec![self.event(
-            "message_end",
-            json!({
-                "message_id": settled.reply_id,
-                "stop_reason": settled.stop_reason,
-                "usage": TokenCounts::from(settled.usage),
-                "cost_usd": settled.cost_usd.to_string(),
-            }),
-        )]
-    }
-
-    fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event> {
-        vec![self.event(
-            "error",
-            json!({ "code": error.code(), "message": error.public_message(), "request_id": request_id }),
-        )]
-    }
-}
-
-/// The stop reason of a reply Lambent cut at its stream deadline.
-pub const DEADLINE: &str = "deadline";
 
 /// The response that streams `call`'s reply from `upstream` in `wire`'s format.
 /// The stream holds `slot`, one of its user's stream slots, until its last
@@ -186,75 +140,20 @@ async fn pump(
     };
     client.send_all(wire.start(&call)).await;
 
-    let mut text = ReplyText::default();
-    let mut tool_calls = ToolCallAssembler::default();
-    let mut usage = Usage::default();
-    let mut stop_reason = None;
-    let mut failure: Option<ProviderError> = None;
-    let mut drain_until: Option<Instant> = None;
     // Cut before the function's own timeout could end it unstored and
-    // unbilled.
+    // unbilled. A client that leaves does not stop the read.
     let deadline = Instant::now() + state.config.stream_deadline;
-    let mut cut = false;
-    let mut upstream = started.stream;
-    loop {
-        if client.gone() && drain_until.is_none() {
-            drain_until = Some(Instant::now() + state.config.stream_drain_timeout);
+    let mut reader = ReplyReader::new(started.stream, deadline, None);
+    while let Some(piece) = reader.next().await {
+        if client.gone() {
+            continue;
         }
-        let until = drain_until.map_or(deadline, |drain| drain.min(deadline));
-        let next = match tokio::time::timeout_at(until, upstream.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                if Instant::now() >= deadline {
-                    tracing::warn!("cut a reply at the stream deadline");
-                    stop_reason = Some(DEADLINE.to_owned());
-                } else {
-                    tracing::warn!("stopped reading a reply whose client left: drain time is up");
-                }
-                cut = true;
-                break;
-            }
+        let events = match &piece {
+            Piece::Text(text) => wire.text(text),
+            Piece::ToolPiece(chunk) => wire.tool_piece(chunk),
+            Piece::ToolCall(index, call) => wire.tool_call(*index, call),
         };
-        match next {
-            None => break,
-            Some(Ok(Chunk::Text(piece))) => {
-                text.push(&piece);
-                if !client.gone() {
-                    let events = wire.text(&piece);
-                    client.send_all(events).await;
-                }
-            }
-            Some(Ok(Chunk::Usage(latest))) => usage = latest,
-            Some(Ok(Chunk::Stop(reason))) => stop_reason = Some(reason),
-            // Kept and stored with the reply, and shown as the wire shows
-            // tool calls (pieces, or each whole call).
-            Some(Ok(chunk @ (Chunk::ToolCallStart { .. } | Chunk::ToolCallArguments { .. }))) => {
-                // A call is whole when the next begins (or the reply ends).
-                let begun = tool_calls.len();
-                tool_calls.push(&chunk);
-                let mut events = wire.tool_piece(&chunk);
-                if tool_calls.len() > begun && begun > 0 {
-                    if let Some(call) = tool_calls.call(begun - 1) {
-                        events.extend(wire.tool_call(begun - 1, &call));
-                    }
-                }
-                if !client.gone() {
-                    client.send_all(events).await;
-                }
-            }
-            Some(Err(e)) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    drop(upstream);
-    if failure.is_none() && !tool_calls.is_empty() {
-        let last = tool_calls.len() - 1;
-        if let Some(call) = tool_calls.call(last) {
-            let events = wire.tool_call(last, &call);
-            client.send_all(events).await;
-        }
+        client.send_all(events).await;
     }
     // The user's message goes before the reply. If it could not be stored
     // (its session was deleted meanwhile) the settle still counts the cost.
@@ -263,28 +162,9 @@ async fn pump(
         Ok(Err(e)) => tracing::warn!(error = %e, "the user's message was not stored"),
         Err(e) => tracing::error!(error = %e, "storing the user's message failed"),
     }
-
-    let status = if client.gone() || cut {
-        MessageStatus::Incomplete
-    } else if failure.is_some() {
-        MessageStatus::Failed
-    } else {
-        MessageStatus::Complete
-    };
-    let tool_calls = tool_calls.finish();
-    if cut {
-        // The provider's own count never came; it bills what it generated.
-        usage = chat::usage_when_cut(&call, usage, &text, &tool_calls);
-    }
-    let outcome = Outcome {
-        text,
-        tool_calls,
-        status,
-        usage,
-        stop_reason,
-    };
-    let settled = chat::settle(state.store.as_ref(), &call, outcome).await;
-    match (failure, settled) {
+    let read = reader.finish(&call);
+    let settled = chat::settle(state.store.as_ref(), &call, read.outcome).await;
+    match (read.failure, settled) {
         (None, Ok(settled)) => client.send_all(wire.end(&settled)).await,
         (Some(e), settled) => {
             if let Err(store_error) = settled {

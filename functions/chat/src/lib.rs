@@ -8,11 +8,13 @@
 //! | POST | `/v1/sessions/{id}/messages` |
 //! | POST | `/v1/chat/completions` |
 //! | POST | `/v1/messages` (Anthropic-compatible) |
+//! | GET | `/v1/sessions/{id}/messages/{message_id}/events` |
 
 mod completions;
 mod events;
 mod messages_api;
 mod turn;
+mod turn_events;
 
 use axum::extract::FromRef;
 use lambent_app::chat::{self, Target};
@@ -52,6 +54,7 @@ pub fn documented() -> OpenApiRouter<Chat> {
         .routes(routes!(turn::post_message))
         .routes(routes!(completions::create_completion))
         .routes(routes!(messages_api::create_message))
+        .routes(routes!(turn_events::turn_events))
 }
 
 /// The route group: these routes behind the API key check, with the

@@ -1,10 +1,15 @@
-//! `POST /v1/sessions/{id}/messages`: one turn of a session, streamed as
-//! server-sent events or answered whole.
+//! `POST /v1/sessions/{id}/messages`: one agent turn of a session (see
+//! `lambent_app::turns`), streamed as server-sent events, answered whole,
+//! or run in the background.
 
 use axum::extract::State as Extract;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lambent_app::chat::{self, UserInput};
+use lambent_app::streams::StreamSlot;
+use lambent_app::turns::{self, answers::Answers, TurnRef};
+use lambent_store::turns::Approval;
 use lambent_core::chat::{ContentPart, ImageSource, Part, ToolResult};
 use lambent_core::ids::SessionId;
 use lambent_core::Error;
@@ -13,7 +18,7 @@ use lambent_http::Body;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_store::messages::{self, Message, MAX_STORED_BYTES};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Chat;
 
@@ -21,32 +26,51 @@ use crate::Chat;
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
     /// The user's message: text, or a list of text and image parts (at most
-    /// 256 KiB together). Exactly one of `content` and `tool_results`.
+    /// 256 KiB together). It starts a new turn. Send `content`, or the
+    /// answers a waiting turn asks for (`tool_results`, `approvals`).
     content: Option<MessageContent>,
-    /// The results of the tool calls of the session's last message, one
-    /// for each call.
+    /// The results of the client tool calls the session's waiting turn
+    /// asked for, one for each.
     tool_results: Option<Vec<ToolResult>>,
-    /// `false` answers with the whole reply as one JSON message instead of a
-    /// stream of events (default `true`).
+    /// Decisions on the server tool calls the waiting turn asked approval
+    /// for, one for each; a denial reaches the model as an `is_error` result.
+    approvals: Option<Vec<Approval>>,
+    /// `false` answers with the turn's last reply as one JSON message instead
+    /// of a stream of events (default `true`).
     stream: Option<bool>,
+    /// `true` runs the turn in the worker: the answer is 202
+    /// `{"message_id"}` at once; follow it with `GET …/events`.
+    background: Option<bool>,
 }
 
-/// Send a message to the session's agent. The reply streams as
-/// `text/event-stream`: `message_start`, then `delta` events as the provider
-/// sends text, then `message_end` with the usage and cost (or `error`), each
-/// with an `id:`. The user's message and the reply are stored; if the client
-/// goes away, the reply is still read, stored as `incomplete` and billed.
+/// A background turn's handle.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The turn's ID (its first reply's): `GET …/messages/{message_id}`
+    /// shows its status, `…/events` its events.
+    message_id: String,
+}
+
+/// Start a turn of the session's agent. It runs until the model is done:
+/// server tools are called and their results sent back to the model (up to
+/// the agent's `max_tool_rounds`); it stops early to wait for client tools'
+/// results or approvals. The turn's events stream as `text/event-stream`:
+/// per model call `message_start`, `delta`s, `tool_call`s and `message_end`
+/// (usage and cost), `tool_result`s, `approval_required`s, and last `done`,
+/// each with an `id:`; they are stored too, and `GET …/events` replays them.
+/// A disconnect never stops the turn; `POST …/cancel` does.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "chat",
     request_body = PostMessage,
     params(("id" = String, Path, description = "session ID (`ses_...`)")),
     responses(
-        (status = 200, description = "the reply: server-sent events, or one JSON message with `\"stream\": false`",
+        (status = 200, description = "the turn: server-sent events, or its last reply as one JSON message with `\"stream\": false`",
             content(
                 (String = "text/event-stream"),
                 (Message = "application/json"),
             )),
-        (status = 409, description = "the session's agent, its provider or its model was deleted"),
-        (status = 429, description = "rate limited, or `budget_exceeded`: the call's worst case does not fit a spending limit"),
+        (status = 202, description = "`\"background\": true`: the turn runs in the worker", body = Accepted),
+        (status = 409, description = "the session's agent, its provider or its model was deleted; or no turn waits for these answers"),
+        (status = 429, description = "rate limited, `too_many_streams`, or `budget_exceeded`: the first call's worst case does not fit a spending limit"),
         (status = 502, description = "the provider failed before replying"),
         (status = 504, description = "the provider did not answer in time"),
     ))]
@@ -57,28 +81,103 @@ pub async fn post_message(
     Body(body): Body<PostMessage>,
 ) -> ApiResult<Response> {
     let stream = body.stream != Some(false);
+    let background = body.background == Some(true);
     let input = user_input(body)?;
     let state = &chat.state;
-    let prepare = chat::prepare_session_turn(state, &principal.user_id, &id, input);
-    let (call, slot) = crate::prepare_with_slot(state, &principal.user_id, stream, prepare).await?;
-    let Some(slot) = slot else {
-        let settled = chat::complete(state, &chat.llm, &call).await?;
-        // The stored message (its parts read back); if the store cannot
-        // show it yet (its settle was left to the sweeper), as it will be.
-        let reply = match messages::get(state.store.as_ref(), &id, call.reply_id()).await {
-            Ok(Some(stored)) => stored,
-            _ => chat::reply_message(&call, &settled)?,
-        };
-        return Ok(Json::<Message>(reply).into_response());
+    let owner = &principal.user_id;
+    let request_id = lambent_http::current_request_id();
+    let spawned = match input {
+        Input::Content(parts) if background => {
+            let turn_id = turns::background::begin(state, owner, &id, parts).await?;
+            return Ok(accepted(turn_id));
+        }
+        Input::Content(parts) => {
+            let prepare = chat::prepare_session_turn(state, owner, &id, UserInput::Content(parts));
+            let (call, slot) = crate::prepare_with_slot(state, owner, stream, prepare).await?;
+            let started = chat::start(state, &chat.llm, &call).await?;
+            let turn = TurnRef {
+                owner: owner.clone(),
+                session_id: id.to_string(),
+                turn_id: call.reply_id().to_owned(),
+                first_message_id: call.first_input_id().unwrap_or_default().to_owned(),
+                approvals: Vec::new(),
+                answers: None,
+                expires_at: call.expires_at,
+                request_id,
+            };
+            let spawned = turns::spawn(
+                state,
+                &chat.llm,
+                turn.clone(),
+                Some((call, started)),
+                stream,
+                slot,
+            );
+            (turn, spawned)
+        }
+        Input::Answers(answers) => {
+            let slot = match stream && !background {
+                true => Some(StreamSlot::take(state, owner).await?),
+                false => None,
+            };
+            let turn =
+                turns::answers::begin(state, owner, &id, answers, background, &request_id).await?;
+            if background {
+                turns::background::hand_over(state, owner, &turn.session_id, &turn.turn_id)
+                    .await;
+                return Ok(accepted(turn.turn_id));
+            }
+            let spawned = turns::spawn(state, &chat.llm, turn.clone(), None, stream, slot);
+            (turn, spawned)
+        }
     };
-    let started = chat::start(state, &chat.llm, &call).await?;
-    Ok(crate::events::stream_reply(
-        chat.state.clone(),
-        call,
-        started,
-        crate::events::LambentEvents::default(),
-        slot,
-    ))
+    let (turn, spawned) = spawned;
+    match spawned.live {
+        Some(live) => Ok(crate::events::stream_turn(live)),
+        None => {
+            spawned
+                .ended
+                .await
+                .map_err(|e| Error::Internal(format!("a turn's task failed: {e}")))?;
+            Ok(Json(last_reply(state, &turn).await?).into_response())
+        }
+    }
+}
+
+fn accepted(turn_id: String) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            message_id: turn_id,
+        }),
+    )
+        .into_response()
+}
+
+/// A turn answered whole: its last stored reply (its parts read too).
+async fn last_reply(state: &lambent_app::state::State, turn: &TurnRef) -> ApiResult<Message> {
+    let store = state.store.as_ref();
+    let stored = messages::of_turn(
+        store,
+        &turn.session_id,
+        &turn.turn_id,
+        turn.answers.as_deref().unwrap_or(&turn.first_message_id),
+    )
+    .await?;
+    let last = stored
+        .iter()
+        .rev()
+        .find(|m| m.role == messages::MessageRole::Assistant && m.turn_id.as_deref() == Some(&turn.turn_id))
+        .ok_or_else(|| Error::Internal("a turn ended without a stored reply".into()))?;
+    Ok(messages::get(store, &turn.session_id, &last.id)
+        .await?
+        .ok_or_else(|| Error::Internal("a turn's reply is gone".into()))?)
+}
+
+/// What the caller sends: a message, or answers to a waiting turn.
+enum Input {
+    Content(Vec<Part>),
+    Answers(Answers),
 }
 
 /// A message's content: its text, or a list of parts.
@@ -94,17 +193,29 @@ const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/w
 
 /// What the caller says: checked here, so the store and the provider only
 /// see what they can take.
-fn user_input(body: PostMessage) -> ApiResult<UserInput> {
-    let bad = |message: String| -> ApiResult<UserInput> { Err(Error::BadRequest(message).into()) };
-    match (body.content, body.tool_results) {
-        (Some(content), None) => content_input(content),
-        (None, Some(results)) => {
-            if results.is_empty() {
+fn user_input(body: PostMessage) -> ApiResult<Input> {
+    let bad = |message: String| -> ApiResult<Input> { Err(Error::BadRequest(message).into()) };
+    match (body.content, body.tool_results, body.approvals) {
+        (Some(content), None, None) => Ok(Input::Content(content_input(content)?)),
+        (None, results, approvals) if results.is_some() || approvals.is_some() => {
+            let results = results.unwrap_or_default();
+            let approvals = approvals.unwrap_or_default();
+            if results.is_empty() && approvals.is_empty() {
                 return bad("tool_results: must not be empty".into());
             }
             for (i, result) in results.iter().enumerate() {
                 if result.tool_call_id.trim().is_empty() {
                     return bad(format!("tool_results[{i}].tool_call_id: must not be empty"));
+                }
+            }
+            for (i, approval) in approvals.iter().enumerate() {
+                if approval.tool_call_id.trim().is_empty() {
+                    return bad(format!("approvals[{i}].tool_call_id: must not be empty"));
+                }
+                if approval.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+                    return bad(format!(
+                        "approvals[{i}].reason: at most {MAX_REASON_BYTES} bytes"
+                    ));
                 }
             }
             let size: usize = results.iter().map(|r| r.content.len()).sum();
@@ -113,14 +224,17 @@ fn user_input(body: PostMessage) -> ApiResult<UserInput> {
                     "tool_results: the results must be at most {MAX_STORED_BYTES} bytes together"
                 ));
             }
-            Ok(UserInput::ToolResults(results))
+            Ok(Input::Answers(Answers { results, approvals }))
         }
-        _ => bad("content: send exactly one of content or tool_results".into()),
+        _ => bad("content: send exactly one of content or tool_results/approvals".into()),
     }
 }
 
-fn content_input(content: MessageContent) -> ApiResult<UserInput> {
-    let bad = |message: String| -> ApiResult<UserInput> { Err(Error::BadRequest(message).into()) };
+/// The most bytes of a denial's reason.
+const MAX_REASON_BYTES: usize = 4 * 1024;
+
+fn content_input(content: MessageContent) -> ApiResult<Vec<Part>> {
+    let bad = |message: String| -> ApiResult<Vec<Part>> { Err(Error::BadRequest(message).into()) };
     let parts = match content {
         MessageContent::Text(text) => vec![ContentPart::Text { text }],
         MessageContent::Parts(parts) => parts,
@@ -174,7 +288,5 @@ fn content_input(content: MessageContent) -> ApiResult<UserInput> {
             "content: the text must be at most {MAX_STORED_BYTES} bytes"
         ));
     }
-    Ok(UserInput::Content(
-        parts.into_iter().map(Part::from).collect(),
-    ))
+    Ok(parts.into_iter().map(Part::from).collect())
 }

@@ -7,22 +7,25 @@
 //! | GET POST | `/v1/sessions` |
 //! | GET DELETE | `/v1/sessions/{id}` |
 //! | GET | `/v1/sessions/{id}/messages` |
+//! | GET | `/v1/sessions/{id}/messages/{message_id}` (a turn's status) |
+//! | POST | `/v1/sessions/{id}/messages/{message_id}/cancel` |
 
 use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
 use axum::Json;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
-use lambent_core::ids::{AgentId, SessionId, TypedId};
+use lambent_core::ids::{AgentId, MessageId, SessionId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
-use lambent_http::PathId;
+use lambent_http::{PathId, PathIds};
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_ports::Order;
-use lambent_store::messages::{self, Message};
+use lambent_store::messages::{self, Message, MessageStatus};
+use lambent_store::turns::{self, Turn, TurnStatus, TurnView};
 use lambent_store::sessions::{self, NewSession, Session};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -35,6 +38,8 @@ pub fn documented() -> OpenApiRouter<State> {
         .routes(routes!(list_sessions, create_session))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(list_messages))
+        .routes(routes!(get_message))
+        .routes(routes!(cancel_turn))
 }
 
 /// The route group: these routes behind the API key check.
@@ -190,4 +195,101 @@ async fn list_messages(
         })
         .await?;
     Ok(Json(listed))
+}
+
+/// A message, and for a turn's ID (its first reply's) the turn.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct MessageWithTurn {
+    #[serde(flatten)]
+    message: Message,
+    /// The turn this ID names, if it names one: its status, stop reason,
+    /// model calls, cost, and what it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turn: Option<TurnView>,
+}
+
+/// A message's status, or for a turn's ID the turn's.
+fn status_of(turn: &Turn) -> MessageStatus {
+    match turn.status {
+        TurnStatus::Running => MessageStatus::Running,
+        TurnStatus::Waiting => MessageStatus::Waiting,
+        TurnStatus::Complete => MessageStatus::Complete,
+        TurnStatus::Incomplete => MessageStatus::Incomplete,
+        TurnStatus::Cancelled => MessageStatus::Cancelled,
+        TurnStatus::Failed => MessageStatus::Failed,
+    }
+}
+
+async fn message_view(
+    state: &State,
+    session_id: &str,
+    message_id: &str,
+    turn: Option<Turn>,
+) -> ApiResult<MessageWithTurn> {
+    let stored = messages::get(state.store.as_ref(), session_id, message_id).await?;
+    let (mut message, turn) = match (stored, turn) {
+        (Some(message), turn) => (message, turn),
+        (None, Some(turn)) => (
+            messages::placeholder(session_id, message_id, &turn.created_at),
+            Some(turn),
+        ),
+        (None, None) => return Err(Error::NotFound("message").into()),
+    };
+    if let Some(turn) = &turn {
+        message.status = status_of(turn);
+        if message.stop_reason.is_none() || turn.status.is_final() {
+            message.stop_reason = turn.stop_reason.clone().or(message.stop_reason);
+        }
+    }
+    Ok(MessageWithTurn {
+        message,
+        turn: turn.as_ref().map(TurnView::from),
+    })
+}
+
+/// Read one message of a session. For a turn's ID (the `message_id` of its
+/// first `message_start`, or of a background turn's 202) `status` is the
+/// turn's: `running`, `waiting` (for tool results or approvals), `complete`,
+/// `incomplete`, `cancelled` or `failed`, and `turn` tells more.
+#[utoipa::path(get, path = "/v1/sessions/{id}/messages/{message_id}", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "session ID (`ses_...`)"),
+        ("message_id" = String, Path, description = "message ID (`msg_...`)"),
+    ),
+    responses((status = 200, body = MessageWithTurn)))]
+async fn get_message(
+    Extract(state): Extract<State>,
+    principal: Caller,
+    PathIds(id, message_id): PathIds<SessionId, MessageId>,
+) -> ApiResult<Json<MessageWithTurn>> {
+    let session = own_session(&state, &principal, &id).await?;
+    let turn = turns::get(state.store.as_ref(), &session.id, &message_id).await?;
+    Ok(Json(
+        message_view(&state, &session.id, &message_id, turn).await?,
+    ))
+}
+
+/// Cancel a turn (idempotent): a running turn closes its provider stream,
+/// drops its tool calls, bills what was used and ends with `stop_reason:
+/// "cancelled"`; a waiting turn ends at once. A final turn is left as it
+/// is. Answers the turn as `GET` does, once it has ended (or after 3 s).
+#[utoipa::path(post, path = "/v1/sessions/{id}/messages/{message_id}/cancel", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "session ID (`ses_...`)"),
+        ("message_id" = String, Path, description = "the turn's ID (`msg_...`)"),
+    ),
+    responses(
+        (status = 200, body = MessageWithTurn),
+        (status = 404, description = "no such session or turn"),
+    ))]
+async fn cancel_turn(
+    Extract(state): Extract<State>,
+    principal: Caller,
+    PathIds(id, message_id): PathIds<SessionId, MessageId>,
+) -> ApiResult<Json<MessageWithTurn>> {
+    let turn = lambent_app::turns::cancel::cancel(&state, &principal.user_id, &id, &message_id)
+        .await?;
+    Ok(Json(
+        message_view(&state, &id, &message_id, Some(turn)).await?,
+    ))
 }

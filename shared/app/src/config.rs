@@ -40,8 +40,15 @@ pub struct Config {
     /// Longest silence from a model provider, before its first byte or
     /// between two chunks; past it the call fails with 504 or an error event.
     pub provider_idle_timeout: Duration,
-    /// How long a reply is still read (and billed) after its client went away.
-    pub stream_drain_timeout: Duration,
+    /// How long a turn's runner holds it (renewed a third of the way): a
+    /// turn whose runner died is taken up again by the worker after it.
+    pub turn_lease: Duration,
+    /// Times a turn may be taken up before it fails.
+    pub turn_max_attempts: u32,
+    /// Server tools of one model reply run at once, at most.
+    pub tool_concurrency: usize,
+    /// The longest a turn's events wait in memory before they are stored.
+    pub events_flush: Duration,
     /// Attempts of a workflow step before it and its run fail.
     pub step_max_attempts: u32,
     /// How long a worker holds a step it is running. It bounds the step's
@@ -89,15 +96,18 @@ impl Default for Config {
             allow_private_provider_urls: false,
             provider_connect_timeout: Duration::from_secs(5),
             provider_idle_timeout: Duration::from_secs(120),
-            stream_drain_timeout: Duration::from_secs(120),
+            turn_lease: Duration::from_secs(30),
+            turn_max_attempts: 5,
+            tool_concurrency: 8,
+            events_flush: Duration::from_millis(100),
             step_max_attempts: 3,
             step_lease: Duration::from_secs(150),
             step_backoff: Duration::from_secs(5),
             max_streams_per_user: 8,
             // The chat function's timeout is 300 s: settle with time to spare.
             stream_deadline: Duration::from_secs(270),
-            // Above the stream deadline plus the drain time, the worker's
-            // lease, and the longest step backoff (15 min).
+            // Above the stream deadline, the worker's lease, and the
+            // longest step backoff (15 min).
             sweep_stale: Duration::from_secs(1_200),
             sweep_every: Duration::from_secs(60),
         }
@@ -189,9 +199,18 @@ impl Config {
             provider_idle_timeout: number(env, "LAMBENT_PROVIDER_IDLE_TIMEOUT_MS", 100..=900_000)?
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.provider_idle_timeout),
-            stream_drain_timeout: number(env, "LAMBENT_STREAM_DRAIN_SECS", 0..=900)?
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.stream_drain_timeout),
+            turn_lease: number(env, "LAMBENT_TURN_LEASE_MS", 300..=900_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.turn_lease),
+            turn_max_attempts: number(env, "LAMBENT_TURN_MAX_ATTEMPTS", 1..=50)?
+                .map(|n| n as u32)
+                .unwrap_or(defaults.turn_max_attempts),
+            tool_concurrency: number(env, "LAMBENT_TOOL_CONCURRENCY", 1..=64)?
+                .map(|n| n as usize)
+                .unwrap_or(defaults.tool_concurrency),
+            events_flush: number(env, "LAMBENT_EVENTS_FLUSH_MS", 1..=5_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.events_flush),
             step_max_attempts: number(env, "LAMBENT_STEP_MAX_ATTEMPTS", 1..=20)?
                 .map(|n| n as u32)
                 .unwrap_or(defaults.step_max_attempts),

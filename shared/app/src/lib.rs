@@ -13,4 +13,5 @@ pub mod state;
 pub mod streams;
 pub mod sweeper;
 pub mod targets;
+pub mod turns;
 pub mod workflows;

@@ -27,6 +27,8 @@ pub struct State {
     /// What expiry, leases, rate-limit windows and the day of a cost are
     /// decided by.
     pub clock: Arc<dyn Clock>,
+    /// The agent turns this process runs or follows.
+    pub turn_registry: Arc<crate::turns::Registry>,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             catalog,
             targets,
             clock: lambent_core::clock::system(),
+            turn_registry: Default::default(),
         }
     }
 

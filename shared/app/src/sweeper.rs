@@ -25,6 +25,7 @@ use lambent_core::error::Result;
 use lambent_ports::queue::QueueName;
 use lambent_store::ledger::{self, Intent};
 use lambent_store::runs::{self, RunStatus, StepMessage, StepStatus};
+use lambent_store::turns::{self, TurnStatus};
 
 use crate::chat;
 use crate::state::State;
@@ -50,6 +51,8 @@ pub struct Swept {
     pub failed_runs: u32,
     /// Finished runs taken out of the index.
     pub forgotten_runs: u32,
+    /// Agent turns whose runner died, handed to the worker.
+    pub requeued_turns: u32,
     /// Actions that failed (each is tried again by the next pass).
     pub errors: u32,
 }
@@ -69,10 +72,53 @@ pub async fn sweep(state: &State) -> Swept {
             swept.errors += 1;
         }
     }
+    for shard in 0..turns::ACTIVE_SHARDS {
+        if let Err(e) = sweep_turns(state, shard, &mut swept).await {
+            tracing::warn!(error = %e, shard, "sweeping unfinished turns failed");
+            swept.errors += 1;
+        }
+    }
     if swept != Swept::default() {
         tracing::info!(?swept, "sweeper pass");
     }
     swept
+}
+
+/// Hands to the worker each unfinished turn whose runner's lease ran out a
+/// lease ago (its runner died, or its queue message was lost); forgets
+/// turns that ended or are gone.
+async fn sweep_turns(state: &State, shard: u32, swept: &mut Swept) -> Result<()> {
+    let store = state.store.as_ref();
+    let now = state.clock.now_millis();
+    let lease = state.config.turn_lease.as_millis() as i64;
+    let mut after = None;
+    let mut read = 0;
+    while read < MAX_PER_SHARD {
+        let (active, next) = turns::active_turns(store, shard, PAGE, after).await?;
+        read += active.len();
+        for entry in active {
+            match turns::get(store, &entry.session_id, &entry.turn_id).await? {
+                Some(turn) if turn.status == TurnStatus::Running => {
+                    if turn.lease_until_ms + lease < now {
+                        crate::turns::background::hand_over(
+                            state,
+                            &entry.owner,
+                            &entry.session_id,
+                            &entry.turn_id,
+                        )
+                        .await;
+                        swept.requeued_turns += 1;
+                    }
+                }
+                _ => turns::forget_active(store, &entry.turn_id).await?,
+            }
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 async fn sweep_ledger(state: &State, shard: u32, swept: &mut Swept) -> Result<()> {

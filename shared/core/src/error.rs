@@ -40,3 +40,23 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error's code, as clients see it (`"not_found"`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "invalid_request",
+            Error::Unauthenticated => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::TooManyStreams { .. } => "too_many_streams",
+            Error::BudgetExceeded(_) => "budget_exceeded",
+            Error::ProviderFailed(_) => "provider_error",
+            Error::ProviderTimeout => "provider_timeout",
+            Error::Unavailable(_) => "dependency_unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}

@@ -46,20 +46,7 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Domain(e) => match e {
-                Error::BadRequest(_) => "invalid_request",
-                Error::Unauthenticated => "unauthenticated",
-                Error::Forbidden(_) => "forbidden",
-                Error::NotFound(_) => "not_found",
-                Error::Conflict(_) => "conflict",
-                Error::RateLimited { .. } => "rate_limited",
-                Error::TooManyStreams { .. } => "too_many_streams",
-                Error::BudgetExceeded(_) => "budget_exceeded",
-                Error::ProviderFailed(_) => "provider_error",
-                Error::ProviderTimeout => "provider_timeout",
-                Error::Unavailable(_) => "dependency_unavailable",
-                Error::Internal(_) => "internal",
-            },
+            ApiError::Domain(e) => e.code(),
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
         }

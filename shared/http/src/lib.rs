@@ -26,7 +26,7 @@ pub mod path_id;
 pub use auth::{protect, Admin, AuditSubject, Caller};
 pub use json::Body;
 pub use pagination::{ListPage, ListParams};
-pub use path_id::PathId;
+pub use path_id::{PathId, PathIds};
 
 /// Response header carrying the request ID (also in every error body).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -22,3 +22,18 @@ impl<S: Send + Sync, T: TypedId> FromRequestParts<S> for PathId<T> {
         Ok(PathId(T::parse(&raw)?))
     }
 }
+
+/// `PathIds(session, message): PathIds<SessionId, MessageId>` for a route
+/// with two IDs (`{id}` and `{message_id}`), in path order.
+pub struct PathIds<A, B>(pub A, pub B);
+
+impl<S: Send + Sync, A: TypedId, B: TypedId> FromRequestParts<S> for PathIds<A, B> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((a, b)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound(B::WHAT))?;
+        Ok(PathIds(A::parse(&a)?, B::parse(&b)?))
+    }
+}

@@ -16,6 +16,7 @@ pub mod tool_calls;
 pub mod wire;
 
 pub use client::LlmClient;
+pub use server_tools::{HttpTool, ToolAnswer, ToolInvocation};
 pub use tool_calls::ToolCallAssembler;
 
 use std::pin::Pin;

@@ -15,6 +15,7 @@ pub mod rate_limits;
 pub mod runs;
 pub mod sessions;
 pub mod stream_slots;
+pub mod turns;
 pub mod usage;
 pub mod users;
 pub mod workflows;

@@ -63,11 +63,17 @@ pub fn item_key(session_id: &str, message_id: &str) -> Key {
 pub enum MessageStatus {
     /// The whole reply, delivered.
     Complete,
-    /// The client went away before the end: what the provider sent is
-    /// stored and billed.
+    /// Cut short by Lambent (the stream deadline) or the provider: what the
+    /// provider sent is stored and billed.
     Incomplete,
     /// The provider failed; the text received before the failure is kept.
     Failed,
+    /// Stopped by a cancel: what was said so far is kept and billed.
+    Cancelled,
+    /// A turn's reply still being made (shown, never stored).
+    Running,
+    /// A turn stopped for tool results or approvals (shown, never stored).
+    Waiting,
 }
 
 impl MessageStatus {
@@ -76,6 +82,9 @@ impl MessageStatus {
             MessageStatus::Complete => "complete",
             MessageStatus::Incomplete => "incomplete",
             MessageStatus::Failed => "failed",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Running => "running",
+            MessageStatus::Waiting => "waiting",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -83,6 +92,7 @@ impl MessageStatus {
             "complete" => Some(MessageStatus::Complete),
             "incomplete" => Some(MessageStatus::Incomplete),
             "failed" => Some(MessageStatus::Failed),
+            "cancelled" => Some(MessageStatus::Cancelled),
             _ => None,
         }
     }
@@ -115,6 +125,9 @@ pub struct Message {
     /// Tool messages: whether the tool failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
+    /// The agent turn that stored it (the ID of the turn's first reply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
     /// Parts kept in items of their own, still to be read into `parts`.
     #[serde(skip)]
     parts_items: usize,
@@ -295,6 +308,49 @@ pub fn tool_result_ops(
     ops
 }
 
+/// Marks the messages `ops` write as stored by agent turn `turn_id`.
+pub fn tag_turn(ops: &mut [TxOp], turn_id: &str) {
+    for op in ops {
+        if let TxOp::Put { item, .. } = op {
+            if item.key.sk.starts_with("MSG#") {
+                item.attrs.insert("turn".into(), turn_id.into());
+            }
+        }
+    }
+}
+
+/// The result of one server tool that turn `turn_id` ran for a call of
+/// message `answered`, written only while the session is live and only
+/// once per call (a create-only marker).
+pub fn server_tool_result_ops(
+    owner: &str,
+    session_id: &str,
+    turn_id: &str,
+    answered: &str,
+    message_id: &str,
+    result: &ToolResult,
+    expires_at: i64,
+) -> Vec<TxOp> {
+    let mut ops = tool_result_ops(
+        owner,
+        session_id,
+        answered,
+        &[message_id.to_owned()],
+        std::slice::from_ref(result),
+        expires_at,
+    );
+    // The marker answers this one call, not the whole message.
+    if let Some(TxOp::Put { item, .. }) = ops.last_mut() {
+        *item = Item::new(Key::new(
+            sessions::messages_partition(session_id),
+            format!("ANSWERED#{answered}#{}", result.tool_call_id),
+        ))
+        .expiring_at(expires_at);
+    }
+    tag_turn(&mut ops, turn_id);
+    ops
+}
+
 /// What a finished call stores as the assistant's message.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -408,6 +464,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Message> {
         tool_calls: opt_json_attr(item, "tool_calls")?.unwrap_or_default(),
         tool_call_id: opt_text(item, "tool_call_id"),
         is_error: (role == MessageRole::Tool).then(|| item.get("is_error").is_some()),
+        turn_id: opt_text(item, "turn"),
         parts_items: count(item, "parts_items").unwrap_or(0) as usize,
         status,
         truncated: item.get("truncated").is_some(),
@@ -619,4 +676,83 @@ pub async fn recent_turns(
         .unwrap_or(turns.len());
     let dropped: u64 = turns.drain(..first_user).map(|(_, tokens)| tokens).sum();
     Ok((turns.into_iter().map(|(t, _)| t).collect(), used - dropped))
+}
+
+/// The messages agent turn `turn_id` stored, oldest first, from `first_id`
+/// on: read from the newest back, so the cost is the turn's length, not
+/// the session's. If `first_id` is a reply with tool calls that the turn
+/// answers (it goes on from a waiting turn), that reply and every result
+/// of its calls come too, whichever turn stored them.
+pub async fn of_turn(
+    store: &dyn ItemStore,
+    session_id: &str,
+    turn_id: &str,
+    first_id: &str,
+) -> Result<Vec<Message>> {
+    let first_key = format!("MSG#{first_id}");
+    let mut found: Vec<Message> = Vec::new();
+    let mut after = None;
+    'pages: loop {
+        let page = store
+            .query(
+                Query::partition(sessions::messages_partition(session_id))
+                    .prefix("MSG#")
+                    .order(Order::Descending)
+                    .limit(CONTEXT_PAGE)
+                    .after(after),
+            )
+            .await?;
+        for item in &page.items {
+            if item.key.sk < first_key {
+                break 'pages;
+            }
+            let answered = item.key.sk == first_key
+                || (item.get_str("role") == Some("tool") && item.get_str("turn") != Some(turn_id));
+            if item.get_str("turn") == Some(turn_id) || answered {
+                found.push(from_item(session_id, item)?);
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    found.reverse();
+    // Results stored by other turns count only if they answer `first_id`.
+    let calls: Vec<String> = match found.first() {
+        Some(first) if first.id == first_id => {
+            first.tool_calls.iter().map(|c| c.id.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    found.retain(|m| {
+        m.turn_id.as_deref() == Some(turn_id)
+            || m.id == first_id
+            || m.tool_call_id.as_ref().is_some_and(|id| calls.contains(id))
+    });
+    Ok(found)
+}
+
+/// The reply of a turn that has not stored it yet, as it shows meanwhile.
+pub fn placeholder(session_id: &str, message_id: &str, created_at: &str) -> Message {
+    Message {
+        id: message_id.to_owned(),
+        session_id: session_id.to_owned(),
+        role: MessageRole::Assistant,
+        content: String::new(),
+        parts: Vec::new(),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        is_error: None,
+        turn_id: Some(message_id.to_owned()),
+        parts_items: 0,
+        status: MessageStatus::Running,
+        truncated: false,
+        model: None,
+        stop_reason: None,
+        usage: None,
+        cost_usd: None,
+        prices: None,
+        created_at: created_at.to_owned(),
+    }
 }

@@ -7,8 +7,8 @@
 //! 2. [`prepare`]: the context is built within the agent's token budget, the
 //!    worst case is reserved under every spending limit (429
 //!    `budget_exceeded` if it does not fit), and the provider key decrypted;
-//! 3. [`start`]: the user's message is stored while the provider call starts
-//!    (tool results before it, so the same calls are answered once);
+//! 3. [`start`]: the user's message (and its turn, for a turn's first
+//!    call) is stored while the provider call starts;
 //! 4. [`settle`]: the reply, its usage and cost are stored, the aggregates
 //!    counted, the reservation settled ([`charge`]) and the call's ledger
 //!    entry consumed, in one transaction guarded by a create-only record, so
@@ -19,9 +19,11 @@
 //! 5. [`release`]: a call that did not happen gives its reservation back (a
 //!    call whose process died is closed by the sweeper).
 
+mod reader;
 mod settle;
 mod target;
 
+pub use reader::{Cut, Piece, Read, ReplyReader, Stop, CANCELLED, DEADLINE};
 pub use settle::{
     abandon, charge, finish_intent, reply_message, settle, settle_detached, usage_when_cut, Bill,
     Charge, Outcome, Recorded, ReplyText, Settled,
@@ -36,28 +38,29 @@ use tracing::Instrument;
 use crate::state::State;
 use lambent_llm::{
     ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
-    ToolChoice, ToolResult, Turn,
+    ToolChoice, Turn,
 };
-use lambent_ports::{ItemStore, StoreError, TxOp};
+use lambent_ports::TxOp;
 use lambent_store::budgets::{self, Reservation};
 use lambent_store::messages::{self, MessageStatus};
 use lambent_store::models::Prices;
 use lambent_store::sessions::{self, Session};
 use lambent_store::usage;
+use lambent_store::turns;
 use lambent_store::users;
 
 /// Where a call is recorded; the record is create-only and so makes the
 /// call count once.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// A turn of a session: the user's message (or one message per tool
-    /// result), then the assistant's.
+    /// A model call of an agent turn in a session: the user's message
+    /// first (for the turn's first call), then the assistant's.
     SessionTurn {
         session_id: String,
+        /// The turn the call belongs to (see `crate::turns`).
+        turn_id: String,
         /// One ID per message `input` is stored as, in order.
         input_message_ids: Vec<String>,
-        /// Tool results: the message whose calls they answer (answered once).
-        answers: Option<String>,
         assistant_message_id: String,
         input: UserInput,
     },
@@ -68,90 +71,24 @@ pub enum Record {
     Step { run_id: String, step_id: String },
 }
 
-/// What the caller says in a session turn.
+/// What a model call of a session turn adds to the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserInput {
-    /// A message: text and images.
+    /// The user's message (text and images): the turn's first call, which
+    /// stores it with the turn.
     Content(Vec<Part>),
-    /// The results of the tools the model called in its last message, one
-    /// for each call.
-    ToolResults(Vec<ToolResult>),
+    /// Nothing: a later call of turn `turn_id`, after the results of the
+    /// tools the model called (already stored).
+    Continue { turn_id: String },
 }
 
 impl UserInput {
     fn parts(&self) -> Vec<Part> {
         match self {
             UserInput::Content(parts) => parts.clone(),
-            UserInput::ToolResults(results) => {
-                results.iter().cloned().map(Part::ToolResult).collect()
-            }
+            UserInput::Continue { .. } => Vec::new(),
         }
     }
-
-    /// How many messages it is stored as.
-    fn messages(&self) -> usize {
-        match self {
-            UserInput::Content(_) => 1,
-            UserInput::ToolResults(results) => results.len(),
-        }
-    }
-}
-
-/// Tool results must answer exactly the calls of the session's last
-/// message: 409 when no call waits, 400 naming an unknown, repeated or
-/// missing call. Returns the ID of the message whose calls they answer.
-async fn check_results(
-    store: &dyn ItemStore,
-    session_id: &str,
-    results: &[ToolResult],
-) -> Result<String> {
-    let newest = messages::page(
-        store,
-        session_id,
-        lambent_ports::Order::Descending,
-        lambent_store::PageRequest {
-            limit: 1,
-            after: None,
-        },
-    )
-    .await?;
-    let (answered, waiting) = match newest.items.first() {
-        Some(m) if m.role == messages::MessageRole::Assistant && !m.tool_calls.is_empty() => {
-            (m.id.clone(), &m.tool_calls)
-        }
-        _ => {
-            return Err(Error::Conflict(
-                "tool_results: no tool call is waiting for results in this session".into(),
-            ))
-        }
-    };
-    for (i, result) in results.iter().enumerate() {
-        if !waiting.iter().any(|c| c.id == result.tool_call_id) {
-            return Err(Error::BadRequest(format!(
-                "tool_results[{i}].tool_call_id: {:?} is not a call waiting for its result",
-                result.tool_call_id
-            )));
-        }
-        if results[..i]
-            .iter()
-            .any(|r| r.tool_call_id == result.tool_call_id)
-        {
-            return Err(Error::BadRequest(format!(
-                "tool_results[{i}].tool_call_id: {:?} is answered twice",
-                result.tool_call_id
-            )));
-        }
-    }
-    if let Some(missing) = waiting
-        .iter()
-        .find(|c| !results.iter().any(|r| r.tool_call_id == c.id))
-    {
-        return Err(Error::BadRequest(format!(
-            "tool_results: missing the result of tool_call_id {:?}",
-            missing.id
-        )));
-    }
-    Ok(answered)
 }
 
 /// A call ready to start: checked, budgeted, with its context.
@@ -176,17 +113,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Whether the call continues a turn with tool results.
-    fn answers_tool_calls(&self) -> bool {
-        matches!(
-            &self.record,
-            Record::SessionTurn {
-                input: UserInput::ToolResults(_),
-                ..
-            }
-        )
-    }
-
     /// How many messages the call stores: its input's, then the reply.
     fn stored_messages(&self) -> u64 {
         match &self.record {
@@ -194,6 +120,16 @@ impl Prepared {
                 input_message_ids, ..
             } => input_message_ids.len() as u64 + 1,
             Record::Call { .. } | Record::Step { .. } => 0,
+        }
+    }
+
+    /// The first message the call stores (the user's, for a turn's first call).
+    pub fn first_input_id(&self) -> Option<&str> {
+        match &self.record {
+            Record::SessionTurn {
+                input_message_ids, ..
+            } => input_message_ids.first().map(String::as_str),
+            Record::Call { .. } | Record::Step { .. } => None,
         }
     }
 
@@ -217,8 +153,10 @@ impl Prepared {
     }
 }
 
-/// A new turn of `session`: the newest history that fits the agent's
-/// `context_token_budget`, then `content`.
+/// A model call of an agent turn in `session`: the newest history that
+/// fits the agent's `context_token_budget`, then `input`. A message starts
+/// a new turn, whose ID is its first reply's ([`Prepared::reply_id`]); it
+/// is stored with the turn when the call starts.
 pub async fn prepare_session_turn(
     state: &State,
     owner: &str,
@@ -248,21 +186,27 @@ pub async fn prepare_session_turn(
              more than the agent's context_token_budget of {budget}"
         )));
     }
-    let answers = match &input {
-        UserInput::ToolResults(results) => Some(check_results(store, &session.id, results).await?),
-        UserInput::Content(_) => None,
-    };
     let (mut turns, history_tokens) =
         messages::recent_turns(store, &session.id, budget - fixed).await?;
-    turns.push(Turn {
-        role: Role::User,
-        parts: said,
-    });
-    let (input_message_ids, assistant_message_id) = messages::turn_ids_for(input.messages());
+    let (input_message_ids, assistant_message_id, turn_id) = match &input {
+        // The turn's first reply gives the turn its ID.
+        UserInput::Content(_) => {
+            turns.push(Turn {
+                role: Role::User,
+                parts: said,
+            });
+            let (input, reply) = messages::turn_ids_for(1);
+            (input, reply.clone(), reply)
+        }
+        UserInput::Continue { turn_id } => {
+            let (input, reply) = messages::turn_ids_for(0);
+            (input, reply, turn_id.clone())
+        }
+    };
     let record = Record::SessionTurn {
         session_id: session.id.clone(),
+        turn_id,
         input_message_ids,
-        answers,
         assistant_message_id,
         input,
     };
@@ -418,24 +362,6 @@ pub struct Started {
 /// token does not wait for the write. If the provider fails, the
 /// reservation is given back.
 pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Started> {
-    // Tool results are written first: answering the same calls twice at
-    // once must fail before either reaches the model.
-    if call.answers_tool_calls() {
-        if let Err(e) = store_user_message(state, call).await {
-            release_unless_ambiguous(state, call, &e).await;
-            return Err(e);
-        }
-        return match llm.stream(&call.endpoint, &call.request).await {
-            Ok(stream) => Ok(Started {
-                stream,
-                user_message: tokio::spawn(async { Ok(()) }),
-            }),
-            Err(e) => {
-                release(state, call).await;
-                Err(provider_error(e))
-            }
-        };
-    }
     let user_message = tokio::spawn(store_user_message(state, call).in_current_span());
     match llm.stream(&call.endpoint, &call.request).await {
         Ok(stream) => Ok(Started {
@@ -454,19 +380,10 @@ pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<St
 
 /// The whole reply at once (`"stream": false`), stored and settled.
 pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Settled> {
-    let (stored, reply) = if call.answers_tool_calls() {
-        // As in `start`: tool results are written before the call.
-        if let Err(e) = store_user_message(state, call).await {
-            release_unless_ambiguous(state, call, &e).await;
-            return Err(e);
-        }
-        (Ok(()), llm.complete(&call.endpoint, &call.request).await)
-    } else {
-        tokio::join!(
-            store_user_message(state, call),
-            llm.complete(&call.endpoint, &call.request)
-        )
-    };
+    let (stored, reply) = tokio::join!(
+        store_user_message(state, call),
+        llm.complete(&call.endpoint, &call.request)
+    );
     if let Err(e) = stored {
         release_unless_ambiguous(state, call, &e).await;
         return Err(e);
@@ -526,7 +443,8 @@ pub async fn answer(
     Err(failure)
 }
 
-/// Writes the user's message of a session turn (nothing for other calls).
+/// Writes the user's message of a turn's first call, with the turn
+/// (nothing for other calls).
 fn store_user_message(
     state: &State,
     call: &Prepared,
@@ -534,40 +452,47 @@ fn store_user_message(
     let ops = match &call.record {
         Record::SessionTurn {
             session_id,
+            turn_id,
             input_message_ids,
             input: UserInput::Content(parts),
             ..
-        } => Some(messages::user_message_ops(
-            &call.owner,
-            session_id,
-            &input_message_ids[0],
-            parts,
-            call.expires_at,
-        )),
+        } => {
+            let mut ops = messages::user_message_ops(
+                &call.owner,
+                session_id,
+                &input_message_ids[0],
+                parts,
+                call.expires_at,
+            );
+            let lease = state.clock.now_millis() + state.config.turn_lease.as_millis() as i64;
+            let turn = turns::NewTurn {
+                owner: &call.owner,
+                session_id,
+                turn_id,
+                first_message_id: &input_message_ids[0],
+                background: false,
+                lease_until_ms: lease,
+                approvals: &[],
+                answers: None,
+                expires_at: call.expires_at,
+            };
+            match turns::start_ops(&turn) {
+                Ok(turn_ops) => ops.extend(turn_ops),
+                Err(e) => return futures::future::Either::Left(async move { Err(e) }),
+            }
+            messages::tag_turn(&mut ops, turn_id);
+            Some(ops)
+        }
         Record::SessionTurn {
-            session_id,
-            input_message_ids,
-            answers: Some(answered),
-            input: UserInput::ToolResults(results),
+            input: UserInput::Continue { .. },
             ..
-        } => Some(messages::tool_result_ops(
-            &call.owner,
-            session_id,
-            answered,
-            input_message_ids,
-            results,
-            call.expires_at,
-        )),
-        Record::SessionTurn {
-            input: UserInput::ToolResults(_),
-            answers: None,
-            ..
-        } => None,
-        Record::Call { .. } | Record::Step { .. } => None,
+        }
+        | Record::Call { .. }
+        | Record::Step { .. } => None,
     };
     // A turn's ledger entry comes with its reservation; holding none, it
-    // comes with the user's message, so a turn whose process dies is
-    // always found and marked by the sweeper.
+    // comes with the user's message, so a call whose process dies is
+    // always found by the sweeper.
     let ops = ops.map(|mut ops| {
         if !call.reservation.holds() {
             ops.push(TxOp::Put {
@@ -592,19 +517,13 @@ fn store_user_message(
         _ => None,
     };
     let store = state.store.clone();
-    async move {
+    futures::future::Either::Right(async move {
         let Some(ops) = ops else { return Ok(()) };
         let mut attempt = 0;
         loop {
             match store.transact(ops.clone()).await {
                 Ok(()) => return Ok(()),
-                // The session check is first; the answered marker of tool
-                // results after the messages.
-                Err(StoreError::TransactionCancelled { failed }) if !failed.contains(&0) => {
-                    return Err(Error::Conflict(
-                        "tool_results: these calls were answered already".into(),
-                    ))
-                }
+                // The session check is first.
                 Err(e) if e.is_condition_failure() => return Err(Error::NotFound("session")),
                 Err(e) if attempt + 1 < INPUT_ATTEMPTS => {
                     // It may have landed (a lost answer): read it back
@@ -621,7 +540,7 @@ fn store_user_message(
                 Err(e) => return Err(e.into()),
             }
         }
-    }
+    })
 }
 
 /// Tries of the write of a turn's input before the turn is refused.

@@ -172,6 +172,14 @@ pub enum Recorded {
         input_message_id: Option<String>,
         /// Messages the turn adds to the session, the reply included.
         stored_messages: u64,
+        /// A call of an agent turn, which its runner (or the worker, when
+        /// the runner died) takes up again: an abandoned call only gives
+        /// its reservation back, the turn decides how it ends.
+        #[serde(default)]
+        resumable: bool,
+        /// The agent turn its reply is stored for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn_id: Option<String>,
     },
     /// A call marker `USER#<owner>/CALL#<call id>`.
     Call,
@@ -217,6 +225,7 @@ impl Prepared {
         let recorded = match &self.record {
             Record::SessionTurn {
                 session_id,
+                turn_id,
                 assistant_message_id,
                 input_message_ids,
                 ..
@@ -225,6 +234,8 @@ impl Prepared {
                 assistant_message_id: assistant_message_id.clone(),
                 input_message_id: input_message_ids.first().cloned(),
                 stored_messages: self.stored_messages(),
+                resumable: true,
+                turn_id: Some(turn_id.clone()),
             },
             Record::Call { .. } => Recorded::Call,
             Record::Step { run_id, step_id } => Recorded::Step {
@@ -435,7 +446,9 @@ pub async fn finish_intent(store: &dyn ItemStore, intent: &Intent) -> Result<Dec
 pub const INTERRUPTED: &str = "interrupted";
 
 /// Closes the account of a call that never reported an outcome (its
-/// process died): its reservation is given back and, for a session turn,
+/// process died): its reservation is given back. A call of an agent turn
+/// is left at that: the turn is taken up again (`crate::turns`). For a
+/// session turn of before agent turns,
 /// the turn is marked with a `failed` reply (`stop_reason: "interrupted"`,
 /// no cost: what the provider did is unknown), so no user message is left
 /// unanswered. Only while the entry still has no outcome: a call whose
@@ -449,7 +462,15 @@ pub async fn abandon(
 ) -> Result<()> {
     let bill = bill.and_then(|b| serde_json::from_str::<Bill>(b).ok());
     match bill {
-        Some(bill) if matches!(bill.recorded, Recorded::SessionTurn { .. }) => {
+        Some(bill)
+            if matches!(
+                bill.recorded,
+                Recorded::SessionTurn {
+                    resumable: false,
+                    ..
+                }
+            ) =>
+        {
             let outcome = Outcome {
                 text: ReplyText::default(),
                 tool_calls: Vec::new(),
@@ -590,6 +611,7 @@ fn record_ops(bill: &Bill, outcome: &Outcome) -> Result<(Vec<TxOp>, usize)> {
             session_id,
             assistant_message_id,
             stored_messages,
+            turn_id,
             ..
         } => {
             let cost_usd = usage::cost(&outcome.usage, &bill.prices);
@@ -604,7 +626,7 @@ fn record_ops(bill: &Bill, outcome: &Outcome) -> Result<(Vec<TxOp>, usize)> {
                 cost_usd,
                 prices: bill.prices.clone(),
             };
-            let ops = vec![
+            let mut ops = vec![
                 messages::assistant_message_op(
                     session_id,
                     assistant_message_id,
@@ -617,6 +639,9 @@ fn record_ops(bill: &Bill, outcome: &Outcome) -> Result<(Vec<TxOp>, usize)> {
                     condition: Some(sessions::live()),
                 },
             ];
+            if let Some(turn_id) = turn_id {
+                messages::tag_turn(&mut ops, turn_id);
+            }
             (ops, 2)
         }
         Recorded::Call => (vec![marker()], 1),

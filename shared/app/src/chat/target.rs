@@ -74,6 +74,8 @@ impl Target {
             tool_choice: agent.tool_choice,
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
+            server_tools: Default::default(),
+            max_tool_rounds: 8,
         };
         target.set_tools(agent.tools);
         Ok(target)
@@ -128,6 +130,8 @@ impl Target {
             tool_choice: Default::default(),
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
+            server_tools: Default::default(),
+            max_tool_rounds: 8,
         })
     }
 }

@@ -3,7 +3,9 @@
 //! AWS; the queue port in `lambent serve`), each step to completion at most
 //! once in effect, and the start of runs from trigger events ([`trigger`]).
 //!
-//! A step message `{"run_id", "step_id"}` is handled in [`step`]:
+//! The same queue carries agent turns for the worker to run
+//! (`{"turn": {...}}`, see [`crate::turns::background`]). A step message
+//! `{"run_id", "step_id"}` is handled in [`step`]:
 //!
 //! 1. **claim**: one conditional write takes the step (`ready`, or
 //!    `running` under a lease that ran out) and returns all it needs;
@@ -101,6 +103,9 @@ impl Worker {
     /// leaves it on the queue to come back after its visibility timeout
     /// (which a retry has set to its backoff).
     pub async fn handle(&self, message: &Received) -> Result<(), StepError> {
+        if let Some(turn) = crate::turns::TurnMessage::parse(&message.body) {
+            return step::handle_turn(self, message, &turn).await;
+        }
         step::handle(self, message).await
     }
 

@@ -1,0 +1,197 @@
+//! Background turns, and every turn the worker takes up: a turn asked for
+//! with `"background": true` is stored (the user's message with the turn)
+//! and a [`TurnMessage`] put on the steps queue; the worker claims the
+//! turn under a lease and runs it from its journal. The same path takes
+//! up a turn whose runner died (the sweeper puts its message on the
+//! queue once its lease has run out): it goes on where its journal ends.
+
+use std::time::Duration;
+
+use lambent_core::error::{Error, Result};
+use lambent_llm::{LlmClient, Part};
+use lambent_ports::queue::QueueName;
+use lambent_store::messages;
+use lambent_store::sessions;
+use lambent_store::turns::{self, Ending, NewTurn, StoredEvent, TurnStatus};
+use serde_json::json;
+
+use super::log::EventLog;
+use super::{Runner, TurnMessage, TurnRef, INTERRUPTED};
+use crate::chat::Target;
+use crate::state::State;
+
+/// Stores a background turn of `session_id` with the user's message
+/// `parts` and asks the worker to run it. Returns the turn's ID.
+pub async fn begin(state: &State, owner: &str, session_id: &str, parts: Vec<Part>) -> Result<String> {
+    let store = state.store.as_ref();
+    let Some(session) = sessions::get(store, owner, session_id).await? else {
+        return Err(Error::NotFound("session"));
+    };
+    // A deleted agent is a 409 now, not a failed turn later.
+    Target::of_agent(state, owner, &session.agent_id, "the session's agent").await?;
+    let (input_ids, turn_id) = messages::turn_ids_for(1);
+    let expires_at = sessions::expiry(state.clock.now_secs(), state.config.session_ttl);
+    let mut ops =
+        messages::user_message_ops(owner, &session.id, &input_ids[0], &parts, expires_at);
+    messages::tag_turn(&mut ops, &turn_id);
+    ops.extend(turns::start_ops(&NewTurn {
+        owner,
+        session_id: &session.id,
+        turn_id: &turn_id,
+        first_message_id: &input_ids[0],
+        background: true,
+        lease_until_ms: state.clock.now_millis(),
+        approvals: &[],
+        answers: None,
+        expires_at,
+    })?);
+    match lambent_store::transact_retrying(store, ops).await {
+        Ok(()) => {}
+        Err(e) if e.is_condition_failure() => return Err(Error::NotFound("session")),
+        Err(e) => return Err(e.into()),
+    }
+    hand_over(state, owner, &session.id, &turn_id).await;
+    Ok(turn_id)
+}
+
+/// Puts turn `turn_id` on the steps queue for the worker. If that fails,
+/// the sweeper does it once the turn's lease has run out.
+pub async fn hand_over(state: &State, owner: &str, session_id: &str, turn_id: &str) {
+    let message = TurnMessage {
+        turn_id: turn_id.to_owned(),
+        session_id: session_id.to_owned(),
+        owner: owner.to_owned(),
+    };
+    if let Err(e) = state
+        .queue
+        .send(QueueName::Steps, &message.body(), Duration::ZERO)
+        .await
+    {
+        tracing::warn!(error = %e, turn_id, "could not hand a turn to the worker; the sweeper will");
+    }
+}
+
+/// What the worker does with a turn message.
+#[derive(Debug)]
+pub enum Handled {
+    /// Done with it (run, final already, gone, or given up).
+    Done,
+    /// Another runner holds the turn: look again after this long.
+    Later(Duration),
+}
+
+/// Claims turn `message` and runs it (from its journal) to its end.
+pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Result<Handled> {
+    let store = state.store.as_ref();
+    let now = state.clock.now_millis();
+    let lease = state.config.turn_lease;
+    let claimed = turns::claim(
+        store,
+        &message.session_id,
+        &message.turn_id,
+        now + lease.as_millis() as i64,
+        state.config.turn_max_attempts,
+        now,
+    )
+    .await?;
+    let Some(turn) = claimed else {
+        return not_claimed(state, message, now).await;
+    };
+    if turn.owner != message.owner {
+        return Err(Error::Internal("a turn message names another owner".into()));
+    }
+    let turn_ref = TurnRef::of(&turn);
+    let (stop, _watching) = super::watch::start(state, &turn.session_id, &turn.id);
+    let mut log = reopen_log(state, &turn).await?;
+    let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
+    if turn.attempts > 1 {
+        tracing::info!(turn_id = %turn.id, attempt = turn.attempts, "taking up a turn");
+    }
+    close_interrupted(state, &turn, &mut log).await?;
+    let ending = Runner::new(state.clone(), llm.clone(), turn_ref, log, stop, deadline)
+        .run(None)
+        .await;
+    tracing::info!(turn_id = %turn.id, status = ending.status.as_str(), "turn ended");
+    Ok(Handled::Done)
+}
+
+/// The claim was refused: the turn is final, gone, held, or out of tries.
+async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<Handled> {
+    let store = state.store.as_ref();
+    let Some(turn) = turns::get(store, &message.session_id, &message.turn_id).await? else {
+        return Ok(Handled::Done);
+    };
+    if turn.status.is_final() {
+        return Ok(Handled::Done);
+    }
+    if turn.lease_until_ms >= now {
+        let left = Duration::from_millis((turn.lease_until_ms - now) as u64);
+        return Ok(Handled::Later(left + Duration::from_millis(250)));
+    }
+    // Taken up as often as a turn may be: it ends here.
+    tracing::warn!(turn_id = %turn.id, attempts = turn.attempts, "giving up a turn");
+    let ending = Ending {
+        status: TurnStatus::Failed,
+        stop_reason: Some(INTERRUPTED.to_owned()),
+        model_calls: turn.model_calls,
+        cost_usd: turn.cost_usd,
+        waiting: Vec::new(),
+    };
+    if turns::finish(store, &turn.session_id, &turn.id, &ending).await? {
+        let mut log = reopen_log(state, &turn).await?;
+        close_interrupted(state, &turn, &mut log).await?;
+        log.emit(
+            "done",
+            json!({
+                "stop_reason": INTERRUPTED,
+                "status": TurnStatus::Failed,
+                "model_calls": turn.model_calls,
+                "cost_usd": turn.cost_usd.to_string(),
+            }),
+        )
+        .await;
+        log.close().await;
+    }
+    Ok(Handled::Done)
+}
+
+/// The turn's event log, numbering on from its last stored event.
+async fn reopen_log(state: &State, turn: &turns::Turn) -> Result<EventLog> {
+    let next =
+        turns::next_event_id(state.store.as_ref(), &turn.session_id, &turn.id).await?;
+    let (log, _) = EventLog::open(state, &turn.session_id, &turn.id, next, turn.expires_at, false);
+    Ok(log)
+}
+
+/// A reply its dead runner had begun to show is closed, so a follower
+/// knows its text stops there.
+async fn close_interrupted(state: &State, turn: &turns::Turn, log: &mut EventLog) -> Result<()> {
+    let (events, _) = turns::events_after(
+        state.store.as_ref(),
+        &turn.session_id,
+        &turn.id,
+        &Default::default(),
+    )
+    .await?;
+    if let Some(open) = open_message(&events) {
+        log.emit(
+            "message_end",
+            json!({ "message_id": open, "stop_reason": INTERRUPTED }),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The message a stream of events started and did not end.
+fn open_message(events: &[StoredEvent]) -> Option<String> {
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.event == "message_start" || e.event == "message_end")?;
+    if last.event != "message_start" {
+        return None;
+    }
+    let data: serde_json::Value = serde_json::from_str(&last.data).ok()?;
+    data.get("message_id")?.as_str().map(str::to_owned)
+}

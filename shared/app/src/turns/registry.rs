@@ -1,0 +1,76 @@
+//! What this process knows of the turns it runs: a cancel reaches a turn
+//! run here at once (others see it in the store within a second), and a
+//! follower of a turn run here wakes as soon as a batch of its events is
+//! stored instead of at its next poll.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+#[derive(Default)]
+pub struct Registry {
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    stored: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+/// A turn registered as running here, until dropped.
+pub struct Running {
+    registry: Arc<Registry>,
+    turn_id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.registry.running.lock() {
+            running.remove(&self.turn_id);
+        }
+    }
+}
+
+impl Registry {
+    /// Registers turn `turn_id` as running here; `stop` is set when it is
+    /// cancelled.
+    pub fn running(self: &Arc<Self>, turn_id: &str, stop: watch::Sender<bool>) -> Running {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(turn_id.to_owned(), stop);
+        }
+        Running {
+            registry: self.clone(),
+            turn_id: turn_id.to_owned(),
+        }
+    }
+
+    /// Stops turn `turn_id` if it runs here.
+    pub fn cancel(&self, turn_id: &str) {
+        if let Ok(running) = self.running.lock() {
+            if let Some(stop) = running.get(turn_id) {
+                stop.send_replace(true);
+            }
+        }
+    }
+
+    /// Tells followers of `turn_id` that its events up to `last_id` are stored.
+    pub fn stored(&self, turn_id: &str, last_id: u64) {
+        if let Ok(mut stored) = self.stored.lock() {
+            if let Some(tx) = stored.get(turn_id) {
+                if tx.receiver_count() == 0 {
+                    stored.remove(turn_id);
+                } else {
+                    tx.send_replace(last_id);
+                }
+            }
+        }
+    }
+
+    /// Wakes when a batch of `turn_id`'s events is stored (by this process).
+    pub fn watch_stored(&self, turn_id: &str) -> watch::Receiver<u64> {
+        match self.stored.lock() {
+            Ok(mut stored) => stored
+                .entry(turn_id.to_owned())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe(),
+            Err(_) => watch::channel(0).1,
+        }
+    }
+}
