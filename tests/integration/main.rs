@@ -15,6 +15,7 @@ mod rotation;
 mod secrets_in_logs;
 mod serve_binary;
 mod serve_http;
+mod server_tool_config;
 mod server_tools;
 mod tools;
 mod workflows;

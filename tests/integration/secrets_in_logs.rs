@@ -1,7 +1,8 @@
 //! No secret reaches the logs: the real `lambent` binary, logging everything
-//! down to `debug` as JSON, driven through every identity route, a chat and a
-//! workflow run with the fake provider; then its whole log output is searched for every
-//! API key and provider key used, and for the conversation's text.
+//! down to `debug` as JSON, driven through every identity route, an agent's
+//! server tool, a chat and a workflow run with the fake provider; then its
+//! whole log output is searched for every API key, provider key and tool
+//! header used, and for the conversation's text.
 
 use lambent_fake_provider::{FakeProvider, Reply};
 use lambent_testkit::app::{send_json, LambentProcess};
@@ -9,6 +10,8 @@ use serde_json::{json, Value};
 
 const PROVIDER_KEY: &str = "sk-ant-LOGCANARY-0123456789abcdef";
 const ROTATED_KEY: &str = "sk-ant-LOGCANARY-rotated-fedcba98";
+/// A server tool's header value.
+const TOOL_HEADER: &str = "tool-LOGCANARY-header-0123456789";
 /// Words of the conversation: message content is never logged either.
 const USER_WORDS: &str = "CONTENTCANARY-user-asks";
 const REPLY_WORDS: &str = "CONTENTCANARY-model-answers";
@@ -104,10 +107,36 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
     )
     .await;
     assert_eq!(status, 201, "{agent}");
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    // A server tool's secret header: set, sent back masked, refused when
+    // malformed (the 400 must not echo it); the chats below resolve it.
+    let agent_path = format!("/v1/agents/{agent_id}");
+    let tool = |value: &str| {
+        json!({"tools": [{"name": "lookup", "input_schema": {"type": "object"},
+                          "http": {"url": "http://127.0.0.1:9/lookup",
+                                   "headers": {"X-Api-Key": value}}}]})
+    };
+    let (status, tooled) = call(M::PATCH, &agent_path, &member, Some(tool(TOOL_HEADER))).await;
+    assert_eq!(status, 200, "{tooled}");
+    let (status, _) = call(
+        M::PATCH,
+        &agent_path,
+        &member,
+        Some(json!({"tools": tooled["tools"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        M::PATCH,
+        &agent_path,
+        &member,
+        Some(tool(&format!("{TOOL_HEADER}\u{1}"))),
+    )
+    .await;
+    assert_eq!(status, 400);
     // A chat, streamed and whole, an OpenAI-style call, and a provider
     // refusing the key: the provider only accepts the rotated key.
     fake.set_api_key(Some(ROTATED_KEY));
-    let agent_id = agent["id"].as_str().unwrap().to_owned();
     let (status, session) = call(
         M::POST,
         "/v1/sessions",
@@ -215,6 +244,7 @@ async fn no_api_key_or_provider_key_appears_in_the_logs() {
         secret_of(&wrong),
         PROVIDER_KEY.to_owned(),
         ROTATED_KEY.to_owned(),
+        TOOL_HEADER.to_owned(),
         "LOGCANARY".to_owned(),
         "CONTENTCANARY".to_owned(),
     ] {

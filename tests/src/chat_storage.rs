@@ -43,6 +43,7 @@ async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session)
         s.store.as_ref(),
         &Catalog::new(Duration::ZERO),
         &owner,
+        &agents::new_id(),
         AgentSpec {
             name: "a".into(),
             provider_id,
@@ -51,8 +52,9 @@ async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session)
             temperature: None,
             max_tokens: 100,
             context_token_budget: 1000,
-            tools: Vec::new(),
+            tools: Default::default(),
             tool_choice: Default::default(),
+            max_tool_rounds: agents::DEFAULT_MAX_TOOL_ROUNDS,
         },
     )
     .await

@@ -209,6 +209,7 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
         store,
         &catalog,
         &leaver,
+        &agents::new_id(),
         AgentSpec {
             name: "a".into(),
             provider_id: prv,
@@ -217,8 +218,9 @@ pub async fn deleting_a_user_leaves_nothing_of_theirs(s: &Storage) {
             temperature: None,
             max_tokens: 100,
             context_token_budget: 1000,
-            tools: Vec::new(),
+            tools: Default::default(),
             tool_choice: Default::default(),
+            max_tool_rounds: agents::DEFAULT_MAX_TOOL_ROUNDS,
         },
     )
     .await

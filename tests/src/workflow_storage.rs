@@ -154,6 +154,7 @@ impl Flow {
             store,
             &state.catalog,
             &owner,
+            &agents::new_id(),
             AgentSpec {
                 name: "stepper".into(),
                 provider_id: provider.id,
@@ -162,8 +163,9 @@ impl Flow {
                 temperature: None,
                 max_tokens: 100,
                 context_token_budget: 100_000,
-                tools: Vec::new(),
+                tools: Default::default(),
                 tool_choice: Default::default(),
+                max_tool_rounds: agents::DEFAULT_MAX_TOOL_ROUNDS,
             },
         )
         .await

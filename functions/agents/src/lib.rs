@@ -19,7 +19,7 @@ use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
-use lambent_store::agents::{self, AgentSpec, AgentView};
+use lambent_store::agents::{self, AgentSpec, AgentTools, AgentView};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Number;
@@ -44,6 +44,7 @@ const MODEL_MAX: usize = 100;
 const SYSTEM_PROMPT_MAX: usize = 100_000;
 const MAX_TOKENS: std::ops::RangeInclusive<i64> = 1..=200_000;
 const CONTEXT_TOKEN_BUDGET: std::ops::RangeInclusive<i64> = 1..=2_000_000;
+const MAX_TOOL_ROUNDS: std::ops::RangeInclusive<i64> = 1..=32;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,11 +69,16 @@ struct CreateAgent {
     /// (default 16000).
     #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
-    /// Client tools the model may call (up to 128): the turn stops with
-    /// `stop_reason: "tool_use"` and the caller sends the results.
+    /// Tools the model may call (up to 128). A client tool stops the turn
+    /// with `stop_reason: "tool_use"` and the caller sends the results; a
+    /// server tool (`http`) is called by Lambent, its header values
+    /// encrypted at rest and answered masked.
     tools: Option<Vec<ToolSpec>>,
     /// `"auto"` (default), `"any"`, `"none"` or `{"name": "<tool>"}`.
     tool_choice: Option<ToolChoice>,
+    /// The most rounds of server-tool calls in one turn, 1 to 32 (default 8).
+    #[schema(minimum = 1, maximum = 32)]
+    max_tool_rounds: Option<i64>,
 }
 
 /// The fields to change; the others keep their values.
@@ -97,9 +103,14 @@ struct UpdateAgent {
     max_tokens: Option<i64>,
     #[schema(minimum = 1, maximum = 2000000)]
     context_token_budget: Option<i64>,
-    /// Replaces every tool; `[]` removes them.
+    /// Replaces every tool; `[]` removes them. A header value sent back
+    /// masked, as read, keeps the value stored for that tool and header.
     tools: Option<Vec<ToolSpec>>,
     tool_choice: Option<ToolChoice>,
+    /// 1 to 32; `null` returns to the default (8).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 32)]
+    max_tool_rounds: Option<Option<i64>>,
 }
 
 /// Absent: unchanged; `null`: cleared; a value: set.
@@ -133,9 +144,14 @@ fn system_prompt(raw: &str) -> ApiResult<String> {
 const MAX_STORED_BYTES: usize = 350 * 1024;
 
 /// Refuses, as a 400 naming the field, an agent too large for one record:
-/// `system_prompt` when the prompt alone is, else `tools`.
-fn fits_in_a_record(spec: &AgentSpec) -> ApiResult<()> {
-    let prompt = spec.system_prompt.as_ref().map_or(0, String::len);
+/// `system_prompt` when the prompt alone is, else `tools`. `tools_bytes` is
+/// what the tools take as stored (ciphertexts included).
+fn fits_in_a_record(
+    system_prompt: Option<&str>,
+    tools_bytes: usize,
+    tool_choice: &ToolChoice,
+) -> ApiResult<()> {
+    let prompt = system_prompt.map_or(0, str::len);
     validate::stored_size(
         "system_prompt",
         "the system prompt",
@@ -143,29 +159,67 @@ fn fits_in_a_record(spec: &AgentSpec) -> ApiResult<()> {
         MAX_STORED_BYTES,
         "an agent",
     )?;
-    let json_len = |value: Result<String, serde_json::Error>| {
-        value
-            .map(|json| json.len())
-            .map_err(|e| Error::Internal(format!("encoding tools: {e}")))
-    };
-    let tools = if spec.tools.is_empty() {
-        0
-    } else {
-        json_len(serde_json::to_string(&spec.tools))?
-    };
     // As the store keeps them: no tools and the "auto" choice take nothing.
-    let choice = match spec.tool_choice {
+    let choice = match tool_choice {
         ToolChoice::Auto => 0,
-        ref choice => json_len(serde_json::to_string(choice))?,
+        choice => serde_json::to_string(choice)
+            .map(|json| json.len())
+            .map_err(|e| Error::Internal(format!("encoding the tool choice: {e}")))?,
     };
     validate::stored_size(
         "tools",
         "the agent's system prompt with its tools",
-        prompt + tools + choice,
+        prompt + tools_bytes + choice,
         MAX_STORED_BYTES,
         "an agent",
     )?;
     Ok(())
+}
+
+/// The tools as sent, in JSON: less than they take once sealed (a
+/// ciphertext is longer than its value), so a request too large even so is
+/// refused before anything is encrypted.
+fn plain_tools_bytes(tools: &[ToolSpec]) -> ApiResult<usize> {
+    if tools.is_empty() {
+        return Ok(0);
+    }
+    serde_json::to_string(tools)
+        .map(|json| json.len())
+        .map_err(|e| Error::Internal(format!("encoding tools: {e}")).into())
+}
+
+/// The SSRF guard on every server tool's URL (as for providers' base URLs:
+/// https, or http and private addresses where the deployment allows them;
+/// never link-local or metadata addresses). Each URL is kept as parsed.
+fn guard_tool_urls(state: &State, tools: &mut [ToolSpec]) -> ApiResult<()> {
+    let allow_private = state.config.allow_private_provider_urls;
+    for (i, tool) in tools.iter_mut().enumerate() {
+        if let Some(http) = tool.http.as_mut() {
+            let url =
+                lambent_llm::net_guard::check_url(&http.url, allow_private).map_err(|refused| {
+                    Error::BadRequest(format!("tools[{i}].http.url: {}", refused.0))
+                })?;
+            http.url = url.as_str().to_owned();
+        }
+    }
+    Ok(())
+}
+
+/// New tools of the agent `agent_id`, checked (with `tool_choice`), guarded
+/// and sealed; a header value sent back masked keeps `current`'s.
+async fn sealed_tools(
+    state: &State,
+    owner: &str,
+    agent_id: &str,
+    mut tools: Vec<ToolSpec>,
+    current: &AgentTools,
+    system_prompt: Option<&str>,
+    tool_choice: &ToolChoice,
+) -> ApiResult<AgentTools> {
+    check_tools(&tools, tool_choice)?;
+    guard_tool_urls(state, &mut tools)?;
+    fits_in_a_record(system_prompt, plain_tools_bytes(&tools)?, tool_choice)?;
+    Ok(agents::seal_tools(state.cipher.as_ref(), owner, agent_id, tools, current).await?)
 }
 
 /// Create an agent.
@@ -176,34 +230,63 @@ async fn create_agent(
     principal: Caller,
     Body(body): Body<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
+    let name = validate::name("name", &body.name, NAME_MAX)?;
+    let provider_id = provider_id(body.provider_id)?;
+    let model = validate::slug("model", &body.model, MODEL_MAX)?;
+    let system_prompt = body
+        .system_prompt
+        .as_deref()
+        .map(system_prompt)
+        .transpose()?;
+    let temperature = body.temperature.as_ref().map(temperature).transpose()?;
+    let max_tokens = validate::whole(
+        "max_tokens",
+        body.max_tokens.unwrap_or(agents::DEFAULT_MAX_TOKENS),
+        MAX_TOKENS,
+    )?;
+    let context_token_budget = validate::whole(
+        "context_token_budget",
+        body.context_token_budget
+            .unwrap_or(agents::DEFAULT_CONTEXT_TOKEN_BUDGET),
+        CONTEXT_TOKEN_BUDGET,
+    )?;
+    let max_tool_rounds = validate::whole(
+        "max_tool_rounds",
+        body.max_tool_rounds
+            .unwrap_or(agents::DEFAULT_MAX_TOOL_ROUNDS),
+        MAX_TOOL_ROUNDS,
+    )?;
+    let tool_choice = body.tool_choice.unwrap_or_default();
+    let id = agents::new_id();
+    let tools = sealed_tools(
+        &state,
+        &principal.user_id,
+        &id,
+        body.tools.unwrap_or_default(),
+        &AgentTools::default(),
+        system_prompt.as_deref(),
+        &tool_choice,
+    )
+    .await?;
     let spec = AgentSpec {
-        name: validate::name("name", &body.name, NAME_MAX)?,
-        provider_id: provider_id(body.provider_id)?,
-        model: validate::slug("model", &body.model, MODEL_MAX)?,
-        system_prompt: body
-            .system_prompt
-            .as_deref()
-            .map(system_prompt)
-            .transpose()?,
-        temperature: body.temperature.as_ref().map(temperature).transpose()?,
-        max_tokens: validate::whole(
-            "max_tokens",
-            body.max_tokens.unwrap_or(agents::DEFAULT_MAX_TOKENS),
-            MAX_TOKENS,
-        )?,
-        context_token_budget: validate::whole(
-            "context_token_budget",
-            body.context_token_budget
-                .unwrap_or(agents::DEFAULT_CONTEXT_TOKEN_BUDGET),
-            CONTEXT_TOKEN_BUDGET,
-        )?,
-        tools: body.tools.unwrap_or_default(),
-        tool_choice: body.tool_choice.unwrap_or_default(),
+        name,
+        provider_id,
+        model,
+        system_prompt,
+        temperature,
+        max_tokens,
+        context_token_budget,
+        tools,
+        tool_choice,
+        max_tool_rounds,
     };
-    check_tools(&spec.tools, &spec.tool_choice)?;
-    fits_in_a_record(&spec)?;
+    fits_in_a_record(
+        spec.system_prompt.as_deref(),
+        spec.tools.stored_len()?,
+        &spec.tool_choice,
+    )?;
     let store = state.store.as_ref();
-    let agent = agents::create(store, &state.catalog, &principal.user_id, spec).await?;
+    let agent = agents::create(store, &state.catalog, &principal.user_id, &id, spec).await?;
     let view = agents::view(store, &state.catalog, agent).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -281,23 +364,54 @@ async fn update_agent(
         .map(|n| validate::whole("context_token_budget", n, CONTEXT_TOKEN_BUDGET))
         .transpose()?;
 
+    let rounds = match body.max_tool_rounds {
+        Some(Some(n)) => Some(validate::whole("max_tool_rounds", n, MAX_TOOL_ROUNDS)?),
+        Some(None) => Some(agents::DEFAULT_MAX_TOOL_ROUNDS),
+        None => None,
+    };
+
     let store = state.store.as_ref();
     let current = agents::get(store, &principal.user_id, &id)
         .await?
         .ok_or(Error::NotFound("agent"))?;
+    let system_prompt = prompt.unwrap_or(current.system_prompt);
+    let tool_choice = body.tool_choice.unwrap_or(current.tool_choice);
+    let tools = match body.tools {
+        Some(tools) => {
+            sealed_tools(
+                &state,
+                &principal.user_id,
+                &id,
+                tools,
+                &current.tools,
+                system_prompt.as_deref(),
+                &tool_choice,
+            )
+            .await?
+        }
+        None => {
+            // The stored tools were checked when saved: only the choice is new.
+            check_tools(&current.tools.offered(), &tool_choice)?;
+            current.tools
+        }
+    };
     let spec = AgentSpec {
         name: name.unwrap_or(current.name),
         provider_id: provider.unwrap_or(current.provider_id),
         model: model.unwrap_or(current.model),
-        system_prompt: prompt.unwrap_or(current.system_prompt),
+        system_prompt,
         temperature: temp.unwrap_or(current.temperature),
         max_tokens: max_tokens.unwrap_or(current.max_tokens),
         context_token_budget: budget.unwrap_or(current.context_token_budget),
-        tools: body.tools.unwrap_or(current.tools),
-        tool_choice: body.tool_choice.unwrap_or(current.tool_choice),
+        tools,
+        tool_choice,
+        max_tool_rounds: rounds.unwrap_or(current.max_tool_rounds),
     };
-    check_tools(&spec.tools, &spec.tool_choice)?;
-    fits_in_a_record(&spec)?;
+    fits_in_a_record(
+        spec.system_prompt.as_deref(),
+        spec.tools.stored_len()?,
+        &spec.tool_choice,
+    )?;
     let agent = agents::update(
         store,
         &state.catalog,
@@ -380,47 +494,48 @@ mod tests {
                 Some(Some("0.5".to_owned()))
             ))
         );
+        let rounds = |raw: &str| {
+            serde_json::from_str::<UpdateAgent>(raw)
+                .map(|u| u.max_tool_rounds)
+                .ok()
+        };
+        assert_eq!(rounds("{}"), Some(None));
+        assert_eq!(rounds(r#"{"max_tool_rounds":null}"#), Some(Some(None)));
+        assert_eq!(rounds(r#"{"max_tool_rounds":4}"#), Some(Some(Some(4))));
         assert!(serde_json::from_str::<UpdateAgent>(r#"{"temperature":"0.5"}"#).is_err());
         assert!(serde_json::from_str::<UpdateAgent>(r#"{"version":3}"#).is_err());
     }
 
-    fn spec(prompt: Option<String>, tools: Vec<ToolSpec>) -> AgentSpec {
-        AgentSpec {
-            name: "a".into(),
-            provider_id: "prv_x".into(),
-            model: "m".into(),
-            system_prompt: prompt,
-            temperature: None,
-            max_tokens: 1,
-            context_token_budget: 1,
-            tools,
-            tool_choice: ToolChoice::Auto,
-        }
-    }
-
     fn tools(n: usize, description_bytes: usize) -> Vec<ToolSpec> {
         (0..n)
-            .map(|i| ToolSpec {
-                name: format!("tool_{i}"),
-                description: Some("d".repeat(description_bytes)),
-                input_schema: serde_json::json!({"type": "object"}),
+            .map(|i| {
+                ToolSpec::client(
+                    format!("tool_{i}"),
+                    Some("d".repeat(description_bytes)),
+                    serde_json::json!({"type": "object"}),
+                )
             })
             .collect()
     }
 
     #[test]
     fn an_agent_too_large_for_a_record_is_refused_naming_the_field() {
-        let message = |spec: &AgentSpec| fits_in_a_record(spec).err().map(|e| e.public_message());
-        assert_eq!(message(&spec(Some("be brief".into()), tools(3, 100))), None);
+        let message = |prompt: Option<String>, tools: Vec<ToolSpec>| {
+            let bytes = plain_tools_bytes(&tools).unwrap_or_default();
+            fits_in_a_record(prompt.as_deref(), bytes, &ToolChoice::Auto)
+                .err()
+                .map(|e| e.public_message())
+        };
+        assert_eq!(message(Some("be brief".into()), tools(3, 100)), None);
         assert_eq!(
-            message(&spec(Some("x".repeat(MAX_STORED_BYTES)), Vec::new())),
+            message(Some("x".repeat(MAX_STORED_BYTES)), Vec::new()),
             None
         );
 
         // 100,000 characters (within SYSTEM_PROMPT_MAX) of 4 bytes each.
         let wide = "\u{1F600}".repeat(SYSTEM_PROMPT_MAX);
         assert!(system_prompt(&wide).is_ok());
-        let refused = message(&spec(Some(wide), Vec::new())).unwrap_or_default();
+        let refused = message(Some(wide), Vec::new()).unwrap_or_default();
         assert_eq!(
             refused,
             "system_prompt: the system prompt is 391 KB, more than the 350 KB an agent can hold"
@@ -429,12 +544,11 @@ mod tests {
         // Tools that check_tools accepts, too many bytes together.
         let many = tools(40, 9_000);
         assert!(check_tools(&many, &ToolChoice::Auto).is_ok());
-        let refused = message(&spec(None, many)).unwrap_or_default();
+        let refused = message(None, many).unwrap_or_default();
         assert!(refused.starts_with("tools: "), "{refused}");
         assert!(refused.contains("350 KB an agent can hold"), "{refused}");
         // Or a prompt that fits with tools that would fit alone.
-        let refused =
-            message(&spec(Some("x".repeat(300_000)), tools(10, 9_000))).unwrap_or_default();
+        let refused = message(Some("x".repeat(300_000)), tools(10, 9_000)).unwrap_or_default();
         assert!(refused.starts_with("tools: "), "{refused}");
     }
 

@@ -4,6 +4,11 @@ use lambent_boot::Needs;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
-    let state = lambent_boot::aws_from_env(Needs::STORE_ONLY).await?;
+    // The cipher seals server tools' header values (encrypt only).
+    let state = lambent_boot::aws_from_env(Needs {
+        cipher: true,
+        queues: &[],
+    })
+    .await?;
     lambda_http::run(lambent_fn_agents::GROUP.router(state)?).await
 }

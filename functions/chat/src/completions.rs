@@ -101,14 +101,14 @@ fn tool_specs(tools: Vec<InputTool>) -> ApiResult<Vec<ToolSpec>> {
                     "tools[{i}].type: only \"function\" is supported"
                 )));
             }
-            Ok(ToolSpec {
-                name: tool.function.name,
-                description: tool.function.description,
-                input_schema: tool
-                    .function
+            // A client tool: this format has no way to name a server tool.
+            Ok(ToolSpec::client(
+                tool.function.name,
+                tool.function.description,
+                tool.function
                     .parameters
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            })
+            ))
         })
         .collect()
 }
@@ -516,5 +516,28 @@ impl Wire for OpenAiChunks {
             }})
             .to_string(),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_cannot_name_a_server_tool() {
+        let tool = json!({"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}});
+        let parsed: InputTool = serde_json::from_value(tool.clone()).unwrap();
+        let spec = tool_specs(vec![parsed]).unwrap().remove(0);
+        assert_eq!((spec.http, spec.requires_approval), (None, false));
+        let mut inside = tool.clone();
+        inside["function"]["http"] = json!({"url": "https://tools.example/t"});
+        let mut beside = tool;
+        beside["http"] = json!({"url": "https://tools.example/t"});
+        for smuggled in [inside, beside] {
+            assert!(
+                serde_json::from_value::<InputTool>(smuggled.clone()).is_err(),
+                "{smuggled}"
+            );
+        }
     }
 }

@@ -35,8 +35,8 @@ pub struct MessagesRequest {
     /// A string or text blocks; follows the agent's own system prompt.
     #[schema(value_type = Option<Object>)]
     system: Option<InContent>,
-    /// Tools the model may call; they replace the agent's.
-    tools: Option<Vec<ToolSpec>>,
+    /// Client tools the model may call; they replace the agent's.
+    tools: Option<Vec<ClientTool>>,
     /// `{"type": "auto" | "any" | "none" | "tool", "name"?, "disable_parallel_tool_use"?}`.
     #[schema(value_type = Option<Object>)]
     tool_choice: Option<InToolChoice>,
@@ -89,6 +89,26 @@ enum InBlock {
         #[serde(default)]
         is_error: bool,
     },
+}
+
+/// A client tool, as Anthropic's format has it.
+// Server tools (`http`) are an agent's alone: a request cannot name one, so
+// it is refused here as an unknown field.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTool {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    name: String,
+    description: Option<String>,
+    /// A JSON Schema object for the arguments (`"type": "object"`).
+    #[schema(value_type = Object)]
+    input_schema: Value,
+}
+
+impl From<ClientTool> for ToolSpec {
+    fn from(tool: ClientTool) -> ToolSpec {
+        ToolSpec::client(tool.name, tool.description, tool.input_schema)
+    }
 }
 
 #[derive(Deserialize)]
@@ -229,7 +249,7 @@ pub async fn create_message(
         target.temperature = Some(lambent_core::validate::temperature(t)?);
     }
     if let Some(tools) = body.tools {
-        target.set_tools(tools);
+        target.set_tools(tools.into_iter().map(ToolSpec::from).collect());
         target.tool_choice = ToolChoice::Auto;
     }
     if let Some(choice) = &body.tool_choice {
@@ -477,5 +497,38 @@ impl Wire for AnthropicEvents {
 
     fn error(&mut self, error: &ApiError, _request_id: &str) -> Vec<Event> {
         vec![Self::event("error", error_body(error))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(tool: Value) -> Result<MessagesRequest, serde_json::Error> {
+        serde_json::from_value(json!({
+            "model": "agt_x",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [tool],
+        }))
+    }
+
+    #[test]
+    fn a_request_cannot_name_a_server_tool() {
+        let tool = json!({"name": "t", "description": "d", "input_schema": {"type": "object"}});
+        let parsed = request(tool.clone()).unwrap();
+        let spec = ToolSpec::from(parsed.tools.unwrap().remove(0));
+        assert_eq!((spec.http, spec.requires_approval), (None, false));
+        for extra in [
+            json!({"http": {"url": "https://tools.example/t"}}),
+            json!({"requires_approval": false}),
+        ] {
+            let mut smuggled = tool.clone();
+            smuggled
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            assert!(request(smuggled).is_err(), "{extra}");
+        }
     }
 }

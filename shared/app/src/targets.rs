@@ -1,16 +1,19 @@
 //! Who answers a call, once resolved: an agent's provider, model, prices
-//! and settings (`Target`), and the per-process cache of them (`Targets`).
-//! Resolving one is `chat::Target::of_agent` / `of_provider_model`.
+//! and settings (`Target`), its server tools (`ServerTool`), and the
+//! per-process cache of them (`Targets`). Resolving one is
+//! `chat::Target::of_agent` / `of_provider_model`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 
 use lambent_core::ttl_cache::TtlCache;
-use lambent_llm::Endpoint;
+use lambent_llm::{Endpoint, HttpTool};
 use lambent_store::models::Prices;
 
-/// Agents resolved into targets (provider, decrypted key, prices), kept per
+/// Agents resolved into targets (provider, decrypted key, server tools'
+/// decrypted headers, prices), kept per
 /// process for `LAMBENT_AUTH_CACHE_SECS`: a turn then skips three reads and a
 /// KMS call. A change made through this process evicts its owner's entries at
 /// once; other processes see it within the lifetime, as with API keys.
@@ -45,6 +48,14 @@ impl Targets {
     }
 }
 
+/// A server tool of an agent, ready to call: where and how (its header
+/// values decrypted), and whether a person must approve each call.
+#[derive(Debug, Clone)]
+pub struct ServerTool {
+    pub http: HttpTool,
+    pub requires_approval: bool,
+}
+
 #[derive(Clone)]
 pub struct Target {
     pub agent_id: Option<String>,
@@ -55,12 +66,19 @@ pub struct Target {
     pub max_tokens: u32,
     pub temperature: Option<Decimal>,
     pub context_token_budget: u64,
-    /// The agent's client tools, offered on every call but a workflow
-    /// step's; set with [`Target::set_tools`], which prices them once.
+    /// The tools offered to the model (the agent's client and server tools,
+    /// or a request's), as the provider gets them: name, description and
+    /// schema. Set with [`Target::set_tools`], which prices them once.
     pub(crate) tools: Vec<lambent_core::chat::ToolSpec>,
     /// What the tools add to every prompt (they travel as their JSON):
     /// counted when they are set, not per call.
     pub(crate) tools_tokens: u64,
+    /// The agent's server tools by name: a call of one of these is Lambent's
+    /// to make (the others are the caller's). Empty for a provider and model
+    /// named directly.
+    pub server_tools: HashMap<String, ServerTool>,
+    /// The most rounds of server-tool calls in one turn.
+    pub max_tool_rounds: u32,
     pub tool_choice: lambent_core::chat::ToolChoice,
     /// Whether the model may call several tools at once (the provider's
     /// default when unset).
@@ -82,8 +100,26 @@ pub struct ServerTool {
 }
 
 impl Target {
-    /// Replaces the tools the call offers.
+    /// Replaces the tools the call offers. Only what a provider is sent is
+    /// kept and priced (name, description, schema); a server tool's
+    /// settings live in [`Target::server_tools`], which keeps only the tools
+    /// `tools` still offers with `http`: tools given without it (a request's
+    /// own, which replace the agent's) are the caller's to answer.
     pub fn set_tools(&mut self, tools: Vec<lambent_core::chat::ToolSpec>) {
+        let served: Vec<&str> = tools
+            .iter()
+            .filter(|t| t.http.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
+        self.server_tools
+            .retain(|name, _| served.contains(&name.as_str()));
+        let tools: Vec<_> = tools
+            .into_iter()
+            .map(|t| match t.http.is_some() || t.requires_approval {
+                true => t.offered(),
+                false => t,
+            })
+            .collect();
         self.tools_tokens = tools
             .iter()
             .map(|t| {
@@ -105,5 +141,93 @@ impl Target {
             Some(agent_prompt) => format!("{agent_prompt}\n\n{extra}"),
             None => extra,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambent_core::chat::ToolSpec;
+    use lambent_core::secret::SecretString;
+
+    fn target() -> Target {
+        Target {
+            agent_id: Some("agt_1".into()),
+            model: "m".into(),
+            prices: Prices {
+                input_per_mtok: Decimal::ONE,
+                output_per_mtok: Decimal::ONE,
+                cache_read_per_mtok: Decimal::ONE,
+                cache_write_per_mtok: Decimal::ONE,
+            },
+            endpoint: Endpoint {
+                kind: lambent_core::provider::ProviderKind::Anthropic,
+                base_url: None,
+                api_key: SecretString::from("k".to_owned()),
+            },
+            system: None,
+            max_tokens: 1,
+            temperature: None,
+            context_token_budget: 1,
+            tools: Vec::new(),
+            tools_tokens: 0,
+            server_tools: HashMap::from([(
+                "search".to_owned(),
+                ServerTool {
+                    http: HttpTool {
+                        url: "https://tools.example/search".into(),
+                        headers: vec![("X-Key".into(), SecretString::from("v".to_owned()))],
+                        timeout: Duration::from_secs(1),
+                    },
+                    requires_approval: false,
+                },
+            )]),
+            max_tool_rounds: 8,
+            tool_choice: Default::default(),
+            parallel_tool_calls: None,
+            stop_sequences: Vec::new(),
+        }
+    }
+
+    fn search(with_http: bool) -> ToolSpec {
+        serde_json::from_value(match with_http {
+            true => serde_json::json!({
+                "name": "search", "description": "Search the web", "input_schema": {"type": "object"},
+                "http": {"url": "https://tools.example/search/with/a/long/path",
+                         "headers": {"X-Key": "****", "X-Other-Long-Header-Name": "****abcd"},
+                         "timeout_ms": 30000},
+                "requires_approval": true,
+            }),
+            false => serde_json::json!({
+                "name": "search", "description": "Search the web", "input_schema": {"type": "object"},
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn offered_tools_carry_and_price_only_what_the_provider_gets() {
+        let mut with_http = target();
+        with_http.set_tools(vec![search(true)]);
+        let mut client = target();
+        client.set_tools(vec![search(false)]);
+        // The same tool is offered and priced, whatever its server settings.
+        assert_eq!(with_http.tools(), client.tools());
+        assert_eq!(with_http.tools()[0].http, None);
+        assert!(!with_http.tools()[0].requires_approval);
+        assert_eq!(with_http.tools_tokens, client.tools_tokens);
+        assert_eq!(
+            client.tools_tokens,
+            lambent_store::messages::estimate_tokens(
+                &serde_json::to_string(&search(false)).unwrap()
+            )
+        );
+        // Offered with `http`, it stays a server tool; given without (a
+        // request's own tools), it is the caller's.
+        assert!(with_http.server_tools.contains_key("search"));
+        assert!(client.server_tools.is_empty());
+        let mut none = target();
+        none.set_tools(Vec::new());
+        assert!(none.server_tools.is_empty());
     }
 }

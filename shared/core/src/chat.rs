@@ -2,6 +2,8 @@
 //! what was said (text, images, tool calls and their results), the tools a
 //! model may use, and what a call used.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -143,7 +145,9 @@ impl Part {
     }
 }
 
-/// A tool the model may call.
+/// A tool the model may call: a client tool (the caller answers its calls)
+/// or, with `http`, a server tool (Lambent calls it). Providers get only the
+/// name, description and schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
@@ -155,6 +159,181 @@ pub struct ToolSpec {
     /// A JSON Schema object for the arguments (`"type": "object"`).
     #[schema(value_type = Object)]
     pub input_schema: Value,
+    /// Makes this a server tool: Lambent POSTs each call to this URL (an
+    /// agent's tools only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpToolSpec>,
+    /// A server tool's call waits for a person's approval (needs `http`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
+}
+
+impl ToolSpec {
+    /// A client tool: a name, a description and a schema.
+    pub fn client(
+        name: impl Into<String>,
+        description: Option<String>,
+        input_schema: Value,
+    ) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description,
+            input_schema,
+            http: None,
+            requires_approval: false,
+        }
+    }
+
+    /// What a provider is told of the tool: its name, description and
+    /// schema, without the server tool's settings.
+    pub fn offered(&self) -> ToolSpec {
+        ToolSpec::client(
+            self.name.clone(),
+            self.description.clone(),
+            self.input_schema.clone(),
+        )
+    }
+}
+
+/// Where Lambent calls a server tool. Header values are secrets: encrypted
+/// at rest and answered masked.
+// Never logged either: `Debug` shows the header names only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToolSpec {
+    /// https (http only where private URLs are allowed); passes the same SSRF
+    /// guard as providers' base URLs.
+    #[schema(example = "https://tools.example.com/weather")]
+    pub url: String,
+    /// Sent with every call (up to 16). Answers show each value masked:
+    /// `****` and its last 4 characters (only `****` when shorter than 12);
+    /// a PATCH that sends a masked value back keeps the stored one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(example = json!({"Authorization": "Bearer ****f00d"}))]
+    pub headers: BTreeMap<String, String>,
+    /// 1 to 300000 (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 300000)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for HttpToolSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpToolSpec")
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// A server tool's timeout when it names none.
+pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
+/// The longest timeout a server tool may have.
+pub const MAX_TOOL_TIMEOUT_MS: u64 = 300_000;
+/// The most headers of one server tool.
+pub const MAX_TOOL_HEADERS: usize = 16;
+/// The most bytes of one header value (KMS encrypts at most 4 KiB at once).
+pub const MAX_TOOL_HEADER_VALUE: usize = 4096;
+/// Headers Lambent sets itself (or that would break the request).
+const RESERVED_HEADERS: [&str; 6] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+];
+
+/// What answers show of a header value: `****` and its last 4 characters
+/// when it has at least 12 bytes, else `****` alone.
+pub fn masked_header_value(value: &str) -> String {
+    if value.len() < 12 {
+        return "****".to_owned();
+    }
+    let tail: Vec<char> = value.chars().rev().take(4).collect();
+    format!("****{}", tail.into_iter().rev().collect::<String>())
+}
+
+/// Whether a header value has the shape of a masked one (`****`, or `****`
+/// and 4 more characters).
+pub fn looks_masked(value: &str) -> bool {
+    value
+        .strip_prefix("****")
+        .is_some_and(|rest| rest.is_empty() || rest.chars().count() == 4)
+}
+
+/// An HTTP token (RFC 9110 `tchar`s), as a header name must be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks a tool's server settings (the URL's SSRF guard is the caller's:
+/// it needs the network rules); the error names the field and never echoes
+/// a header value.
+fn check_server_tool(i: usize, tool: &ToolSpec) -> Result<(), Error> {
+    let bad = |field: String, why: &str| Err(Error::BadRequest(format!("{field}: {why}")));
+    let Some(http) = &tool.http else {
+        if tool.requires_approval {
+            return bad(
+                format!("tools[{i}].requires_approval"),
+                "only a server tool (with `http`) can require approval",
+            );
+        }
+        return Ok(());
+    };
+    if http
+        .timeout_ms
+        .is_some_and(|t| !(1..=MAX_TOOL_TIMEOUT_MS).contains(&t))
+    {
+        return bad(
+            format!("tools[{i}].http.timeout_ms"),
+            &format!("must be 1 to {MAX_TOOL_TIMEOUT_MS}"),
+        );
+    }
+    if http.headers.len() > MAX_TOOL_HEADERS {
+        return bad(
+            format!("tools[{i}].http.headers"),
+            &format!("at most {MAX_TOOL_HEADERS} headers"),
+        );
+    }
+    let mut seen: Vec<String> = Vec::with_capacity(http.headers.len());
+    for (name, value) in &http.headers {
+        if !is_token(name) {
+            return bad(
+                format!("tools[{i}].http.headers"),
+                &format!("{name:?} is not a valid header name"),
+            );
+        }
+        let field = format!("tools[{i}].http.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return bad(field, "Lambent sets this header itself");
+        }
+        if seen.contains(&lower) {
+            return bad(field, "named twice (header names ignore case)");
+        }
+        seen.push(lower);
+        if value.is_empty() {
+            return bad(field, "must not be empty");
+        }
+        if value.len() > MAX_TOOL_HEADER_VALUE {
+            return bad(field, &format!("at most {MAX_TOOL_HEADER_VALUE} bytes"));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+        {
+            return bad(
+                field,
+                "may contain only visible ASCII characters, spaces and tabs",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The most tools one agent or call may offer (OpenAI's limit).
@@ -165,7 +344,9 @@ const MAX_TOOL_DESCRIPTION: usize = 10_000;
 const MAX_TOOL_SCHEMA: usize = 64 * 1024;
 
 /// Checks tools as both providers would take them: a valid, unique name, an
-/// object schema; the error names the field (`tools[2].name`).
+/// object schema; and a server tool's settings (timeout, headers;
+/// `requires_approval` only with `http`), all but the URL's SSRF guard. The
+/// error names the field (`tools[2].name`, `tools[1].http.timeout_ms`).
 pub fn check_tools(tools: &[ToolSpec], choice: &ToolChoice) -> Result<(), Error> {
     let bad = |field: String, why: &str| Err(Error::BadRequest(format!("{field}: {why}")));
     if tools.len() > MAX_TOOLS {
@@ -217,6 +398,7 @@ pub fn check_tools(tools: &[ToolSpec], choice: &ToolChoice) -> Result<(), Error>
                 &format!("at most {MAX_TOOL_SCHEMA} bytes"),
             );
         }
+        check_server_tool(i, tool)?;
     }
     match choice {
         ToolChoice::Tool(name) if !tools.iter().any(|t| &t.name == name) => bad(
@@ -395,11 +577,154 @@ mod tests {
     }
 
     fn tool(name: &str, schema: Value) -> ToolSpec {
-        ToolSpec {
-            name: name.into(),
-            description: None,
-            input_schema: schema,
+        ToolSpec::client(name, None, schema)
+    }
+
+    fn server_tool(http: Value) -> ToolSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "search",
+            "input_schema": {"type": "object"},
+            "http": http,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn server_tools_are_checked_field_by_field_without_echoing_values() {
+        let ok = server_tool(serde_json::json!({
+            "url": "https://tools.example.com/search",
+            "headers": {"Authorization": "Bearer SECRET-value\twith tab", "X-Team": "a"},
+            "timeout_ms": 300000,
+        }));
+        assert!(check_tools(std::slice::from_ref(&ok), &ToolChoice::Auto).is_ok());
+        let mut approving = ok.clone();
+        approving.requires_approval = true;
+        assert!(check_tools(&[approving], &ToolChoice::Auto).is_ok());
+
+        let secret = "SECRET-\u{7f}-value";
+        let headers = |pairs: Vec<(String, String)>| serde_json::json!({"url": "https://x.example/", "headers": pairs.into_iter().collect::<BTreeMap<_, _>>()});
+        let many: Vec<(String, String)> = (0..17).map(|n| (format!("X-{n}"), "v".into())).collect();
+        let cases = [
+            (
+                serde_json::json!({"url": "https://x.example/", "timeout_ms": 0}),
+                "tools[1].http.timeout_ms",
+            ),
+            (
+                serde_json::json!({"url": "https://x.example/", "timeout_ms": 300001}),
+                "tools[1].http.timeout_ms",
+            ),
+            (headers(many), "tools[1].http.headers"),
+            (
+                headers(vec![("Bad Name".into(), "v".into())]),
+                "tools[1].http.headers",
+            ),
+            (
+                headers(vec![("".into(), "v".into())]),
+                "tools[1].http.headers",
+            ),
+            (
+                headers(vec![("Content-Type".into(), "v".into())]),
+                "tools[1].http.headers.Content-Type",
+            ),
+            (
+                headers(vec![("idempotency-KEY".into(), "v".into())]),
+                "tools[1].http.headers.idempotency-KEY",
+            ),
+            (
+                headers(vec![("HOST".into(), "v".into())]),
+                "tools[1].http.headers.HOST",
+            ),
+            (
+                headers(vec![
+                    ("X-Key".into(), "v".into()),
+                    ("x-key".into(), "w".into()),
+                ]),
+                "tools[1].http.headers.x-key",
+            ),
+            (
+                headers(vec![("X-Key".into(), String::new())]),
+                "tools[1].http.headers.X-Key",
+            ),
+            (
+                headers(vec![("X-Key".into(), "v".repeat(4097))]),
+                "tools[1].http.headers.X-Key",
+            ),
+            (
+                headers(vec![("X-Key".into(), secret.into())]),
+                "tools[1].http.headers.X-Key",
+            ),
+            (
+                headers(vec![("X-Key".into(), "SECRET-é".into())]),
+                "tools[1].http.headers.X-Key",
+            ),
+            (
+                headers(vec![("X-Key".into(), "SECRET\nx".into())]),
+                "tools[1].http.headers.X-Key",
+            ),
+        ];
+        let first = tool("first", serde_json::json!({}));
+        for (http, field) in cases {
+            let tools = [first.clone(), server_tool(http.clone())];
+            let Err(Error::BadRequest(message)) = check_tools(&tools, &ToolChoice::Auto) else {
+                panic!("{http}: accepted");
+            };
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+            assert!(!message.contains("SECRET"), "{message}");
         }
+        // Approval without `http` means nothing: refused, naming the field.
+        let mut plain = tool("plain", serde_json::json!({}));
+        plain.requires_approval = true;
+        let Err(Error::BadRequest(message)) = check_tools(&[first, plain], &ToolChoice::Auto)
+        else {
+            panic!("requires_approval without http: accepted");
+        };
+        assert!(
+            message.starts_with("tools[1].requires_approval: "),
+            "{message}"
+        );
+        // The limits themselves pass.
+        let widest = server_tool(headers(
+            (0..16)
+                .map(|n| (format!("X-{n}"), "v".repeat(4096)))
+                .collect(),
+        ));
+        assert!(check_tools(&[widest], &ToolChoice::Auto).is_ok());
+    }
+
+    #[test]
+    fn server_tool_settings_are_read_strictly_and_hidden_from_debug() {
+        let spec = server_tool(serde_json::json!({
+            "url": "https://x.example/", "headers": {"X-Key": "SECRET-1234567890"},
+        }));
+        assert!(!format!("{spec:?}").contains("SECRET"));
+        assert!(format!("{spec:?}").contains("X-Key"));
+        // The offered tool has no server settings, and serialises as before.
+        let offered = spec.offered();
+        assert_eq!(
+            serde_json::to_value(&offered).unwrap(),
+            serde_json::json!({"name": "search", "input_schema": {"type": "object"}})
+        );
+        for bad in [
+            serde_json::json!({"name": "a", "input_schema": {}, "http": {"url": "https://x/", "method": "GET"}}),
+            serde_json::json!({"name": "a", "input_schema": {}, "http": {"headers": {}}}),
+            serde_json::json!({"name": "a", "input_schema": {}, "http": {"url": "https://x/", "headers": {"X": 1}}}),
+            serde_json::json!({"name": "a", "input_schema": {}, "requires_approval": "yes"}),
+        ] {
+            assert!(
+                serde_json::from_value::<ToolSpec>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_are_masked_to_their_last_four_from_twelve_bytes() {
+        assert_eq!(masked_header_value("short"), "****");
+        assert_eq!(masked_header_value("elevenbytes"), "****");
+        assert_eq!(masked_header_value("twelve-bytes"), "****ytes");
+        assert_eq!(masked_header_value("Bearer sk-abcdef0123"), "****0123");
+        assert!(looks_masked("****") && looks_masked("****0123"));
+        assert!(!looks_masked("****012") && !looks_masked("Bearer ****0123"));
     }
 
     #[test]

@@ -719,6 +719,18 @@ data: {"type":"content_block_stop","index":0}
     }
 
     #[test]
+    fn a_server_tools_settings_never_reach_the_provider() {
+        let server = crate::fixtures::server_tool_conversation();
+        for stream in [false, true] {
+            let body = request_body(&server, stream).unwrap();
+            crate::fixtures::assert_no_server_tool_settings(&body);
+            // The tool goes out exactly as a client tool would.
+            let client = request_body(&crate::fixtures::tool_conversation(), stream).unwrap();
+            assert_eq!(body, client);
+        }
+    }
+
+    #[test]
     fn a_tool_conversation_is_sent_as_blocks() {
         let body = request_body(&crate::fixtures::tool_conversation(), true).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();

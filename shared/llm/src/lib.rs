@@ -4,7 +4,8 @@
 //! completions) and no embedded stand-in; tests run them against the fake
 //! provider server in `tests/fake-provider`. The same guarded client can
 //! also call server tools ([`server_tools`], tested against
-//! `tests/tool-server`; agents do not offer them yet).
+//! `tests/tool-server`; an agent's server tools resolve into [`HttpTool`]s,
+//! for the agent loop still to come).
 
 pub mod anthropic;
 pub mod client;
@@ -200,14 +201,72 @@ pub(crate) mod fixtures {
             ],
             max_tokens: 100,
             temperature: None,
-            tools: vec![ToolSpec {
-                name: "weather".into(),
-                description: Some("Current weather".into()),
-                input_schema: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
-            }],
+            tools: vec![ToolSpec::client(
+                "weather",
+                Some("Current weather".into()),
+                json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            )],
             tool_choice: ToolChoice::Tool("weather".into()),
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
+        }
+    }
+
+    /// [`tool_conversation`] whose tool is a server tool (`http`, with a
+    /// secret header, and `requires_approval`).
+    pub fn server_tool_conversation() -> ChatRequest {
+        let mut request = tool_conversation();
+        request.tools[0].http = Some(lambent_core::chat::HttpToolSpec {
+            url: "https://tools.CANARY.example/weather".into(),
+            headers: [(
+                "X-Canary-Header".to_owned(),
+                "header-CANARY-secret".to_owned(),
+            )]
+            .into(),
+            timeout_ms: Some(5_000),
+        });
+        request.tools[0].requires_approval = true;
+        request
+    }
+
+    /// Fails if a provider request body mentions a server tool's settings
+    /// (URL, header name or value, approval), or if a tool has a key that
+    /// is not the wire format's own.
+    pub fn assert_no_server_tool_settings(body: &[u8]) {
+        let text = String::from_utf8_lossy(body);
+        for canary in [
+            "CANARY",
+            "X-Canary-Header",
+            "requires_approval",
+            "timeout_ms",
+        ] {
+            assert!(
+                !text.contains(canary),
+                "{canary} reached the provider: {text}"
+            );
+        }
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let tools = value["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 1);
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object()
+                .map_or(Vec::new(), |o| o.keys().cloned().collect())
+        };
+        for tool in tools {
+            for key in keys(tool).into_iter().chain(keys(&tool["function"])) {
+                assert!(
+                    [
+                        "name",
+                        "description",
+                        "input_schema",
+                        "type",
+                        "function",
+                        "parameters"
+                    ]
+                    .contains(&key.as_str()),
+                    "{key} reached the provider"
+                );
+            }
         }
     }
 }

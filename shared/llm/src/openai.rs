@@ -698,6 +698,23 @@ mod tests {
     }
 
     #[test]
+    fn a_server_tools_settings_never_reach_the_provider() {
+        let server = crate::fixtures::server_tool_conversation();
+        for (flavour, stream) in [
+            (Flavour::OpenAi, false),
+            (Flavour::OpenAi, true),
+            (Flavour::Compatible, true),
+        ] {
+            let body = request_body(&server, flavour, stream).unwrap();
+            crate::fixtures::assert_no_server_tool_settings(&body);
+            // The tool goes out exactly as a client tool would.
+            let client =
+                request_body(&crate::fixtures::tool_conversation(), flavour, stream).unwrap();
+            assert_eq!(body, client);
+        }
+    }
+
+    #[test]
     fn a_tool_conversation_is_sent_as_messages_and_tool_messages() {
         let request = crate::fixtures::tool_conversation();
         let body = request_body(&request, Flavour::OpenAi, false).unwrap();

@@ -1,5 +1,6 @@
-//! Server tools (issue 14, not wired to agents yet: the agent loop will
-//! call this): Lambent POSTs a tool call to the tool's URL through the same guarded client as provider
+//! Server tools (issue 14: agents store them and `lambent_app` resolves
+//! them into [`HttpTool`]s; the agent loop will call this): Lambent POSTs a
+//! tool call to the tool's URL through the same guarded client as provider
 //! calls (the SSRF guard on the URL and on every address its name resolves
 //! to, no redirects, no proxy). The request is
 //! `{"tool_call_id","name","input","session_id"?,"run_id"?}` with

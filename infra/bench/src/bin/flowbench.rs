@@ -422,10 +422,13 @@ async fn member(
         temperature: None,
         max_tokens: i64::from(MAX_TOKENS),
         context_token_budget: 100_000,
-        tools: Vec::new(),
+        tools: Default::default(),
         tool_choice: Default::default(),
+        max_tool_rounds: agents::DEFAULT_MAX_TOOL_ROUNDS,
     };
-    let agent = agents::create(store, &state.catalog, &id, agent).await?.id;
+    let agent = agents::create(store, &state.catalog, &id, &agents::new_id(), agent)
+        .await?
+        .id;
     Ok(Member { id, agent })
 }
 

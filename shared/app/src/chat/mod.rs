@@ -28,7 +28,7 @@ pub use settle::{
     abandon, charge, finish_intent, reply_message, settle, settle_detached, usage_when_cut, Bill,
     Charge, Outcome, Recorded, ReplyText, Settled,
 };
-pub use target::{Target, Targets};
+pub use target::{ServerTool, Target, Targets};
 
 use rust_decimal::Decimal;
 

@@ -2,12 +2,18 @@
 //! provider and model named directly (`<provider name>/<model>`). Anything
 //! missing is a clear 4xx here, before a reservation or a provider call.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use crate::state::State;
-pub use crate::targets::{Target, Targets};
+pub use crate::targets::{ServerTool, Target, Targets};
 use lambent_core::error::{Error, Result};
 use lambent_core::secret::SecretString;
-use lambent_llm::Endpoint;
-use lambent_store::agents::{self, DEFAULT_CONTEXT_TOKEN_BUDGET, DEFAULT_MAX_TOKENS};
+use lambent_llm::{Endpoint, HttpTool};
+use lambent_store::agents::{
+    self, OpenedServerTool, DEFAULT_CONTEXT_TOKEN_BUDGET, DEFAULT_MAX_TOKENS,
+    DEFAULT_MAX_TOOL_ROUNDS,
+};
 use lambent_store::providers::{self, Provider};
 
 fn endpoint(provider: &Provider, api_key: SecretString) -> Endpoint {
@@ -15,6 +21,17 @@ fn endpoint(provider: &Provider, api_key: SecretString) -> Endpoint {
         kind: provider.kind,
         base_url: provider.base_url.clone(),
         api_key,
+    }
+}
+
+fn server_tool(tool: OpenedServerTool) -> ServerTool {
+    ServerTool {
+        http: HttpTool {
+            url: tool.url,
+            headers: tool.headers,
+            timeout: Duration::from_millis(tool.timeout_ms),
+        },
+        requires_approval: tool.requires_approval,
     }
 }
 
@@ -36,7 +53,9 @@ impl Target {
         Ok(target)
     }
 
-    /// [`Target::of_agent`] from the store (three reads and a decryption).
+    /// [`Target::of_agent`] from the store: the agent, then its provider
+    /// (with the key decrypted), its model and its server tools' header
+    /// values (decrypted) at once.
     async fn resolve(state: &State, owner: &str, agent_id: &str, what: &str) -> Result<Target> {
         let store = state.store.as_ref();
         let Some(agent) = agents::get(store, owner, agent_id).await? else {
@@ -44,9 +63,10 @@ impl Target {
                 "{what} {agent_id} no longer exists"
             )));
         };
-        let (provider, model) = tokio::join!(
+        let (provider, model, server_tools) = tokio::join!(
             providers::with_api_key(store, state.cipher.as_ref(), owner, &agent.provider_id),
             state.catalog.get(store, &agent.model),
+            agents::open_server_tools(state.cipher.as_ref(), owner, &agent.id, &agent.tools),
         );
         let Some((provider, api_key)) = provider? else {
             return Err(Error::Conflict(format!(
@@ -71,13 +91,20 @@ impl Target {
             context_token_budget: agent.context_token_budget.max(0) as u64,
             tools: Vec::new(),
             tools_tokens: 0,
+            server_tools: server_tools?
+                .into_iter()
+                .map(|tool| (tool.name.clone(), server_tool(tool)))
+                .collect(),
+            max_tool_rounds: u32::try_from(agent.max_tool_rounds).unwrap_or(1).max(1),
             tool_choice: agent.tool_choice,
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
             server_tools: Default::default(),
             max_tool_rounds: 8,
         };
-        target.set_tools(agent.tools);
+        // Every tool, client or server, is offered to the model (the server
+        // tools' settings, masked here, stay out of what it is sent).
+        target.set_tools(agent.tools.shown());
         Ok(target)
     }
 
@@ -127,6 +154,8 @@ impl Target {
             context_token_budget: DEFAULT_CONTEXT_TOKEN_BUDGET as u64,
             tools: Vec::new(),
             tools_tokens: 0,
+            server_tools: HashMap::new(),
+            max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS as u32,
             tool_choice: Default::default(),
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
