@@ -85,18 +85,6 @@ pub struct Target {
     pub parallel_tool_calls: Option<bool>,
     /// Texts that end the reply where the model writes them.
     pub stop_sequences: Vec<String>,
-    /// The agent's server tools by name: Lambent calls them.
-    pub server_tools: std::collections::HashMap<String, ServerTool>,
-    /// How many times one turn may run server tools and call the model again.
-    pub max_tool_rounds: u32,
-}
-
-/// A tool Lambent calls itself.
-#[derive(Clone)]
-pub struct ServerTool {
-    pub http: lambent_llm::HttpTool,
-    /// It waits for a person's approval first.
-    pub requires_approval: bool,
 }
 
 impl Target {

@@ -99,8 +99,6 @@ impl Target {
             tool_choice: agent.tool_choice,
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
-            server_tools: Default::default(),
-            max_tool_rounds: 8,
         };
         // Every tool, client or server, is offered to the model (the server
         // tools' settings, masked here, stay out of what it is sent).
@@ -159,8 +157,6 @@ impl Target {
             tool_choice: Default::default(),
             parallel_tool_calls: None,
             stop_sequences: Vec::new(),
-            server_tools: Default::default(),
-            max_tool_rounds: 8,
         })
     }
 }
