@@ -213,6 +213,9 @@ async fn whichever_write_of_a_turn_fails_the_turn_is_stored_or_marked_and_billed
     let app = spawn_app_layered(clock.clone(), Some(faults::layer(faults.clone())), |c| {
         c.sweep_every = Duration::from_millis(200);
         c.sweep_stale = Duration::from_secs(2);
+        // A turn whose runner could not finish it is taken up by the worker
+        // a lease after its lease ran out.
+        c.turn_lease = Duration::from_secs(1);
     })
     .await;
     let w = lambent_testkit::chat::ChatWorld::seed(app, "anthropic").await;

@@ -753,7 +753,13 @@ async fn every_client_format_sends_the_provider_the_same_request() {
         )
         .await;
         assert_eq!(status, 200);
-        let native = last_request(&w);
+        // A native turn always streams from the provider (its events are
+        // stored, whether its client reads a stream or one JSON message).
+        let mut native = last_request(&w);
+        native["stream"] = json!(false);
+        if let Some(request) = native.as_object_mut() {
+            request.remove("stream_options");
+        }
 
         // OpenAI-compatible: the same conversation, the agent's tools.
         w.fake.push(Reply::text("Done."));
@@ -969,9 +975,10 @@ async fn every_client_format_gets_its_exact_answer_to_a_tool_call() {
         let session = w.session(json!({})).await;
         let (_, native) = turn(&w, &session, json!({"content": "Weather?"})).await;
         assert_eq!(
-            masked(native, &["id", "session_id", "created_at"]),
+            masked(native, &["id", "session_id", "created_at", "turn_id"]),
             json!({
                 "id": "<varies>", "session_id": "<varies>", "created_at": "<varies>",
+                "turn_id": "<varies>",
                 "role": "assistant", "content": "Checking.",
                 "parts": [{"type": "text", "text": "Checking."}],
                 "tool_calls": expected_calls(),

@@ -334,7 +334,14 @@ async fn a_user_journey_from_key_to_costs() {
         .collect();
     assert_eq!(
         names,
-        ["message_start", "delta", "delta", "delta", "message_end"],
+        [
+            "message_start",
+            "delta",
+            "delta",
+            "delta",
+            "message_end",
+            "done"
+        ],
         "{raw}"
     );
     let text: String = events

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use lambent_app::chat::{self, Piece, Prepared, ReplyReader, Settled, Started};
 use lambent_app::state::State;
 use lambent_app::streams::StreamSlot;
+use lambent_app::turns::follow;
 use lambent_http::error::ApiError;
 use lambent_llm::{Chunk, ToolCall};
 use lambent_store::turns::StoredEvent;
@@ -43,6 +44,43 @@ pub trait Wire: Send + 'static {
     /// Sent after the reply was stored and counted.
     fn end(&mut self, settled: &Settled) -> Vec<Event>;
     fn error(&mut self, error: &ApiError, request_id: &str) -> Vec<Event>;
+}
+
+/// The response that streams a turn run here to the client that asked for
+/// it: live, and from the store if it falls behind (a client too slow to
+/// take an event in time is left behind by the turn, which never waits
+/// for it long), so it gets every event once, in order, to `done`.
+pub fn stream_live_turn(
+    state: &State,
+    mut live: mpsc::Receiver<StoredEvent>,
+    session_id: String,
+    turn_id: String,
+) -> Response {
+    let (tx, rx) = mpsc::channel(BUFFERED_EVENTS);
+    let state = state.clone();
+    let forward = async move {
+        let mut last = None;
+        while let Some(event) = live.recv().await {
+            last = Some(event.id);
+            let done = event.event == "done";
+            if tx.send(event).await.is_err() || done {
+                return;
+            }
+        }
+        let until = Instant::now() + state.config.stream_deadline;
+        match follow::follow(&state, &session_id, &turn_id, last, until).await {
+            Ok(mut stored) => {
+                while let Some(event) = stored.recv().await {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not catch a client up with its turn"),
+        }
+    };
+    tokio::spawn(forward.in_current_span());
+    stream_turn(rx)
 }
 
 /// The response that streams a turn's events (as `lambent_app::turns`

@@ -9,7 +9,6 @@ use axum::Json;
 use lambent_app::chat::{self, UserInput};
 use lambent_app::streams::StreamSlot;
 use lambent_app::turns::{self, answers::Answers, TurnRef};
-use lambent_store::turns::Approval;
 use lambent_core::chat::{ContentPart, ImageSource, Part, ToolResult};
 use lambent_core::ids::SessionId;
 use lambent_core::Error;
@@ -18,6 +17,7 @@ use lambent_http::Body;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_store::messages::{self, Message, MAX_STORED_BYTES};
+use lambent_store::turns::Approval;
 use serde::{Deserialize, Serialize};
 
 use crate::Chat;
@@ -123,8 +123,7 @@ pub async fn post_message(
             let turn =
                 turns::answers::begin(state, owner, &id, answers, background, &request_id).await?;
             if background {
-                turns::background::hand_over(state, owner, &turn.session_id, &turn.turn_id)
-                    .await;
+                turns::background::hand_over(state, owner, &turn.session_id, &turn.turn_id).await;
                 return Ok(accepted(turn.turn_id));
             }
             let spawned = turns::spawn(state, &chat.llm, turn.clone(), None, stream, slot);
@@ -133,7 +132,12 @@ pub async fn post_message(
     };
     let (turn, spawned) = spawned;
     match spawned.live {
-        Some(live) => Ok(crate::events::stream_turn(live)),
+        Some(live) => Ok(crate::events::stream_live_turn(
+            state,
+            live,
+            turn.session_id,
+            turn.turn_id,
+        )),
         None => {
             spawned
                 .ended
@@ -167,8 +171,12 @@ async fn last_reply(state: &lambent_app::state::State, turn: &TurnRef) -> ApiRes
     let last = stored
         .iter()
         .rev()
-        .find(|m| m.role == messages::MessageRole::Assistant && m.turn_id.as_deref() == Some(&turn.turn_id))
-        .ok_or_else(|| Error::Internal("a turn ended without a stored reply".into()))?;
+        .find(|m| {
+            m.role == messages::MessageRole::Assistant
+                && m.turn_id.as_deref() == Some(&turn.turn_id)
+        })
+        // Its reply could not be stored (the store failed meanwhile).
+        .ok_or_else(|| Error::Unavailable("a turn ended without a stored reply".into()))?;
     Ok(messages::get(store, &turn.session_id, &last.id)
         .await?
         .ok_or_else(|| Error::Internal("a turn's reply is gone".into()))?)
@@ -212,7 +220,11 @@ fn user_input(body: PostMessage) -> ApiResult<Input> {
                 if approval.tool_call_id.trim().is_empty() {
                     return bad(format!("approvals[{i}].tool_call_id: must not be empty"));
                 }
-                if approval.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+                if approval
+                    .reason
+                    .as_ref()
+                    .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+                {
                     return bad(format!(
                         "approvals[{i}].reason: at most {MAX_REASON_BYTES} bytes"
                     ));

@@ -21,12 +21,12 @@ use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
 use lambent_http::group::{self, RouteGroup};
 use lambent_http::Caller;
-use lambent_http::{PathId, PathIds};
 use lambent_http::{Body, ListPage, ListParams};
+use lambent_http::{PathId, PathIds};
 use lambent_ports::Order;
 use lambent_store::messages::{self, Message, MessageStatus};
-use lambent_store::turns::{self, Turn, TurnStatus, TurnView};
 use lambent_store::sessions::{self, NewSession, Session};
+use lambent_store::turns::{self, Turn, TurnStatus, TurnView};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -287,8 +287,8 @@ async fn cancel_turn(
     principal: Caller,
     PathIds(id, message_id): PathIds<SessionId, MessageId>,
 ) -> ApiResult<Json<MessageWithTurn>> {
-    let turn = lambent_app::turns::cancel::cancel(&state, &principal.user_id, &id, &message_id)
-        .await?;
+    let turn =
+        lambent_app::turns::cancel::cancel(&state, &principal.user_id, &id, &message_id).await?;
     Ok(Json(
         message_view(&state, &id, &message_id, Some(turn)).await?,
     ))

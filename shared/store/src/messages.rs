@@ -207,6 +207,16 @@ pub fn turn_ids_for(inputs: usize) -> (Vec<String>, String) {
     (input, ids::sortable_id_at(ID_PREFIX, now + inputs as i64))
 }
 
+/// Counts `n` new messages in the session's totals, only while it is live:
+/// every write of messages counts its own.
+fn count_messages(owner: &str, session_id: &str, n: usize) -> TxOp {
+    TxOp::Update {
+        key: sessions::item_key(owner, session_id),
+        update: lambent_ports::Update::new().add("message_count", rust_decimal::Decimal::from(n)),
+        condition: Some(sessions::live()),
+    }
+}
+
 /// The user's message, written only while the session is live. A message
 /// of text only is stored as its text; one with images keeps its parts too.
 pub fn user_message_ops(
@@ -248,10 +258,7 @@ pub fn user_message_ops(
         }
     }
     let mut ops = vec![
-        TxOp::Check {
-            key: sessions::item_key(owner, session_id),
-            condition: sessions::live(),
-        },
+        count_messages(owner, session_id, 1),
         TxOp::Put {
             item,
             condition: Some(Condition::NotExists),
@@ -273,10 +280,7 @@ pub fn tool_result_ops(
     results: &[ToolResult],
     expires_at: i64,
 ) -> Vec<TxOp> {
-    let mut ops = vec![TxOp::Check {
-        key: sessions::item_key(owner, session_id),
-        condition: sessions::live(),
-    }];
+    let mut ops = vec![count_messages(owner, session_id, results.len())];
     for (message_id, result) in message_ids.iter().zip(results) {
         let mut item = Item::new(item_key(session_id, message_id))
             .with("role", "tool")

@@ -209,6 +209,27 @@ impl ChatWorld {
         }
     }
 
+    /// The events of turn `turn` (its ID: its first reply's) after event
+    /// `after` (`Last-Event-ID`), read to the turn's `done`.
+    pub async fn turn_events(
+        &self,
+        session: &str,
+        turn: &str,
+        after: Option<u64>,
+    ) -> Vec<SseEvent> {
+        let mut request = self.app.request(
+            Method::GET,
+            &format!("/v1/sessions/{session}/messages/{turn}/events"),
+            &self.key,
+        );
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        parse_events(&response.text().await.unwrap())
+    }
+
     /// The reply of a session's first turn, once it is stored (a reply
     /// whose client went away is stored when the provider's stream ends).
     pub async fn stored_reply(&self, session: &str, within: std::time::Duration) -> Value {

@@ -45,8 +45,8 @@ use lambent_store::budgets::{self, Reservation};
 use lambent_store::messages::{self, MessageStatus};
 use lambent_store::models::Prices;
 use lambent_store::sessions::{self, Session};
-use lambent_store::usage;
 use lambent_store::turns;
+use lambent_store::usage;
 use lambent_store::users;
 
 /// Where a call is recorded; the record is create-only and so makes the
@@ -113,12 +113,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// How many messages the call stores: its input's, then the reply.
+    /// How many messages the call's settle stores: the reply.
+    /// (Its input counts itself, in the input's own write.)
     fn stored_messages(&self) -> u64 {
         match &self.record {
-            Record::SessionTurn {
-                input_message_ids, ..
-            } => input_message_ids.len() as u64 + 1,
+            Record::SessionTurn { .. } => 1,
             Record::Call { .. } | Record::Step { .. } => 0,
         }
     }

@@ -160,7 +160,9 @@ impl ReplyReader {
         }
         self.last_call_shown = true;
         let last = self.tool_calls.len() - 1;
-        self.tool_calls.call(last).map(|call| Piece::ToolCall(last, call))
+        self.tool_calls
+            .call(last)
+            .map(|call| Piece::ToolCall(last, call))
     }
 
     /// How the call ended. A reply cut short is billed at least what it

@@ -54,23 +54,23 @@ pub async fn begin(
     let (input_ids, turn_id) = messages::turn_ids_for(answers.results.len().max(1));
     let now_ms = state.clock.now_millis();
     let expires_at = sessions::expiry(state.clock.now_secs(), state.config.session_ttl);
-    let mut ops = vec![TxOp::Check {
-        key: sessions::item_key(owner, &session.id),
-        condition: sessions::live(),
-    }];
-    if !answers.results.is_empty() {
-        let mut results = messages::tool_result_ops(
+    // The session's check first, whichever writes follow.
+    let mut ops = if answers.results.is_empty() {
+        vec![TxOp::Check {
+            key: sessions::item_key(owner, &session.id),
+            condition: sessions::live(),
+        }]
+    } else {
+        messages::tool_result_ops(
             owner,
             &session.id,
             &answered,
             &input_ids[..answers.results.len()],
             &answers.results,
             expires_at,
-        );
-        messages::tag_turn(&mut results, &turn_id);
-        // Its own session check is the one above.
-        ops.extend(results.into_iter().skip(1));
-    }
+        )
+    };
+    messages::tag_turn(&mut ops, &turn_id);
     ops.push(turns::answered_op(&session.id, &waiting.id));
     let lease_until_ms = if background {
         now_ms
@@ -152,7 +152,9 @@ fn check(waiting: &turns::Turn, answers: &Answers) -> Result<()> {
             }
         }
         if answers.approvals[..i].iter().any(|a| &a.tool_call_id == id) {
-            return bad(format!("approvals[{i}].tool_call_id: {id:?} is answered twice"));
+            return bad(format!(
+                "approvals[{i}].tool_call_id: {id:?} is answered twice"
+            ));
         }
     }
     for pending in &waiting.waiting {

@@ -22,7 +22,12 @@ use crate::state::State;
 
 /// Stores a background turn of `session_id` with the user's message
 /// `parts` and asks the worker to run it. Returns the turn's ID.
-pub async fn begin(state: &State, owner: &str, session_id: &str, parts: Vec<Part>) -> Result<String> {
+pub async fn begin(
+    state: &State,
+    owner: &str,
+    session_id: &str,
+    parts: Vec<Part>,
+) -> Result<String> {
     let store = state.store.as_ref();
     let Some(session) = sessions::get(store, owner, session_id).await? else {
         return Err(Error::NotFound("session"));
@@ -31,8 +36,7 @@ pub async fn begin(state: &State, owner: &str, session_id: &str, parts: Vec<Part
     Target::of_agent(state, owner, &session.agent_id, "the session's agent").await?;
     let (input_ids, turn_id) = messages::turn_ids_for(1);
     let expires_at = sessions::expiry(state.clock.now_secs(), state.config.session_ttl);
-    let mut ops =
-        messages::user_message_ops(owner, &session.id, &input_ids[0], &parts, expires_at);
+    let mut ops = messages::user_message_ops(owner, &session.id, &input_ids[0], &parts, expires_at);
     messages::tag_turn(&mut ops, &turn_id);
     ops.extend(turns::start_ops(&NewTurn {
         owner,
@@ -157,9 +161,15 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<H
 
 /// The turn's event log, numbering on from its last stored event.
 async fn reopen_log(state: &State, turn: &turns::Turn) -> Result<EventLog> {
-    let next =
-        turns::next_event_id(state.store.as_ref(), &turn.session_id, &turn.id).await?;
-    let (log, _) = EventLog::open(state, &turn.session_id, &turn.id, next, turn.expires_at, false);
+    let next = turns::next_event_id(state.store.as_ref(), &turn.session_id, &turn.id).await?;
+    let (log, _) = EventLog::open(
+        state,
+        &turn.session_id,
+        &turn.id,
+        next,
+        turn.expires_at,
+        false,
+    );
     Ok(log)
 }
 

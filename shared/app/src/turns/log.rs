@@ -22,9 +22,12 @@ use lambent_store::turns::{self, StoredEvent};
 pub const BATCH_BYTES: usize = 4 * 1024;
 /// Events on their way to the writer; past it the turn waits for the store.
 const WRITER_QUEUE: usize = 256;
-/// Events buffered for the live client: enough to smooth scheduling, small
-/// enough that a stalled client holds the provider read (backpressure).
+/// Events buffered for the live client: enough to smooth scheduling.
 pub const LIVE_QUEUE: usize = 8;
+/// How long the turn waits for its live client to take an event. A client
+/// slower than that is left behind: it catches up from the store, and the
+/// turn (and the provider read) never waits for it longer.
+const LIVE_PATIENCE: Duration = Duration::from_secs(2);
 
 enum Write {
     Event(StoredEvent),
@@ -73,7 +76,7 @@ impl EventLog {
         let log = EventLog {
             next_id,
             live,
-            patience: state.config.provider_idle_timeout,
+            patience: LIVE_PATIENCE,
             writer,
             written,
         };

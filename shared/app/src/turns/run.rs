@@ -206,11 +206,7 @@ impl Runner {
                 return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)))
             }
             MessageStatus::Failed => return Err(self.ending(TurnStatus::Failed, None)),
-            _ => {
-                return Err(
-                    self.ending(TurnStatus::Incomplete, reply.stop_reason.as_deref())
-                )
-            }
+            _ => return Err(self.ending(TurnStatus::Incomplete, reply.stop_reason.as_deref())),
         }
         let open: Vec<ToolCall> = reply
             .tool_calls
@@ -273,7 +269,8 @@ impl Runner {
                     ),
                     is_error: true,
                 };
-                self.answer(&answered_message, &job.call, answer, tail).await?;
+                self.answer(&answered_message, &job.call, answer, tail)
+                    .await?;
             }
             return Err(self.ending(TurnStatus::Complete, Some(MAX_TOOL_ROUNDS)));
         }
@@ -584,7 +581,10 @@ impl Runner {
     }
 
     async fn error_event(&mut self, e: &Error) {
-        if matches!(e, Error::Internal(_) | Error::Unavailable(_) | Error::ProviderFailed(_)) {
+        if matches!(
+            e,
+            Error::Internal(_) | Error::Unavailable(_) | Error::ProviderFailed(_)
+        ) {
             tracing::error!(error = ?e, "a turn failed");
         }
         // An error's text never holds an internal detail.
@@ -643,4 +643,3 @@ impl Runner {
         ending
     }
 }
-
