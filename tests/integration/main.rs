@@ -2,6 +2,7 @@
 //! API of `lambent serve` (in process and as the real binary), and a function
 //! driven through the real Lambda HTTP adapter.
 
+mod agent_turns;
 mod chaos;
 mod chat;
 mod completions;

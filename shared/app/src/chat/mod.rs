@@ -77,9 +77,10 @@ pub enum UserInput {
     /// The user's message (text and images): the turn's first call, which
     /// stores it with the turn.
     Content(Vec<Part>),
-    /// Nothing: a later call of turn `turn_id`, after the results of the
-    /// tools the model called (already stored).
-    Continue { turn_id: String },
+    /// Nothing: a call of turn `turn_id` whose input is stored already
+    /// (the results of the tools the model called, or a background turn's
+    /// message). The turn's first reply takes the turn's ID (`first`).
+    Continue { turn_id: String, first: bool },
 }
 
 impl UserInput {
@@ -197,8 +198,11 @@ pub async fn prepare_session_turn(
             let (input, reply) = messages::turn_ids_for(1);
             (input, reply.clone(), reply)
         }
-        UserInput::Continue { turn_id } => {
-            let (input, reply) = messages::turn_ids_for(0);
+        UserInput::Continue { turn_id, first } => {
+            let (input, mut reply) = messages::turn_ids_for(0);
+            if *first {
+                reply = turn_id.clone();
+            }
             (input, reply, turn_id.clone())
         }
     };

@@ -102,6 +102,8 @@ pub struct Runner {
     /// timeout); a model reply still under way is cut there.
     deadline: Instant,
     totals: Totals,
+    /// Whether the turn has stored a reply (its first takes the turn's ID).
+    replied: bool,
 }
 
 /// How a step of the loop ends the turn.
@@ -124,6 +126,7 @@ impl Runner {
             stop,
             deadline,
             totals: Totals::default(),
+            replied: false,
         }
     }
 
@@ -418,6 +421,7 @@ impl Runner {
             &self.turn.session_id,
             UserInput::Continue {
                 turn_id: self.turn.turn_id.clone(),
+                first: !self.replied,
             },
         )
         .await;
@@ -484,6 +488,7 @@ impl Runner {
             }
         };
         self.totals.add(&settled.usage, settled.cost_usd);
+        self.replied = true;
         if let Some(e) = read.failure {
             let error = chat::provider_error(e);
             return Err(self.failed(&error).await);
@@ -542,6 +547,9 @@ impl Runner {
         for message in &stored {
             match message.role {
                 MessageRole::Assistant => {
+                    if message.turn_id.as_deref() == Some(&self.turn.turn_id) {
+                        self.replied = true;
+                    }
                     if let (Some(usage), Some(cost)) = (&message.usage, message.cost_usd) {
                         let usage = Usage {
                             input_tokens: usage.input_tokens,
