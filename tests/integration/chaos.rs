@@ -37,6 +37,7 @@ fn serve(addr: &str, dir: &std::path::Path, failure_percent: &str) -> LambentPro
         ("LAMBENT_SWEEP_EVERY_SECS", "1"),
         ("LAMBENT_SWEEP_STALE_SECS", "3"),
         ("LAMBENT_STEP_LEASE_MS", "1500"),
+        ("LAMBENT_TURN_LEASE_MS", "1500"),
         ("LAMBENT_STEP_BACKOFF_MS", "100"),
         ("LAMBENT_STEP_MAX_ATTEMPTS", "6"),
     ];

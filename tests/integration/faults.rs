@@ -259,10 +259,14 @@ async fn whichever_write_of_a_turn_fails_the_turn_is_stored_or_marked_and_billed
             faults.clear();
             // Past the stale time: the sweeper closes what was left.
             clock.advance(Duration::from_secs(3));
+            // Time goes on while the sweeper and the worker finish it.
             lambent_testkit::eventually(
                 &format!("the turn with {said} reconciled"),
                 Duration::from_secs(10),
-                || reconciled(&w, &session),
+                || {
+                    clock.advance(Duration::from_millis(500));
+                    reconciled(&w, &session)
+                },
             )
             .await;
         }

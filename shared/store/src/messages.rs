@@ -760,3 +760,39 @@ pub fn placeholder(session_id: &str, message_id: &str, created_at: &str) -> Mess
         created_at: created_at.to_owned(),
     }
 }
+
+/// The reply of a turn that could not be finished (its runner died more
+/// often than a turn is taken up again), if it stored none: `failed`, with
+/// `stop_reason`, at no cost, so no user message is left unanswered.
+/// Create-only, and counted in the session's messages.
+pub fn gave_up_ops(
+    owner: &str,
+    session_id: &str,
+    turn_id: &str,
+    stop_reason: &str,
+    expires_at: i64,
+) -> Vec<TxOp> {
+    let zero = rust_decimal::Decimal::ZERO;
+    let reply = Reply {
+        text: String::new(),
+        tool_calls: Vec::new(),
+        truncated: false,
+        status: MessageStatus::Failed,
+        model: String::new(),
+        stop_reason: Some(stop_reason.to_owned()),
+        usage: Usage::default(),
+        cost_usd: zero,
+        prices: Prices {
+            input_per_mtok: zero,
+            output_per_mtok: zero,
+            cache_read_per_mtok: zero,
+            cache_write_per_mtok: zero,
+        },
+    };
+    let mut ops = vec![
+        assistant_message_op(session_id, turn_id, &reply, expires_at),
+        count_messages(owner, session_id, 1),
+    ];
+    tag_turn(&mut ops, turn_id);
+    ops
+}

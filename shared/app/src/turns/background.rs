@@ -142,6 +142,20 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<H
         waiting: Vec::new(),
     };
     if turns::finish(store, &turn.session_id, &turn.id, &ending).await? {
+        // The user's message gets a reply all the same (unless the turn
+        // stored one under its ID).
+        let ops = messages::gave_up_ops(
+            &turn.owner,
+            &turn.session_id,
+            &turn.id,
+            INTERRUPTED,
+            turn.expires_at,
+        );
+        match lambent_store::transact_retrying(store, ops).await {
+            Ok(()) => {}
+            Err(e) if e.is_condition_failure() => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut log = reopen_log(state, &turn).await?;
         close_interrupted(state, &turn, &mut log).await?;
         log.emit(
