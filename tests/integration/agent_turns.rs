@@ -102,7 +102,7 @@ fn shape(events: &[SseEvent]) -> Vec<&str> {
     shape
 }
 
-fn named<'a>(events: &'a [SseEvent], name: &str) -> Vec<Value> {
+fn named(events: &[SseEvent], name: &str) -> Vec<Value> {
     events
         .iter()
         .filter(|e| e.event.as_deref() == Some(name))

@@ -13,5 +13,6 @@ pub mod state;
 pub mod streams;
 pub mod sweeper;
 pub mod targets;
+pub mod turn_registry;
 pub mod turns;
 pub mod workflows;

@@ -28,7 +28,7 @@ pub struct State {
     /// decided by.
     pub clock: Arc<dyn Clock>,
     /// The agent turns this process runs or follows.
-    pub turn_registry: Arc<crate::turns::Registry>,
+    pub turn_registry: Arc<crate::turn_registry::Registry>,
 }
 
 impl State {

@@ -34,12 +34,10 @@ pub mod background;
 pub mod cancel;
 pub mod follow;
 pub mod log;
-mod registry;
 pub mod run;
 mod tools;
 mod watch;
 
-pub use registry::Registry;
 pub use run::{Runner, TurnRef};
 
 use lambent_llm::LlmClient;

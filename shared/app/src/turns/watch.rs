@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Stops the watch when dropped.
 pub struct Watching {
     task: tokio::task::JoinHandle<()>,
-    _running: super::registry::Running,
+    _running: crate::turn_registry::Running,
 }
 
 impl Drop for Watching {

@@ -1,4 +1,4 @@
-//! What this process knows of the turns it runs: a cancel reaches a turn
+//! What this process knows of the agent turns (`crate::turns`) it runs: a cancel reaches a turn
 //! run here at once (others see it in the store within a second), and a
 //! follower of a turn run here wakes as soon as a batch of its events is
 //! stored instead of at its next poll.
