@@ -36,7 +36,7 @@ fn prices() -> Prices {
 }
 
 /// A member with an agent and a session (budget as given).
-async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session) {
+pub(crate) async fn session(s: &Storage, budget: Option<&str>) -> (String, String, Session) {
     let owner = user(s, "spender").await;
     let provider_id = provider(s, &owner, "p").await;
     let agent = agents::create(

@@ -7,4 +7,5 @@ pub mod chat_storage;
 pub mod identity_storage;
 pub mod suites;
 pub mod sweeper_storage;
+pub mod turn_storage;
 pub mod workflow_storage;

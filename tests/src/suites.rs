@@ -100,6 +100,17 @@ macro_rules! backend_suites {
             );
         }
 
+        mod turn_storage {
+            //! Agent turns' records and events on this backend (see the suite).
+            $crate::each_case!($crate::turn_storage,
+                $crate::identity_storage::Storage::$backend();
+                one_runner_holds_a_turn_until_its_lease_runs_out,
+                a_turn_ends_once_and_a_cancel_is_seen_by_its_runner,
+                a_waiting_turn_is_answered_once,
+                events_read_back_in_order_from_any_point,
+            );
+        }
+
         mod workflow_storage {
             //! The worker and the run repository on this backend (see the suite).
             $crate::each_case!($crate::workflow_storage,
