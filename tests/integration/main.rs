@@ -19,4 +19,5 @@ mod serve_http;
 mod server_tool_config;
 mod server_tools;
 mod tools;
+mod turn_crash;
 mod workflows;

@@ -16,6 +16,11 @@
 //! # }
 //! ```
 //!
+//! Replies may also be computed from each request ([`FakeProvider::set_responder`]):
+//! with many requests at once, a FIFO queue cannot say which request gets
+//! which reply, but a function of the request (its history, its tool results)
+//! can.
+//!
 //! A reply may call tools ([`Reply::tool_calls`], [`Reply::with_tool_call`]):
 //! Anthropic `tool_use` blocks (streamed as `input_json_delta` pieces),
 //! OpenAI `tool_calls` (streamed as `delta.tool_calls` fragments), the
@@ -53,10 +58,14 @@ pub use reply::{
     FakeToolCall, FakeUsage, FinalChunk, Reply, UsageAt, ARGUMENT_PIECE_CHARS, TEXT_CHUNK_CHARS,
 };
 
+/// A function that computes the reply to a request.
+type Responder = Arc<dyn Fn(&Recorded) -> Option<Reply> + Send + Sync>;
+
 /// State shared by the server's tasks and the [`FakeProvider`] handle.
 pub(crate) struct Shared {
     queue: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
+    responder: Mutex<Option<Responder>>,
     requests: Mutex<Vec<Recorded>>,
     api_key: Mutex<Option<String>>,
     pub(crate) open_streams: AtomicUsize,
@@ -78,6 +87,7 @@ impl Shared {
         Shared {
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::default()),
+            responder: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             api_key: Mutex::new(None),
             open_streams: AtomicUsize::new(0),
@@ -91,9 +101,24 @@ impl Shared {
         lock(&self.requests).push(recorded);
     }
 
-    pub(crate) fn next_reply(&self) -> Reply {
+    /// Whether replies may be computed from the request (so the server
+    /// keeps a copy of it for the responder).
+    pub(crate) fn has_responder(&self) -> bool {
+        lock(&self.responder).is_some()
+    }
+
+    /// The reply to `request`: the oldest queued one, else the responder's
+    /// (given the request), else the default.
+    pub(crate) fn next_reply(&self, request: Option<&Recorded>) -> Reply {
         if let Some(reply) = lock(&self.queue).pop_front() {
             return reply;
+        }
+        let responder = lock(&self.responder).clone();
+        if let (Some(responder), Some(request)) = (responder, request) {
+            // Called without the lock held: it may take its time.
+            if let Some(reply) = responder(request) {
+                return reply;
+            }
         }
         lock(&self.default).clone()
     }
@@ -171,6 +196,23 @@ impl FakeProvider {
     /// `Reply::text("Hello from the fake provider.")`).
     pub fn set_default(&self, reply: Reply) {
         *lock(&self.shared.default) = reply;
+    }
+
+    /// Computes the reply of every request that finds the queue empty from
+    /// the request itself (its history, tool results, model...), e.g. a
+    /// tool call on the first round of an agent turn and text once the
+    /// tool's result is in the conversation; `None` falls back to the
+    /// default. Replaces an earlier responder.
+    pub fn set_responder(
+        &self,
+        responder: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
+    ) {
+        *lock(&self.shared.responder) = Some(Arc::new(responder));
+    }
+
+    /// Removes the responder: the default answers again.
+    pub fn clear_responder(&self) {
+        *lock(&self.shared.responder) = None;
     }
 
     /// How many queued replies are still waiting for a request.

@@ -205,7 +205,7 @@ async fn handle(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    shared.record(Recorded {
+    let recorded = Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         headers: parts
@@ -219,7 +219,10 @@ async fn handle(
             })
             .collect(),
         body: recorded_body,
-    });
+    };
+    // A copy only when a responder will read it.
+    let asked = shared.has_responder().then(|| recorded.clone());
+    shared.record(recorded);
 
     let request_id = format!("req_{}", shared.next_id());
     let api = match (&parts.method, parts.uri.path()) {
@@ -344,7 +347,7 @@ async fn handle(
             .unwrap_or(false),
     };
 
-    let reply = shared.next_reply().answering(&body);
+    let reply = shared.next_reply(asked.as_ref()).answering(&body);
     if reply.hang {
         std::future::pending::<()>().await;
     }

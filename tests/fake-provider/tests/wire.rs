@@ -481,6 +481,33 @@ async fn default_usage_is_ten_in_one_out_a_delta() {
 }
 
 #[tokio::test]
+async fn a_responder_answers_from_the_request_after_the_queue_and_before_the_default() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.set_default(Reply::text("default"));
+    fake.set_responder(|request| {
+        let said = request.body["messages"][0]["content"].as_str()?.to_owned();
+        (said != "pass").then(|| Reply::text(&format!("you said {said}")))
+    });
+    fake.push(Reply::text("queued"));
+    let mut answers = Vec::new();
+    for said in ["first", "second", "pass"] {
+        let mut body = anthropic_req(false);
+        body["messages"][0]["content"] = json!(said);
+        let reply: Value = anthropic(&fake, body).await.json().await.unwrap();
+        answers.push(reply["content"][0]["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(answers, ["queued", "you said second", "default"]);
+    fake.clear_responder();
+    let reply: Value = anthropic(&fake, anthropic_req(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["content"][0]["text"], "default");
+    assert_eq!(fake.requests().len(), 4);
+}
+
+#[tokio::test]
 async fn http_errors_have_the_real_bodies() {
     let fake = FakeProvider::start().await.unwrap();
 
