@@ -5,12 +5,13 @@
 //! up a turn whose runner died (the sweeper puts its message on the
 //! queue once its lease has run out): it goes on where its journal ends.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use lambent_core::error::{Error, Result};
 use lambent_llm::{LlmClient, Part};
 use lambent_ports::queue::QueueName;
-use lambent_store::messages;
+use lambent_store::messages::{self, MessageRole};
 use lambent_store::sessions;
 use lambent_store::turns::{self, Ending, NewTurn, StoredEvent, TurnStatus};
 use serde_json::json;
@@ -75,17 +76,10 @@ pub async fn hand_over(state: &State, owner: &str, session_id: &str, turn_id: &s
     }
 }
 
-/// What the worker does with a turn message.
-#[derive(Debug)]
-pub enum Handled {
-    /// Done with it (run, final already, gone, or given up).
-    Done,
-    /// Another runner holds the turn: look again after this long.
-    Later(Duration),
-}
-
-/// Claims turn `message` and runs it (from its journal) to its end.
-pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Result<Handled> {
+/// Claims turn `message` and runs it (from its journal) to its end. `Ok`
+/// when the message is done with: the turn ran, is final or gone, was
+/// given up, or is held by a live runner.
+pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Result<()> {
     let store = state.store.as_ref();
     let now = state.clock.now_millis();
     let lease = state.config.turn_lease;
@@ -111,26 +105,28 @@ pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Re
     if turn.attempts > 1 {
         tracing::info!(turn_id = %turn.id, attempt = turn.attempts, "taking up a turn");
     }
-    close_interrupted(state, &turn, &mut log).await?;
+    catch_up(state, &turn, &mut log).await?;
     let ending = Runner::new(state.clone(), llm.clone(), turn_ref, log, stop, deadline)
         .run(None)
         .await;
     tracing::info!(turn_id = %turn.id, status = ending.status.as_str(), "turn ended");
-    Ok(Handled::Done)
+    Ok(())
 }
 
 /// The claim was refused: the turn is final, gone, held, or out of tries.
-async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<Handled> {
+async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<()> {
     let store = state.store.as_ref();
     let Some(turn) = turns::get(store, &message.session_id, &message.turn_id).await? else {
-        return Ok(Handled::Done);
+        return Ok(());
     };
     if turn.status.is_final() {
-        return Ok(Handled::Done);
+        return Ok(());
     }
     if turn.lease_until_ms >= now {
-        let left = Duration::from_millis((turn.lease_until_ms - now) as u64);
-        return Ok(Handled::Later(left + Duration::from_millis(250)));
+        // A live runner has it (this message is a copy: a redelivery, or
+        // the sweeper's). If that runner dies, the sweeper hands the turn
+        // over again.
+        return Ok(());
     }
     // Taken up as often as a turn may be: it ends here.
     tracing::warn!(turn_id = %turn.id, attempts = turn.attempts, "giving up a turn");
@@ -157,7 +153,7 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<H
             Err(e) => return Err(e.into()),
         }
         let mut log = reopen_log(state, &turn).await?;
-        close_interrupted(state, &turn, &mut log).await?;
+        catch_up(state, &turn, &mut log).await?;
         log.emit(
             "done",
             json!({
@@ -170,7 +166,7 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<H
         .await;
         log.close().await;
     }
-    Ok(Handled::Done)
+    Ok(())
 }
 
 /// The turn's event log, numbering on from its last stored event.
@@ -187,24 +183,149 @@ async fn reopen_log(state: &State, turn: &turns::Turn) -> Result<EventLog> {
     Ok(log)
 }
 
-/// A reply its dead runner had begun to show is closed, so a follower
-/// knows its text stops there.
-async fn close_interrupted(state: &State, turn: &turns::Turn, log: &mut EventLog) -> Result<()> {
-    let (events, _) = turns::events_after(
-        state.store.as_ref(),
+/// Shows what a dead runner did but did not get to show: events are
+/// stored in batches, so the last batch before a crash may be lost while
+/// the replies and results it showed are stored. From the journal, each
+/// stored reply whose `message_end` is missing is shown (its start, the
+/// rest of its text, its calls, its end) and each stored result without
+/// its `tool_result`; a reply begun and never stored is closed as
+/// interrupted. A follower then sees everything the turn stored, once.
+async fn catch_up(state: &State, turn: &turns::Turn, log: &mut EventLog) -> Result<()> {
+    let store = state.store.as_ref();
+    let (events, _) =
+        turns::events_after(store, &turn.session_id, &turn.id, &Default::default()).await?;
+    let journal = messages::of_turn(
+        store,
         &turn.session_id,
         &turn.id,
-        &Default::default(),
+        turn.answers.as_deref().unwrap_or(&turn.first_message_id),
     )
     .await?;
-    if let Some(open) = open_message(&events) {
+    let shown = Shown::of(&events);
+    let stored = |id: &str| journal.iter().any(|m| m.id == id);
+    if let Some(open) = open_message(&events).filter(|open| !stored(open)) {
         log.emit(
             "message_end",
             json!({ "message_id": open, "stop_reason": INTERRUPTED }),
         )
         .await;
     }
+    let ours = journal
+        .iter()
+        .filter(|m| m.turn_id.as_deref() == Some(turn.id.as_str()));
+    for message in ours {
+        match message.role {
+            MessageRole::Assistant if !shown.ended.contains(&message.id) => {
+                if !shown.started.contains(&message.id) {
+                    log.emit(
+                        "message_start",
+                        json!({
+                            "message_id": message.id,
+                            "session_id": turn.session_id,
+                            "model": message.model,
+                        }),
+                    )
+                    .await;
+                }
+                let said = shown.text.get(&message.id).map_or("", String::as_str);
+                if let Some(rest) = message.content.strip_prefix(said).filter(|r| !r.is_empty()) {
+                    log.emit("delta", json!({ "text": rest })).await;
+                }
+                for (index, call) in message.tool_calls.iter().enumerate() {
+                    if !shown.calls.contains(&call.id) {
+                        log.emit(
+                            "tool_call",
+                            json!({ "index": index, "id": call.id, "name": call.name, "input": call.input }),
+                        )
+                        .await;
+                    }
+                }
+                log.emit(
+                    "message_end",
+                    json!({
+                        "message_id": message.id,
+                        "stop_reason": message.stop_reason,
+                        "usage": message.usage,
+                        "cost_usd": message.cost_usd.unwrap_or_default().to_string(),
+                    }),
+                )
+                .await;
+            }
+            MessageRole::Tool => {
+                let Some(call_id) = &message.tool_call_id else {
+                    continue;
+                };
+                if shown.results.contains(call_id) {
+                    continue;
+                }
+                let name = journal
+                    .iter()
+                    .flat_map(|m| m.tool_calls.iter())
+                    .find(|c| &c.id == call_id)
+                    .map(|c| c.name.clone());
+                log.emit(
+                    "tool_result",
+                    json!({
+                        "tool_call_id": call_id,
+                        "name": name,
+                        "content": message.content,
+                        "is_error": message.is_error.unwrap_or(false),
+                    }),
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// What a turn's stored events show.
+#[derive(Default)]
+struct Shown {
+    started: HashSet<String>,
+    ended: HashSet<String>,
+    /// The text shown of each reply.
+    text: HashMap<String, String>,
+    calls: HashSet<String>,
+    results: HashSet<String>,
+}
+
+impl Shown {
+    fn of(events: &[StoredEvent]) -> Shown {
+        let mut shown = Shown::default();
+        let mut current: Option<String> = None;
+        for event in events {
+            let Ok(data) = serde_json::from_str::<serde_json::Value>(&event.data) else {
+                continue;
+            };
+            let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            match event.event.as_str() {
+                "message_start" => {
+                    current = text("message_id");
+                    if let Some(id) = &current {
+                        shown.started.insert(id.clone());
+                    }
+                }
+                "delta" => {
+                    if let (Some(id), Some(piece)) = (&current, text("text")) {
+                        shown.text.entry(id.clone()).or_default().push_str(&piece);
+                    }
+                }
+                "tool_call" => {
+                    shown.calls.extend(text("id"));
+                }
+                "message_end" => {
+                    shown.ended.extend(text("message_id"));
+                }
+                "tool_result" => {
+                    shown.results.extend(text("tool_call_id"));
+                }
+                _ => {}
+            }
+        }
+        shown
+    }
 }
 
 /// The message a stream of events started and did not end.

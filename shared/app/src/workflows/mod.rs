@@ -35,6 +35,7 @@ use crate::state::{StartError, State};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambent_llm::LlmClient;
 use lambent_ports::queue::Received;
+use tracing::Instrument;
 
 pub use step::StepError;
 
@@ -104,7 +105,11 @@ impl Worker {
     /// (which a retry has set to its backoff).
     pub async fn handle(&self, message: &Received) -> Result<(), StepError> {
         if let Some(turn) = crate::turns::TurnMessage::parse(&message.body) {
-            return step::handle_turn(self, message, &turn).await;
+            let span = tracing::info_span!("turn", turn_id = %turn.turn_id);
+            return crate::turns::background::handle(&self.state, &self.llm, &turn)
+                .instrument(span)
+                .await
+                .map_err(|e| StepError::Unavailable(e.to_string()));
         }
         step::handle(self, message).await
     }

@@ -14,8 +14,6 @@ use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, 
 use tracing::Instrument;
 
 use super::{Point, Worker};
-use crate::turns::background::{self, Handled};
-use crate::turns::TurnMessage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -56,26 +54,6 @@ pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), St
     };
     let span = tracing::info_span!("step", run_id = %step.run_id, step_id = %step.step_id);
     run(worker, message, &step).instrument(span).await
-}
-
-/// A turn message: the turn is run here, or looked at again later when
-/// another runner holds it.
-pub(crate) async fn handle_turn(
-    worker: &Worker,
-    message: &Received,
-    turn: &TurnMessage,
-) -> Result<(), StepError> {
-    let span = tracing::info_span!("turn", turn_id = %turn.turn_id);
-    let handled = background::handle(&worker.state, &worker.llm, turn)
-        .instrument(span)
-        .await;
-    match handled {
-        Ok(Handled::Done) => Ok(()),
-        Ok(Handled::Later(after)) => {
-            retry(worker, message, after, "another runner holds the turn").await
-        }
-        Err(e) => Err(unavailable(e)),
-    }
 }
 
 async fn run(worker: &Worker, message: &Received, at: &StepMessage) -> Result<(), StepError> {
