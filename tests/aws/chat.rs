@@ -96,8 +96,11 @@ async fn chat_on_aws_services_streams_stores_and_counts() {
         .map(|e| e.json()["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(text, "On AWS.");
-    let end = events.last().unwrap();
-    assert_eq!(end.event.as_deref(), Some("message_end"));
+    assert_eq!(events.last().unwrap().event.as_deref(), Some("done"));
+    let end = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("message_end"))
+        .unwrap();
     // 1000*3 + 100*15 = 4500 micro-dollars
     assert_eq!(end.json()["cost_usd"], "0.0045");
     assert_eq!(
