@@ -20,4 +20,5 @@ mod server_tool_config;
 mod server_tools;
 mod tools;
 mod turn_crash;
+mod workflow_tools;
 mod workflows;

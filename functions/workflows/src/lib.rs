@@ -25,6 +25,7 @@ use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::runs::{self, RunView};
+use lambent_store::turns::Approval;
 use lambent_store::workflows::{self, Workflow};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -38,6 +39,7 @@ pub fn documented() -> OpenApiRouter<State> {
         .routes(routes!(start_run))
         .routes(routes!(get_run))
         .routes(routes!(cancel_run))
+        .routes(routes!(decide_approvals))
 }
 
 /// The route group: these routes behind the API key check.
@@ -218,5 +220,33 @@ async fn cancel_run(
 ) -> ApiResult<Json<RunView>> {
     Ok(Json(
         runs::cancel(state.store.as_ref(), &principal.user_id, &id).await?,
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Approvals {
+    /// A decision on each call a paused step waits for (see the run's
+    /// steps' `pending`); a denial reaches the model as an `is_error`
+    /// result with its `reason`.
+    approvals: Vec<Approval>,
+}
+
+/// Decide the tool calls a step of the run waits for (the run is
+/// `waiting`): the step goes on, running the approved tools. 409 when no
+/// step waits; 400 naming a call that does not wait, or one left undecided.
+#[utoipa::path(post, path = "/v1/runs/{id}/approvals", tag = "workflows",
+    request_body = Approvals,
+    params(("id" = String, Path, description = "run ID (`run_...`)")),
+    responses((status = 200, body = RunView)))]
+async fn decide_approvals(
+    Extract(state): Extract<State>,
+    principal: Caller,
+    PathId(id): PathId<RunId>,
+    Body(body): Body<Approvals>,
+) -> ApiResult<Json<RunView>> {
+    Ok(Json(
+        lambent_app::workflows::approvals::decide(&state, &principal.user_id, &id, body.approvals)
+            .await?,
     ))
 }

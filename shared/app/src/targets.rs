@@ -119,6 +119,23 @@ impl Target {
         self.tools = tools;
     }
 
+    /// Offers only the server tools (a workflow step: nobody is there to
+    /// answer a client tool); a `tool_choice` naming another becomes `auto`.
+    pub fn keep_server_tools(&mut self) {
+        let tools: Vec<_> = std::mem::take(&mut self.tools)
+            .into_iter()
+            .filter(|t| self.server_tools.contains_key(&t.name))
+            .collect();
+        if let lambent_core::chat::ToolChoice::Tool(name) = &self.tool_choice {
+            if !self.server_tools.contains_key(name) {
+                self.tool_choice = lambent_core::chat::ToolChoice::Auto;
+            }
+        }
+        let server_tools = std::mem::take(&mut self.server_tools);
+        self.set_tools(tools);
+        self.server_tools = server_tools;
+    }
+
     pub fn tools(&self) -> &[lambent_core::chat::ToolSpec] {
         &self.tools
     }

@@ -14,6 +14,7 @@ pub mod providers;
 pub mod rate_limits;
 pub mod runs;
 pub mod sessions;
+pub mod step_journal;
 pub mod stream_slots;
 pub mod turns;
 pub mod usage;

@@ -43,7 +43,7 @@ pub fn partition(run_id: &str) -> String {
     format!("RUN#{run_id}")
 }
 
-fn header_key(run_id: &str) -> Key {
+pub(crate) fn header_key(run_id: &str) -> Key {
     Key::new(partition(run_id), "RUN")
 }
 
@@ -178,6 +178,8 @@ fn input_attr(dep: &str) -> String {
 pub enum RunStatus {
     Pending,
     Running,
+    /// A step waits for a person's approval (shown, never stored).
+    Waiting,
     Succeeded,
     Failed,
     Cancelled,
@@ -186,7 +188,7 @@ pub enum RunStatus {
 impl RunStatus {
     fn stored(self) -> &'static str {
         match self {
-            RunStatus::Pending | RunStatus::Running => "running",
+            RunStatus::Pending | RunStatus::Running | RunStatus::Waiting => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -217,6 +219,9 @@ pub enum StepStatus {
     Failed,
     /// Its run stopped (cancelled, or failed elsewhere) before it started.
     Cancelled,
+    /// Its agent loop waits for a person's approval of a tool call
+    /// (`POST /v1/runs/{id}/approvals`); its run shows `waiting`.
+    AwaitingApproval,
 }
 
 impl StepStatus {
@@ -228,6 +233,7 @@ impl StepStatus {
             StepStatus::Succeeded => "succeeded",
             StepStatus::Failed => "failed",
             StepStatus::Cancelled => "cancelled",
+            StepStatus::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -239,6 +245,7 @@ impl StepStatus {
             "succeeded" => StepStatus::Succeeded,
             "failed" => StepStatus::Failed,
             "cancelled" => StepStatus::Cancelled,
+            "awaiting_approval" => StepStatus::AwaitingApproval,
             _ => return None,
         })
     }
@@ -368,6 +375,9 @@ pub struct StepView {
     pub cost_usd: Option<Decimal>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// What a step `awaiting_approval` waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<super::turns::Pending>,
 }
 
 /// A run with its steps.
@@ -419,6 +429,7 @@ fn step_view(item: &Item) -> Result<(i64, StepView)> {
             cost_usd: opt_decimal(item, "cost_usd"),
             started_at: opt_text(item, "started_at"),
             finished_at: opt_text(item, "finished_at"),
+            pending: super::opt_json_attr(item, "pending")?.unwrap_or_default(),
         },
     ))
 }
@@ -458,7 +469,14 @@ pub async fn get(store: &dyn ItemStore, owner: &str, run_id: &str) -> Result<Opt
     let steps: Vec<StepView> = steps.into_iter().map(|(_, s)| s).collect();
     let stored =
         RunStatus::parse(&text(header, "status")?).ok_or_else(|| corrupt(header, "status"))?;
-    let status = if stored == RunStatus::Running && steps.iter().all(|s| s.attempts == 0) {
+    let status = if stored != RunStatus::Running {
+        stored
+    } else if steps
+        .iter()
+        .any(|s| s.status == StepStatus::AwaitingApproval)
+    {
+        RunStatus::Waiting
+    } else if steps.iter().all(|s| s.attempts == 0) {
         RunStatus::Pending
     } else {
         stored
@@ -717,8 +735,10 @@ pub async fn cancel(store: &dyn ItemStore, owner: &str, run_id: &str) -> Result<
 pub async fn stop_pending(store: &dyn ItemStore, run_id: &str) -> Result<()> {
     let items = read_all(store, run_id).await?;
     let pending = items.iter().filter(|i| {
-        matches!(i.get_str("status"), Some("waiting") | Some("ready"))
-            && i.key.sk.starts_with("STEP#")
+        matches!(
+            i.get_str("status"),
+            Some("waiting") | Some("ready") | Some("awaiting_approval")
+        ) && i.key.sk.starts_with("STEP#")
     });
     let writes = pending.map(|item| {
         store.update(
@@ -727,6 +747,7 @@ pub async fn stop_pending(store: &dyn ItemStore, run_id: &str) -> Result<()> {
             Some(Condition::Or(vec![
                 is(StepStatus::Waiting),
                 is(StepStatus::Ready),
+                is(StepStatus::AwaitingApproval),
             ])),
         )
     });

@@ -37,8 +37,7 @@ use tracing::Instrument;
 
 use crate::state::State;
 use lambent_llm::{
-    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role,
-    ToolChoice, Turn,
+    ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role, Turn,
 };
 use lambent_ports::TxOp;
 use lambent_store::budgets::{self, Reservation};
@@ -250,13 +249,14 @@ pub async fn prepare_call(
     prepare(state, owner, target, turns, prompt_tokens, limits, record).await
 }
 
-/// A workflow step's call: `prompt` as the one user turn, under the
-/// owner's monthly limit as it was when the run started.
+/// A workflow step's call: `turns` (its prompt, then the rounds of its
+/// agent loop), under the owner's monthly limit as it was when the run
+/// started. The caller decides which tools the target offers.
 pub async fn prepare_step(
     state: &State,
     owner: &str,
-    mut target: Target,
-    prompt: String,
+    target: Target,
+    turns: Vec<Turn>,
     monthly_limit: Option<Decimal>,
     step: Record,
 ) -> Result<Prepared> {
@@ -264,7 +264,10 @@ pub async fn prepare_step(
         .system
         .as_deref()
         .map_or(0, messages::estimate_tokens)
-        + messages::estimate_tokens(&prompt);
+        + turns
+            .iter()
+            .map(|t| messages::estimate_parts_tokens(&t.parts))
+            .sum::<u64>();
     if prompt_tokens > target.context_token_budget {
         return Err(Error::BadRequest(format!(
             "the prompt needs about {prompt_tokens} tokens, more than the agent's \
@@ -272,10 +275,6 @@ pub async fn prepare_step(
             target.context_token_budget
         )));
     }
-    // Nobody is there to answer a client tool's call in a workflow.
-    target.set_tools(Vec::new());
-    target.tool_choice = ToolChoice::Auto;
-    let turns = vec![Turn::text(Role::User, prompt)];
     let limits = Limits {
         monthly: monthly_limit,
         session: None,

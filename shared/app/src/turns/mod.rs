@@ -35,7 +35,7 @@ pub mod cancel;
 pub mod follow;
 pub mod log;
 pub mod run;
-mod tools;
+pub(crate) mod tools;
 mod watch;
 
 pub use run::{Runner, TurnRef};

@@ -87,9 +87,15 @@ impl<'a> ToolRuns<'a> {
         if *stop.borrow() {
             return self.stopped();
         }
+        let stopped = async {
+            if stop.wait_for(|s| *s).await.is_err() {
+                // Nobody can stop it any more.
+                std::future::pending::<()>().await;
+            }
+        };
         let next = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return self.stopped(),
+            _ = stopped => return self.stopped(),
             next = self.under_way.next() => next,
         };
         match next {

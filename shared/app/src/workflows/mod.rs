@@ -23,8 +23,11 @@
 //! message moves to the dead-letter queue. So does a message that is not a
 //! step message at all.
 
+pub mod approvals;
+mod failure;
 mod start;
 mod step;
+mod tool_loop;
 pub mod trigger;
 
 pub use start::{enqueue, start_run, Started};
@@ -37,7 +40,7 @@ use lambent_llm::LlmClient;
 use lambent_ports::queue::Received;
 use tracing::Instrument;
 
-pub use step::StepError;
+pub use failure::StepError;
 
 /// The points of a step where a test may stop the worker as if its process
 /// died there: nothing after it happens, and the message is not deleted.

@@ -7,40 +7,13 @@ use std::time::Duration;
 
 use crate::chat::{self, Prepared, Record, Target, Unanswered};
 use lambent_core::workflow::MAX_OUTPUT_BYTES;
-use lambent_core::Error;
-use lambent_llm::ProviderError;
 use lambent_ports::queue::{QueueName, Received, MAX_DELAY};
 use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
 use tracing::Instrument;
 
+use super::failure::{cut, domain_failure, provider_failure, unavailable, Failure, StepError};
+use super::tool_loop::Looped;
 use super::{Point, Worker};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// The step will run again after `after` (the message's visibility
-    /// timeout was set to it).
-    #[error("retrying in {after:?}: {reason}")]
-    Retry { reason: String, after: Duration },
-    /// A test stopped the worker here, as if its process died.
-    #[error("worker stopped at {0:?} (injected crash)")]
-    Crashed(Point),
-    /// The store or the queue failed; the message comes back after its
-    /// visibility timeout.
-    #[error("a dependency is unavailable: {0}")]
-    Unavailable(String),
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StepError {
-    StepError::Unavailable(e.to_string())
-}
-
-/// Why an attempt did not produce a result.
-enum Failure {
-    /// Retrying cannot help: a deleted agent, a refused key, a budget.
-    Permanent(String),
-    /// A provider hiccup or an unavailable dependency.
-    Retryable(String),
-}
 
 pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), StepError> {
     let parsed = serde_json::from_str::<StepMessage>(&message.body)
@@ -94,7 +67,8 @@ async fn not_claimed(
     match step.status {
         // A redelivery of a finished step only moves on.
         StepStatus::Succeeded => follow_up(worker, &step).await,
-        StepStatus::Failed | StepStatus::Cancelled => Ok(()),
+        // Its approvals re-enqueue it.
+        StepStatus::Failed | StepStatus::Cancelled | StepStatus::AwaitingApproval => Ok(()),
         StepStatus::Waiting => {
             dead_letter(
                 worker,
@@ -144,8 +118,9 @@ async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Resul
     if worker.crashes(Point::Claimed, &step.id) {
         return Err(StepError::Crashed(Point::Claimed));
     }
-    let (result, call) = match call(worker, &step).await? {
-        Ok(done) => done,
+    let (result, call) = match call(worker, &step, &lease).await? {
+        Ok(Looped::Final(done)) => *done,
+        Ok(Looped::Paused) => return Ok(()),
         Err(failure) => {
             let (reason, permanent) = match failure {
                 Failure::Permanent(r) => (r, true),
@@ -243,7 +218,8 @@ async fn bill_attempt(worker: &Worker, call: &Prepared, result: &StepResult) {
 async fn call(
     worker: &Worker,
     step: &StepRecord,
-) -> Result<Result<(StepResult, Prepared), Failure>, StepError> {
+    lease: &str,
+) -> Result<Result<Looped, Failure>, StepError> {
     let state = &worker.state;
     let target =
         match Target::of_agent(state, &step.owner, &step.agent_id, "the step's agent").await {
@@ -257,15 +233,25 @@ async fn call(
         Ok(prompt) => prompt,
         Err(e) => return Ok(Err(Failure::Permanent(e.to_string()))),
     };
+    if !target.server_tools.is_empty() {
+        return super::tool_loop::run(worker, step, lease, target, prompt).await;
+    }
     let record = Record::Step {
         run_id: step.run_id.clone(),
         step_id: step.id.clone(),
     };
+    // Nobody is there to answer a client tool's call in a workflow.
+    let mut target = target;
+    target.set_tools(Vec::new());
+    target.tool_choice = lambent_core::chat::ToolChoice::Auto;
     let prepared = chat::prepare_step(
         state,
         &step.owner,
         target,
-        prompt,
+        vec![lambent_core::chat::Turn::text(
+            lambent_core::chat::Role::User,
+            prompt,
+        )],
         step.monthly_budget_usd,
         record,
     )
@@ -306,46 +292,7 @@ async fn call(
         billing_released: chat::charge(&released, &completion.usage).ops,
         call_id: bill.call_id,
     };
-    Ok(Ok((result, call)))
-}
-
-fn domain_failure(e: Error) -> Failure {
-    match e {
-        Error::Unavailable(_) | Error::Internal(_) => {
-            Failure::Retryable("a dependency is unavailable".into())
-        }
-        Error::BudgetExceeded(m) => Failure::Permanent(format!("budget_exceeded: {m}")),
-        other => Failure::Permanent(other.to_string()),
-    }
-}
-
-fn provider_failure(e: ProviderError) -> Failure {
-    let message = e.to_string();
-    match e {
-        ProviderError::Unauthorized { .. }
-        | ProviderError::Rejected { .. }
-        | ProviderError::Forbidden(_) => Failure::Permanent(message),
-        ProviderError::RateLimited { .. }
-        | ProviderError::Overloaded
-        | ProviderError::Upstream { .. }
-        | ProviderError::StreamError { .. }
-        | ProviderError::Connection(_)
-        | ProviderError::Timeout
-        | ProviderError::Protocol(_) => Failure::Retryable(message),
-    }
-}
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn cut(mut text: String, max: usize) -> (String, bool) {
-    if text.len() <= max {
-        return (text, false);
-    }
-    let mut at = max;
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    text.truncate(at);
-    (text, true)
+    Ok(Ok(Looped::Final(Box::new((result, call)))))
 }
 
 /// After a redelivery found the step succeeded: enqueue what its first
@@ -429,17 +376,4 @@ async fn dead_letter(worker: &Worker, message: &Received, reason: &str) -> Resul
     crate::batch::dead_letter(queue, QueueName::StepsDeadLetter, message, reason)
         .await
         .map_err(unavailable)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cut_keeps_whole_characters() {
-        let (text, cut_off) = cut("héllo".to_owned(), 2);
-        assert_eq!((text.as_str(), cut_off), ("h", true));
-        let (text, cut_off) = cut("hi".to_owned(), 2);
-        assert_eq!((text.as_str(), cut_off), ("hi", false));
-    }
 }
