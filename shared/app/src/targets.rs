@@ -120,16 +120,20 @@ impl Target {
     }
 
     /// Offers only the server tools (a workflow step: nobody is there to
-    /// answer a client tool); a `tool_choice` naming another becomes `auto`.
+    /// answer a client tool); a `tool_choice` that needs another (or any,
+    /// with none left) becomes `auto`.
     pub fn keep_server_tools(&mut self) {
         let tools: Vec<_> = std::mem::take(&mut self.tools)
             .into_iter()
             .filter(|t| self.server_tools.contains_key(&t.name))
             .collect();
-        if let lambent_core::chat::ToolChoice::Tool(name) = &self.tool_choice {
-            if !self.server_tools.contains_key(name) {
-                self.tool_choice = lambent_core::chat::ToolChoice::Auto;
-            }
+        let kept = match &self.tool_choice {
+            lambent_core::chat::ToolChoice::Tool(name) => self.server_tools.contains_key(name),
+            lambent_core::chat::ToolChoice::Any => !self.server_tools.is_empty(),
+            _ => true,
+        };
+        if !kept {
+            self.tool_choice = lambent_core::chat::ToolChoice::Auto;
         }
         let server_tools = std::mem::take(&mut self.server_tools);
         self.set_tools(tools);

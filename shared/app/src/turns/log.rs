@@ -6,13 +6,13 @@
 //! a bounded channel and stores them as one item per batch, when
 //! [`Config::events_flush`](crate::config::Config) has passed since the
 //! batch's first event, when it holds [`BATCH_BYTES`], or when the turn
-//! asks (its end). A stream of tokens costs a write per ~100 ms, not one
+//! ends. A stream of tokens costs a write per ~100 ms, not one
 //! per token.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::state::State;
@@ -29,11 +29,6 @@ pub const LIVE_QUEUE: usize = 8;
 /// turn (and the provider read) never waits for it longer.
 const LIVE_PATIENCE: Duration = Duration::from_secs(2);
 
-enum Write {
-    Event(StoredEvent),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The live client's end of a turn's events.
 pub type LiveEvents = mpsc::Receiver<StoredEvent>;
 
@@ -44,7 +39,7 @@ pub struct EventLog {
     /// How long the live client may take to accept an event before it is
     /// left behind (it can replay from the store).
     patience: Duration,
-    writer: mpsc::Sender<Write>,
+    writer: mpsc::Sender<StoredEvent>,
     written: tokio::task::JoinHandle<()>,
 }
 
@@ -101,7 +96,7 @@ impl EventLog {
                 self.live = None;
             }
         }
-        if self.writer.send(Write::Event(event)).await.is_err() {
+        if self.writer.send(event).await.is_err() {
             tracing::error!("a turn's event writer stopped");
         }
     }
@@ -109,14 +104,6 @@ impl EventLog {
     /// Whether a live client still reads the events.
     pub fn has_live_client(&self) -> bool {
         self.live.is_some()
-    }
-
-    /// Stores what is buffered now and waits for it.
-    pub async fn flush(&mut self) {
-        let (ack, done) = oneshot::channel();
-        if self.writer.send(Write::Flush(ack)).await.is_ok() {
-            let _ = done.await;
-        }
     }
 
     /// Stores everything and closes the log; the live client's stream ends.
@@ -135,7 +122,7 @@ async fn write_batches(
     session_id: String,
     turn_id: String,
     expires_at: i64,
-    mut queue: mpsc::Receiver<Write>,
+    mut queue: mpsc::Receiver<StoredEvent>,
 ) {
     let flush_after = state.config.events_flush;
     let mut batch: Vec<StoredEvent> = Vec::new();
@@ -154,7 +141,7 @@ async fn write_batches(
             None => queue.recv().await,
         };
         match write {
-            Some(Write::Event(event)) => {
+            Some(event) => {
                 bytes += event.data.len() + event.event.len();
                 batch.push(event);
                 due.get_or_insert_with(|| Instant::now() + flush_after);
@@ -162,11 +149,6 @@ async fn write_batches(
                     store(&state, &session_id, &turn_id, &mut batch, expires_at).await;
                     (bytes, due) = (0, None);
                 }
-            }
-            Some(Write::Flush(ack)) => {
-                store(&state, &session_id, &turn_id, &mut batch, expires_at).await;
-                (bytes, due) = (0, None);
-                let _ = ack.send(());
             }
             None => {
                 store(&state, &session_id, &turn_id, &mut batch, expires_at).await;

@@ -106,9 +106,6 @@ pub struct Runner {
     replied: bool,
 }
 
-/// How a step of the loop ends the turn.
-type Ended = Ending;
-
 impl Runner {
     pub fn new(
         state: State,
@@ -195,7 +192,7 @@ impl Runner {
 
     /// After a reply: its server tools run (or denied), then `Ok` for the
     /// next model call, or how the turn ends.
-    async fn after_reply(&mut self, target: &Target, tail: &mut Tail) -> Result<(), Ended> {
+    async fn after_reply(&mut self, target: &Target, tail: &mut Tail) -> Result<(), Ending> {
         if self.cancelled() {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
         }
@@ -322,7 +319,7 @@ impl Runner {
         answered_message: &str,
         run: Vec<ToRun>,
         tail: &mut Tail,
-    ) -> Result<(), Ended> {
+    ) -> Result<(), Ending> {
         let llm = self.llm.clone();
         let session_id = self.turn.session_id.clone();
         let mut stop = self.stop.clone();
@@ -363,7 +360,7 @@ impl Runner {
         call: &ToolCall,
         answer: ToolAnswer,
         tail: &mut Tail,
-    ) -> Result<(), Ended> {
+    ) -> Result<(), Ending> {
         let result = ToolResult {
             tool_call_id: call.id.clone(),
             content: answer.content,
@@ -408,7 +405,7 @@ impl Runner {
     }
 
     /// The next model call of the turn, from its stored history.
-    async fn next_call(&mut self) -> Result<Tail, Ended> {
+    async fn next_call(&mut self) -> Result<Tail, Ending> {
         if self.cancelled() {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
         }
@@ -441,7 +438,7 @@ impl Runner {
     }
 
     /// One model call, streamed as events, settled, shown with its cost.
-    async fn model_call(&mut self, call: Prepared, started: Started) -> Result<Tail, Ended> {
+    async fn model_call(&mut self, call: Prepared, started: Started) -> Result<Tail, Ending> {
         self.log
             .emit(
                 "message_start",
@@ -527,7 +524,7 @@ impl Runner {
     /// Where a turn taken up again stands: its stored messages say which
     /// calls are done. Its events go on from the last stored one; a reply
     /// its dead runner had begun to show is closed as interrupted.
-    async fn read_journal(&mut self) -> Result<Tail, Ended> {
+    async fn read_journal(&mut self) -> Result<Tail, Ending> {
         let store = self.state.store.as_ref();
         let stored = messages::of_turn(
             store,
@@ -605,7 +602,7 @@ impl Runner {
     }
 
     /// Shows `e` and ends the turn as failed.
-    async fn failed(&mut self, e: &Error) -> Ended {
+    async fn failed(&mut self, e: &Error) -> Ending {
         self.error_event(e).await;
         self.ending(TurnStatus::Failed, None)
     }

@@ -5,13 +5,12 @@ use lambent_core::ids::{RunId, TypedId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::chat::{self, Prepared, Record, Target, Unanswered};
-use lambent_core::workflow::MAX_OUTPUT_BYTES;
+use crate::chat::{self, Prepared, Target};
 use lambent_ports::queue::{QueueName, Received, MAX_DELAY};
 use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, StepStatus};
 use tracing::Instrument;
 
-use super::failure::{cut, domain_failure, provider_failure, unavailable, Failure, StepError};
+use super::failure::{domain_failure, unavailable, Failure, StepError};
 use super::tool_loop::Looped;
 use super::{Point, Worker};
 
@@ -212,9 +211,10 @@ async fn bill_attempt(worker: &Worker, call: &Prepared, result: &StepResult) {
     }
 }
 
-/// The model call of a claimed step, through the model-call pipeline: its
-/// agent, its prompt, its budget reserved, the answer priced. The outer
-/// error is a crash or an outage; the inner one the attempt's failure.
+/// The model calls of a claimed step (`super::tool_loop`), through the
+/// model-call pipeline: its agent, its prompt, its budget reserved, the
+/// answer priced. The outer error is a crash or an outage; the inner one
+/// the attempt's failure.
 async fn call(
     worker: &Worker,
     step: &StepRecord,
@@ -233,66 +233,7 @@ async fn call(
         Ok(prompt) => prompt,
         Err(e) => return Ok(Err(Failure::Permanent(e.to_string()))),
     };
-    if !target.server_tools.is_empty() {
-        return super::tool_loop::run(worker, step, lease, target, prompt).await;
-    }
-    let record = Record::Step {
-        run_id: step.run_id.clone(),
-        step_id: step.id.clone(),
-    };
-    // Nobody is there to answer a client tool's call in a workflow.
-    let mut target = target;
-    target.set_tools(Vec::new());
-    target.tool_choice = lambent_core::chat::ToolChoice::Auto;
-    let prepared = chat::prepare_step(
-        state,
-        &step.owner,
-        target,
-        vec![lambent_core::chat::Turn::text(
-            lambent_core::chat::Role::User,
-            prompt,
-        )],
-        step.monthly_budget_usd,
-        record,
-    )
-    .await;
-    let call = match prepared {
-        Ok(call) => call,
-        Err(e) => return Ok(Err(domain_failure(e))),
-    };
-    // The call must end while the lease holds, or another worker takes over.
-    let limit = state.config.step_lease.mul_f64(0.8);
-    let completion = match chat::answer(state, &worker.llm, &call, limit).await {
-        Ok(completion) => completion,
-        Err(Unanswered::Provider(e)) => return Ok(Err(provider_failure(e))),
-        Err(Unanswered::TimedOut(limit)) => {
-            return Ok(Err(Failure::Retryable(format!(
-                "the model call took longer than {} ms",
-                limit.as_millis()
-            ))))
-        }
-    };
-    if worker.crashes(Point::Answered, &step.id) {
-        return Err(StepError::Crashed(Point::Answered));
-    }
-    let (output, truncated) = cut(completion.text, MAX_OUTPUT_BYTES);
-    let bill = call.bill();
-    let charge = chat::charge(&bill, &completion.usage);
-    let released = chat::Bill {
-        reservation: bill.reservation.released(),
-        ..bill.clone()
-    };
-    let result = StepResult {
-        output,
-        truncated,
-        model: call.model.clone(),
-        usage: completion.usage,
-        cost_usd: charge.cost_usd,
-        billing: charge.ops,
-        billing_released: chat::charge(&released, &completion.usage).ops,
-        call_id: bill.call_id,
-    };
-    Ok(Ok(Looped::Final(Box::new((result, call)))))
+    super::tool_loop::run(worker, step, lease, target, prompt).await
 }
 
 /// After a redelivery found the step succeeded: enqueue what its first

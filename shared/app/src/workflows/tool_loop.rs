@@ -1,7 +1,8 @@
-//! A workflow step whose agent has server tools runs the agent loop in the
-//! worker: model call, the reply's server tools (concurrently), their
-//! results back to the model, up to the agent's `max_tool_rounds`; the
-//! step's output is the last reply's text. Every reply that called tools
+//! A workflow step's model calls. A step whose agent has server tools runs
+//! the agent loop in the worker: model call, the reply's server tools
+//! (concurrently), their results back to the model, up to the agent's
+//! `max_tool_rounds`; the step's output is the last reply's text (a step
+//! without server tools makes one call, offering no tool). Every reply that called tools
 //! and every result is journaled (`lambent_store::step_journal`) as it
 //! comes, the reply billed with it, so an attempt taken up after a crash
 //! goes on where the journal ends. A call that waits for a person's
@@ -19,7 +20,7 @@ use lambent_store::step_journal::{self, Round};
 use lambent_store::turns::{Needs, Pending};
 
 use super::failure::{cut, domain_failure, provider_failure, unavailable, Failure, StepError};
-use super::Worker;
+use super::{Point, Worker};
 use crate::chat::{self, Prepared, Record, Target, Unanswered};
 use crate::turns::tools::{Next, ToRun, ToolRuns};
 
@@ -68,9 +69,13 @@ pub(super) async fn run(
     let store = state.store.as_ref();
     // Only server tools: nobody is there to answer a client tool.
     target.keep_server_tools();
-    let journal = step_journal::read(store, &step.run_id, &step.id)
-        .await
-        .map_err(unavailable)?;
+    let journal = if target.server_tools.is_empty() {
+        Default::default()
+    } else {
+        step_journal::read(store, &step.run_id, &step.id)
+            .await
+            .map_err(unavailable)?
+    };
     let mut results = journal.results;
     let approvals = journal.approvals;
     let mut rounds = journal.rounds;
@@ -168,6 +173,7 @@ pub(super) async fn run(
             Ok(call) => call,
             Err(e) => return Ok(Err(domain_failure(e))),
         };
+        // The call must end while the lease holds, or another worker takes over.
         let limit = state.config.step_lease.mul_f64(0.8);
         let completion = match chat::answer(state, &worker.llm, &call, limit).await {
             Ok(completion) => completion,
@@ -179,6 +185,9 @@ pub(super) async fn run(
                 ))))
             }
         };
+        if worker.crashes(Point::Answered, &step.id) {
+            return Err(StepError::Crashed(Point::Answered));
+        }
         let tool_rounds = rounds.len() as u32;
         if completion.tool_calls.is_empty() || tool_rounds >= target.max_tool_rounds {
             let result = result(&call, completion.text, completion.usage);
