@@ -605,6 +605,15 @@ pub async fn get(
 /// Messages read per query while filling the context.
 const CONTEXT_PAGE: usize = 50;
 
+/// A page of a session's messages, newest first, after `after`.
+fn newest_first(session_id: &str, after: Option<lambent_ports::StoreCursor>) -> Query {
+    Query::partition(sessions::messages_partition(session_id))
+        .prefix("MSG#")
+        .order(Order::Descending)
+        .limit(CONTEXT_PAGE)
+        .after(after)
+}
+
 /// The newest history that fits `budget` tokens, oldest first, as turns for
 /// the model. Reading stops at the first message that does not fit, so the
 /// cost of a call grows with the budget, never with the session's length.
@@ -619,15 +628,7 @@ pub async fn recent_turns(
     let mut used = 0u64;
     let mut after = None;
     'pages: loop {
-        let found = store
-            .query(
-                Query::partition(sessions::messages_partition(session_id))
-                    .prefix("MSG#")
-                    .order(Order::Descending)
-                    .limit(CONTEXT_PAGE)
-                    .after(after),
-            )
-            .await?;
+        let found = store.query(newest_first(session_id, after)).await?;
         for item in &found.items {
             let mut turn = turn_of(item)?;
             let parts_items = count(item, "parts_items").unwrap_or(0) as usize;
@@ -697,15 +698,7 @@ pub async fn of_turn(
     let mut found: Vec<Message> = Vec::new();
     let mut after = None;
     'pages: loop {
-        let page = store
-            .query(
-                Query::partition(sessions::messages_partition(session_id))
-                    .prefix("MSG#")
-                    .order(Order::Descending)
-                    .limit(CONTEXT_PAGE)
-                    .after(after),
-            )
-            .await?;
+        let page = store.query(newest_first(session_id, after)).await?;
         for item in &page.items {
             if item.key.sk < first_key {
                 break 'pages;
