@@ -149,6 +149,10 @@ async fn an_approval_pauses_the_run_until_it_is_decided() {
         find["pending"],
         json!([{"tool_call_id": "call_p1", "name": "publish", "input": {"q": "post"}, "needs": "approval", "message_id": "find"}])
     );
+    assert_eq!(
+        view["pending"],
+        json!([{"step_id": "find", "tool_call_id": "call_p1", "name": "publish", "input": {"q": "post"}}])
+    );
     assert!(tools.requests().is_empty(), "nothing runs before approval");
 
     let decide = |body: Value| {

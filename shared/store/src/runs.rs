@@ -401,6 +401,20 @@ pub struct RunView {
     pub finished_at: Option<String>,
     /// In workflow order (each after its dependencies).
     pub steps: Vec<StepView>,
+    /// While the run is `waiting`: every tool call its steps wait to have
+    /// approved (`POST /v1/runs/{id}/approvals`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingApproval>,
+}
+
+/// A tool call a step of a run waits to have approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PendingApproval {
+    pub step_id: String,
+    pub tool_call_id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
 }
 
 fn tokens(item: &Item) -> Result<TokenCounts> {
@@ -467,6 +481,17 @@ pub async fn get(store: &dyn ItemStore, owner: &str, run_id: &str) -> Result<Opt
         .collect::<Result<Vec<_>>>()?;
     steps.sort_by_key(|(position, _)| *position);
     let steps: Vec<StepView> = steps.into_iter().map(|(_, s)| s).collect();
+    let pending = steps
+        .iter()
+        .flat_map(|s| {
+            s.pending.iter().map(|p| PendingApproval {
+                step_id: s.id.clone(),
+                tool_call_id: p.tool_call_id.clone(),
+                name: p.name.clone(),
+                input: p.input.clone(),
+            })
+        })
+        .collect();
     let stored =
         RunStatus::parse(&text(header, "status")?).ok_or_else(|| corrupt(header, "status"))?;
     let status = if stored != RunStatus::Running {
@@ -494,6 +519,7 @@ pub async fn get(store: &dyn ItemStore, owner: &str, run_id: &str) -> Result<Opt
         created_at: text(header, "created_at")?,
         finished_at: opt_text(header, "finished_at"),
         steps,
+        pending,
     }))
 }
 
