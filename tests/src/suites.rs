@@ -118,6 +118,7 @@ macro_rules! backend_suites {
                 data_flows_between_steps,
                 every_message_delivered_twice_changes_nothing,
                 a_crash_at_each_point_of_a_step_bills_it_once,
+                a_step_running_the_agent_loop_goes_on_from_its_journal_after_a_crash,
                 poison_messages_go_to_the_dead_letter_queue,
                 a_step_that_keeps_failing_fails_the_run_after_n_attempts,
                 a_deleted_agent_fails_its_step_clearly,

@@ -14,6 +14,7 @@ use lambent_app::config::Config;
 use lambent_app::state::State;
 use lambent_app::workflows::{Point, Worker};
 use lambent_core::auth::Role;
+use lambent_core::chat::{HttpToolSpec, ToolSpec};
 use lambent_core::secret::SecretString;
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_fake_provider::{FakeProvider, FakeUsage, Reply};
@@ -26,6 +27,7 @@ use lambent_store::usage::{self, Dimension, Scope};
 use lambent_store::users::{self, NewUser};
 use lambent_store::workflows::{self, Workflow};
 use lambent_testkit::counting::{CountingStore, Meter};
+use lambent_tool_server::{ToolReply, ToolServer};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -66,6 +68,7 @@ pub struct Flow {
     pub worker: Worker,
     pub fake: FakeProvider,
     pub owner: String,
+    pub provider: String,
     pub agent: String,
     pub timing: Timing,
     _dir: Option<tempfile::TempDir>,
@@ -157,7 +160,7 @@ impl Flow {
             &agents::new_id(),
             AgentSpec {
                 name: "stepper".into(),
-                provider_id: provider.id,
+                provider_id: provider.id.clone(),
                 model: MODEL.into(),
                 system_prompt: None,
                 temperature: None,
@@ -176,6 +179,7 @@ impl Flow {
             worker,
             fake,
             owner,
+            provider: provider.id,
             agent: agent.id,
             timing,
             _dir: dir,
@@ -509,6 +513,118 @@ pub async fn a_crash_at_each_point_of_a_step_bills_it_once(flow: &Flow) {
         .dead_letters(QueueName::StepsDeadLetter)
         .await
         .is_empty());
+}
+
+/// A step whose agent has a server tool, crashed after its first round was
+/// journaled (the tool's result too) and its second reply was in: the
+/// next attempt goes on from the journal, so the first round's model call
+/// and the tool call are not made again; the reply the crash lost is asked
+/// again (its reservation is left to the sweeper: what the provider billed
+/// for it was never learnt).
+pub async fn a_step_running_the_agent_loop_goes_on_from_its_journal_after_a_crash(flow: &Flow) {
+    let store = flow.state.store.as_ref();
+    let tools = ToolServer::start().await.unwrap();
+    tools.set_default("/lookup", ToolReply::json(json!({"found": true})));
+    let agent_id = agents::new_id();
+    let lookup = ToolSpec {
+        name: "lookup".into(),
+        description: None,
+        input_schema: json!({"type": "object"}),
+        http: Some(HttpToolSpec {
+            url: tools.url("/lookup"),
+            headers: Default::default(),
+            timeout_ms: None,
+        }),
+        requires_approval: false,
+    };
+    let sealed = agents::seal_tools(
+        flow.state.cipher.as_ref(),
+        &flow.owner,
+        &agent_id,
+        vec![lookup],
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    agents::create(
+        store,
+        &flow.state.catalog,
+        &flow.owner,
+        &agent_id,
+        AgentSpec {
+            name: "looper".into(),
+            provider_id: flow.provider.clone(),
+            model: MODEL.into(),
+            system_prompt: None,
+            temperature: None,
+            max_tokens: 100,
+            context_token_budget: 100_000,
+            tools: sealed,
+            tool_choice: Default::default(),
+            max_tool_rounds: agents::DEFAULT_MAX_TOOL_ROUNDS,
+        },
+    )
+    .await
+    .unwrap();
+    let steps = vec![StepSpec {
+        id: "look".into(),
+        agent_id: agent_id.clone(),
+        prompt: "Look up {{input.topic}}".into(),
+        depends_on: Vec::new(),
+    }];
+    let definition = Definition::validate("loop", steps).unwrap();
+    let workflow = workflows::create(store, &flow.owner, definition)
+        .await
+        .unwrap();
+    let usage = FakeUsage {
+        input: 100,
+        output: 20,
+        ..FakeUsage::default()
+    };
+    flow.fake.push(
+        Reply::tool_calls([])
+            .with_tool_call("call_j1", "lookup", r#"{"q":"moths"}"#)
+            .usage(usage),
+    );
+    flow.fake
+        .push(Reply::text("lost in the crash").usage(usage));
+    flow.fake.push(Reply::text("moths found").usage(usage));
+    let calls_before = flow.provider_calls();
+    let (billed_before, _) = flow.billed_today().await;
+    let run_id = flow.start(&workflow, json!({"topic": "moths"}), None).await;
+    // Crash at the second answer only.
+    let answers = Arc::new(Mutex::new(0));
+    let worker = flow.worker.clone().crashing(Arc::new(move |at, _| {
+        if at != Point::Answered {
+            return false;
+        }
+        let mut n = answers.lock().unwrap();
+        *n += 1;
+        *n == 2
+    }));
+    flow.drive(&worker, &[&run_id], 1).await;
+    let run = flow.run(&run_id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.steps[0].output.as_deref(), Some("moths found"));
+    assert_eq!(run.steps[0].attempts, 2);
+    assert_eq!(
+        tools.count_with_key("call_j1"),
+        1,
+        "the journaled result is not asked again"
+    );
+    assert_eq!(
+        flow.provider_calls() - calls_before,
+        3,
+        "round 1 once, round 2 twice"
+    );
+    // Round 1 was billed with its journal entry, the last reply by the
+    // checkpoint: 2 x (100 x 3 + 20 x 15) micro-dollars.
+    let (billed, _) = flow.billed_today().await;
+    assert_eq!(billed - billed_before, d("0.0012"));
+    assert_eq!(run.cost_usd, d("0.0012"));
+    // The model saw the journaled result in the call after the crash.
+    let last = flow.fake.requests().pop().unwrap().body.to_string();
+    assert!(last.contains("call_j1") && last.contains("found"), "{last}");
 }
 
 pub async fn poison_messages_go_to_the_dead_letter_queue(flow: &Flow) {
