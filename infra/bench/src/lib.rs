@@ -7,13 +7,16 @@
 //!
 //! The streamed chat benchmark's pieces (and the percentiles and `/proc`
 //! readers both benchmarks use) are in [`chat`], the workflow benchmark's
-//! summaries in `flow` (feature `flow`, on by default); they run in
-//! `src/bin/chatbench.rs` and `src/bin/flowbench.rs` on the test kit.
+//! summaries in `flow`, the agent-turn benchmark's in `turn` (feature
+//! `flow`, on by default); they run in `src/bin/chatbench.rs`,
+//! `src/bin/flowbench.rs` and `src/bin/turnbench.rs` on the test kit.
 
 #[cfg(feature = "flow")]
 pub mod chat;
 #[cfg(feature = "flow")]
 pub mod flow;
+#[cfg(feature = "flow")]
+pub mod turn;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -447,6 +447,14 @@ impl ItemStore for CountingStore {
     }
 }
 
+/// `lambent serve`'s store wrapped in a [`CountingStore`] that records into
+/// `meter` (a benchmark counts what the whole server writes).
+pub fn layer(meter: Arc<Meter>) -> lambent_local::serve::StoreLayer {
+    lambent_local::serve::StoreLayer::new(move |inner| {
+        Arc::new(CountingStore::new(inner, meter.clone())) as Arc<dyn ItemStore>
+    })
+}
+
 /// A queue that forwards to another and records every call.
 pub struct CountingQueue {
     inner: Arc<dyn Queue>,
