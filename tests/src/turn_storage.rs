@@ -244,6 +244,23 @@ pub async fn events_read_back_in_order_from_any_point(s: &Storage) {
         .await
         .unwrap();
     assert_eq!(new, [event(25)]);
+    // A reconnect reads from the batch that holds the event it wants
+    // first, not from the start: event 12 is in the batch of 11..25.
+    for (wanted, first) in [(0, 0), (3, 3), (5, 3), (10, 10), (12, 11), (25, 25)] {
+        let cursor = turns::cursor_at(store, &ses, "msg_t5", wanted)
+            .await
+            .unwrap();
+        let (from, _) = turns::events_after(store, &ses, "msg_t5", &cursor)
+            .await
+            .unwrap();
+        assert_eq!(from.first().map(|e| e.id), Some(first), "event {wanted}");
+        assert_eq!(from.last().map(|e| e.id), Some(25));
+    }
+    let cursor = turns::cursor_at(store, &ses, "msg_t5", 26).await.unwrap();
+    let (past, _) = turns::events_after(store, &ses, "msg_t5", &cursor)
+        .await
+        .unwrap();
+    assert!(past.iter().all(|e| e.id == 25), "{past:?}");
     // Another turn's events are its own.
     let (other, _) = turns::events_after(store, &ses, "msg_t6", &EventsCursor::default())
         .await

@@ -63,6 +63,20 @@ impl Registry {
         }
     }
 
+    /// A follower of `turn_id` is done: its watch goes, and the turn's
+    /// entry with the last one.
+    pub fn unwatch(&self, turn_id: &str, watch: watch::Receiver<u64>) {
+        drop(watch);
+        if let Ok(mut stored) = self.stored.lock() {
+            if stored
+                .get(turn_id)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+            {
+                stored.remove(turn_id);
+            }
+        }
+    }
+
     /// Wakes when a batch of `turn_id`'s events is stored (by this process).
     pub fn watch_stored(&self, turn_id: &str) -> watch::Receiver<u64> {
         match self.stored.lock() {

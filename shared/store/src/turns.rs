@@ -505,6 +505,66 @@ pub async fn append_events(
 #[derive(Debug, Clone, Default)]
 pub struct EventsCursor(Option<StoreCursor>);
 
+/// Batches read per page of [`events_page`]: a reader gets the first
+/// events after one small read, however long the turn.
+const EVENT_PAGE: usize = 25;
+
+/// Where to read from to get event `id` first: just before the batch that
+/// holds it (found with one query, newest first from `id`'s own key), so
+/// a reconnect reads what it replays, not the whole log.
+pub async fn cursor_at(
+    store: &dyn ItemStore,
+    session_id: &str,
+    turn_id: &str,
+    id: u64,
+) -> Result<EventsCursor> {
+    let prefix = events_prefix(turn_id);
+    let page = store
+        .query(
+            Query::partition(sessions::messages_partition(session_id))
+                .prefix(prefix.as_str())
+                .order(Order::Descending)
+                .limit(1)
+                .after(Some(StoreCursor(format!("{prefix}{:010}", id + 1)))),
+        )
+        .await?;
+    let first = match page.items.first() {
+        Some(item) => item.key.sk[prefix.len()..]
+            .parse::<u64>()
+            .map_err(|_| Error::Internal(format!("item {} has a bad event id", item.key)))?,
+        None => 0,
+    };
+    Ok(EventsCursor(first.checked_sub(1).map(|before| {
+        StoreCursor(format!("{prefix}{before:010}"))
+    })))
+}
+
+/// One page of the turn's stored events after `cursor`, oldest first, the
+/// cursor to read on from, and whether more are stored already.
+pub async fn events_page(
+    store: &dyn ItemStore,
+    session_id: &str,
+    turn_id: &str,
+    cursor: &EventsCursor,
+) -> Result<(Vec<StoredEvent>, EventsCursor, bool)> {
+    let page = store
+        .query(
+            Query::partition(sessions::messages_partition(session_id))
+                .prefix(events_prefix(turn_id))
+                .limit(EVENT_PAGE)
+                .after(cursor.0.clone()),
+        )
+        .await?;
+    let mut events = Vec::new();
+    let mut after = cursor.0.clone();
+    for item in &page.items {
+        let batch: Vec<StoredEvent> = super::json_attr(item, "events")?;
+        events.extend(batch);
+        after = Some(StoreCursor(item.key.sk.clone()));
+    }
+    Ok((events, EventsCursor(after), page.next.is_some()))
+}
+
 /// The turn's stored events after `cursor`, oldest first, and the cursor
 /// to read on from.
 pub async fn events_after(
@@ -514,23 +574,13 @@ pub async fn events_after(
     cursor: &EventsCursor,
 ) -> Result<(Vec<StoredEvent>, EventsCursor)> {
     let mut events = Vec::new();
-    let mut after = cursor.0.clone();
+    let mut cursor = cursor.clone();
     loop {
-        let page = store
-            .query(
-                Query::partition(sessions::messages_partition(session_id))
-                    .prefix(events_prefix(turn_id))
-                    .limit(lambent_ports::store::MAX_PAGE_SIZE)
-                    .after(after.clone()),
-            )
-            .await?;
-        for item in &page.items {
-            let batch: Vec<StoredEvent> = super::json_attr(item, "events")?;
-            events.extend(batch);
-            after = Some(StoreCursor(item.key.sk.clone()));
-        }
-        if page.next.is_none() {
-            return Ok((events, EventsCursor(after)));
+        let (page, next, more) = events_page(store, session_id, turn_id, &cursor).await?;
+        events.extend(page);
+        cursor = next;
+        if !more {
+            return Ok((events, cursor));
         }
     }
 }

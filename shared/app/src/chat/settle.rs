@@ -346,10 +346,16 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
         .stop_reason
         .map(|raw| StopReason::from_provider(&raw).anthropic().to_owned());
     // The call's ledger entry: with its reservation, or (holding none) with
-    // a session turn's message; other calls have none yet.
+    // the user's message of a turn's first call; other calls have none yet.
     let entry = if bill.reservation.holds() {
         EntryIs::Held
-    } else if matches!(bill.recorded, Recorded::SessionTurn { .. }) {
+    } else if matches!(
+        bill.recorded,
+        Recorded::SessionTurn {
+            input_message_id: Some(_),
+            ..
+        }
+    ) {
         EntryIs::Intent
     } else {
         EntryIs::Gone

@@ -31,86 +31,116 @@ pub async fn follow(
 ) -> Result<mpsc::Receiver<StoredEvent>> {
     // Subscribed first, so no batch stored meanwhile goes unnoticed.
     let stored = state.turn_registry.watch_stored(turn_id);
-    if turns::get(state.store.as_ref(), session_id, turn_id)
-        .await?
-        .is_none()
-    {
+    let store = state.store.as_ref();
+    let (turn, cursor) = tokio::join!(turns::get(store, session_id, turn_id), async {
+        match after {
+            Some(seen) => turns::cursor_at(store, session_id, turn_id, seen + 1).await,
+            None => Ok(EventsCursor::default()),
+        }
+    });
+    let Some(turn) = turn? else {
+        state.turn_registry.unwatch(turn_id, stored);
         return Err(Error::NotFound("message"));
-    }
+    };
     let (tx, rx) = mpsc::channel(super::log::LIVE_QUEUE);
-    tokio::spawn(forward(
-        state.clone(),
-        session_id.to_owned(),
-        turn_id.to_owned(),
+    let following = Following {
+        state: state.clone(),
+        session_id: session_id.to_owned(),
+        turn_id: turn_id.to_owned(),
         after,
+        // A final turn's events are all stored: no need to wait for more.
+        final_at_start: turn.status.is_final(),
         until,
-        stored,
-        tx,
-    ));
+    };
+    tokio::spawn(following.forward(cursor?, stored, tx));
     Ok(rx)
 }
 
-async fn forward(
+struct Following {
     state: State,
     session_id: String,
     turn_id: String,
     after: Option<u64>,
+    final_at_start: bool,
     until: tokio::time::Instant,
-    mut stored: tokio::sync::watch::Receiver<u64>,
-    tx: mpsc::Sender<StoredEvent>,
-) {
-    let store = state.store.as_ref();
-    let mut cursor = EventsCursor::default();
-    let mut last_sent = after;
-    let mut quiet = 0;
-    loop {
-        let (events, next) = match turns::events_after(store, &session_id, &turn_id, &cursor).await
-        {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read a turn's events");
-                (Vec::new(), cursor.clone())
-            }
-        };
-        cursor = next;
-        quiet = if events.is_empty() { quiet + 1 } else { 0 };
-        for event in events {
-            if last_sent.is_some_and(|seen| event.id <= seen) {
-                continue;
-            }
-            last_sent = Some(event.id);
-            let done = event.event == "done";
-            if tx.send(event).await.is_err() || done {
-                return;
-            }
-        }
-        if quiet >= QUIET_POLLS {
-            quiet = 0;
-            match turns::get(store, &session_id, &turn_id).await {
-                Ok(Some(turn)) if turn.status.is_final() => {
-                    // Its events are all stored by now: one last read.
-                    if let Ok((events, _)) =
-                        turns::events_after(store, &session_id, &turn_id, &cursor).await
-                    {
-                        for event in events {
-                            if last_sent.is_none_or(|seen| event.id > seen) {
-                                let _ = tx.send(event).await;
-                            }
-                        }
+}
+
+impl Following {
+    async fn forward(
+        self,
+        mut cursor: EventsCursor,
+        mut stored: tokio::sync::watch::Receiver<u64>,
+        tx: mpsc::Sender<StoredEvent>,
+    ) {
+        self.send_until_done(&mut cursor, &mut stored, &tx).await;
+        self.state.turn_registry.unwatch(&self.turn_id, stored);
+    }
+
+    async fn send_until_done(
+        &self,
+        cursor: &mut EventsCursor,
+        stored: &mut tokio::sync::watch::Receiver<u64>,
+        tx: &mpsc::Sender<StoredEvent>,
+    ) {
+        let store = self.state.store.as_ref();
+        let (session_id, turn_id) = (self.session_id.as_str(), self.turn_id.as_str());
+        let mut last_sent = self.after;
+        let mut quiet = 0;
+        loop {
+            let (events, next, more) =
+                match turns::events_page(store, session_id, turn_id, cursor).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read a turn's events");
+                        (Vec::new(), cursor.clone(), false)
                     }
+                };
+            *cursor = next;
+            quiet = if events.is_empty() { quiet + 1 } else { 0 };
+            for event in events {
+                if last_sent.is_some_and(|seen| event.id <= seen) {
+                    continue;
+                }
+                last_sent = Some(event.id);
+                let done = event.event == "done";
+                if tx.send(event).await.is_err() || done {
                     return;
                 }
-                Ok(None) => return,
-                _ => {}
             }
-        }
-        tokio::select! {
-            _ = stored.changed() => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = tokio::time::sleep_until(until) => return,
-        }
-        if tokio::time::Instant::now() >= until {
-            return;
+            if more {
+                continue;
+            }
+            if self.final_at_start {
+                return;
+            }
+            if quiet >= QUIET_POLLS {
+                quiet = 0;
+                match turns::get(store, session_id, turn_id).await {
+                    // Its events are all stored by now: one last read.
+                    Ok(Some(turn)) if turn.status.is_final() => {
+                        if let Ok((events, _)) =
+                            turns::events_after(store, session_id, turn_id, cursor).await
+                        {
+                            for event in events {
+                                if last_sent.is_none_or(|seen| event.id > seen) {
+                                    let _ = tx.send(event).await;
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    Ok(None) => return,
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                _ = stored.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep_until(self.until) => return,
+            }
+            if tokio::time::Instant::now() >= self.until {
+                return;
+            }
         }
     }
 }
