@@ -280,6 +280,16 @@ async fn a_three_round_loop_runs_server_tools_in_parallel_and_reads_back() {
         .await;
     assert_eq!(s["message_count"], 7, "{s}");
 
+    // The loop sent each call the conversation the stored history reads
+    // back as: the next turn's call starts with the third call's messages.
+    w.fake.push(Reply::text("You're welcome."));
+    let (status, _, raw) = post(&w, &session, json!({"content": "Thanks"})).await;
+    assert_eq!(status, 200, "{raw}");
+    let requests = w.fake.requests();
+    let (third, fourth) = (&requests[2].body["messages"], &requests[3].body["messages"]);
+    let third = third.as_array().unwrap();
+    assert_eq!(fourth.as_array().unwrap()[..third.len()], third[..]);
+
     // The stored events are the ones streamed, and the turn is complete.
     let replay = w.turn_events(&session, &turn, None).await;
     assert_eq!(replay, events);

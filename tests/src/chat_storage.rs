@@ -134,6 +134,7 @@ fn turn(
         prepared_at: lambent_core::time::now_epoch_secs(),
         expires_at: lambent_core::time::now_epoch_secs() + 3600,
         prompt_tokens: 10,
+        context: None,
     }
 }
 

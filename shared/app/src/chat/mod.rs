@@ -110,6 +110,20 @@ pub struct Prepared {
     /// The prompt's estimated tokens, tools included: never below what the
     /// provider can bill for it.
     pub prompt_tokens: u64,
+    /// What a later call of the same agent turn reuses instead of reading
+    /// again (session turns only).
+    pub context: Option<TurnContext>,
+}
+
+/// What the calls of one agent turn share: its agent resolved, the limits
+/// it spends under. The turn's next call is the last one's conversation
+/// plus the reply and its tools' results ([`prepare_next`]), not a new
+/// read of the history.
+#[derive(Clone)]
+pub struct TurnContext {
+    target: Target,
+    session: Session,
+    monthly: Option<Decimal>,
 }
 
 impl Prepared {
@@ -213,11 +227,85 @@ pub async fn prepare_session_turn(
         input,
     };
     let prompt_tokens = fixed + history_tokens;
+    let context = TurnContext {
+        target: target.clone(),
+        session: session.clone(),
+        monthly: user.monthly_budget_usd,
+    };
     let limits = Limits {
         monthly: user.monthly_budget_usd,
         session: Some(&session),
     };
-    prepare(state, owner, target, turns, prompt_tokens, limits, record).await
+    let mut call = prepare(state, owner, target, turns, prompt_tokens, limits, record).await?;
+    call.context = Some(context);
+    Ok(call)
+}
+
+/// The next model call of the agent turn `previous` belongs to: its
+/// conversation, then `added` (the reply and its tools' results, as the
+/// turn stored them), under the same agent and limits, without reading
+/// them again. `None` when the conversation no longer fits the agent's
+/// `context_token_budget`: the caller prepares from the stored history
+/// (which drops the oldest turns).
+pub async fn prepare_next(
+    state: &State,
+    previous: &Prepared,
+    added: Vec<Turn>,
+) -> Option<Result<Prepared>> {
+    let (
+        context,
+        Record::SessionTurn {
+            session_id,
+            turn_id,
+            ..
+        },
+    ) = (previous.context.as_ref()?, &previous.record)
+    else {
+        return None;
+    };
+    let target = context.target.clone();
+    let mut turns = previous.request.turns.clone();
+    turns.extend(added);
+    let prompt_tokens = target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+        + turns
+            .iter()
+            .map(|t| messages::estimate_parts_tokens(&t.parts))
+            .sum::<u64>();
+    if prompt_tokens > target.context_token_budget {
+        return None;
+    }
+    let (input_message_ids, assistant_message_id) = messages::turn_ids_for(0);
+    let record = Record::SessionTurn {
+        session_id: session_id.clone(),
+        turn_id: turn_id.clone(),
+        input_message_ids,
+        assistant_message_id,
+        input: UserInput::Continue {
+            turn_id: turn_id.clone(),
+            first: false,
+        },
+    };
+    let limits = Limits {
+        monthly: context.monthly,
+        session: Some(&context.session),
+    };
+    let prepared = prepare(
+        state,
+        &previous.owner,
+        target,
+        turns,
+        prompt_tokens,
+        limits,
+        record,
+    )
+    .await;
+    Some(prepared.map(|mut call| {
+        call.context = Some(context.clone());
+        call
+    }))
 }
 
 /// A call outside any session (OpenAI-compatible completions): `turns` as
@@ -336,6 +424,7 @@ async fn prepare(
         prepared_at: now,
         expires_at: sessions::expiry(now, state.config.session_ttl),
         prompt_tokens,
+        context: None,
     };
     call.reservation = budgets::reserve(
         store,

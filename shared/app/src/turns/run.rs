@@ -14,7 +14,7 @@ use super::{APPROVAL_REQUIRED, BUDGET_EXCEEDED, MAX_TOOL_ROUNDS, TOOL_USE};
 use crate::chat::{self, Cut, Piece, Prepared, ReplyReader, Started, Stop, Target, UserInput};
 use crate::state::State;
 use lambent_core::error::Error;
-use lambent_llm::{LlmClient, ToolAnswer, ToolCall, ToolResult, Usage};
+use lambent_llm::{LlmClient, Part, Role, ToolAnswer, ToolCall, ToolResult, Turn, Usage};
 use lambent_ports::StoreError;
 use lambent_store::messages::{self, MessageRole, MessageStatus};
 use lambent_store::sessions::{self, TokenCounts};
@@ -81,11 +81,15 @@ impl Totals {
 struct Tail {
     reply: Option<LastReply>,
     answered: HashSet<String>,
+    /// The results stored by this runner, in the order they came.
+    results: Vec<ToolResult>,
 }
 
 #[derive(Debug)]
 struct LastReply {
     message_id: String,
+    /// Its text as stored.
+    text: String,
     tool_calls: Vec<ToolCall>,
     stop_reason: Option<String>,
     status: MessageStatus,
@@ -104,6 +108,9 @@ pub struct Runner {
     totals: Totals,
     /// Whether the turn has stored a reply (its first takes the turn's ID).
     replied: bool,
+    /// The last model call this runner made: the next goes on from its
+    /// conversation instead of reading the history again.
+    last_call: Option<Prepared>,
 }
 
 impl Runner {
@@ -124,6 +131,7 @@ impl Runner {
             deadline,
             totals: Totals::default(),
             replied: false,
+            last_call: None,
         }
     }
 
@@ -154,7 +162,7 @@ impl Runner {
                 Ok(()) => {}
                 Err(ended) => return self.end(ended).await,
             }
-            tail = match self.next_call().await {
+            tail = match self.next_call(&tail).await {
                 Ok(tail) => tail,
                 Err(ended) => return self.end(ended).await,
             };
@@ -390,6 +398,7 @@ impl Runner {
             }
         }
         tail.answered.insert(call.id.clone());
+        tail.results.push(result.clone());
         self.log
             .emit(
                 "tool_result",
@@ -404,24 +413,36 @@ impl Runner {
         Ok(())
     }
 
-    /// The next model call of the turn, from its stored history.
-    async fn next_call(&mut self) -> Result<Tail, Ending> {
+    /// The next model call of the turn: the last call's conversation with
+    /// `tail` (its reply and results) added, or from the stored history.
+    async fn next_call(&mut self, tail: &Tail) -> Result<Tail, Ending> {
         if self.cancelled() {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
         }
         if Instant::now() >= self.deadline {
             return Err(self.ending(TurnStatus::Incomplete, Some(chat::DEADLINE)));
         }
-        let prepared = chat::prepare_session_turn(
-            &self.state,
-            &self.turn.owner,
-            &self.turn.session_id,
-            UserInput::Continue {
-                turn_id: self.turn.turn_id.clone(),
-                first: !self.replied,
-            },
-        )
-        .await;
+        let continued = match (self.last_call.take(), &tail.reply) {
+            (Some(previous), Some(reply)) => {
+                chat::prepare_next(&self.state, &previous, added_turns(reply, tail)).await
+            }
+            _ => None,
+        };
+        let prepared = match continued {
+            Some(prepared) => prepared,
+            None => {
+                chat::prepare_session_turn(
+                    &self.state,
+                    &self.turn.owner,
+                    &self.turn.session_id,
+                    UserInput::Continue {
+                        turn_id: self.turn.turn_id.clone(),
+                        first: !self.replied,
+                    },
+                )
+                .await
+            }
+        };
         let call = match prepared {
             Ok(call) => call,
             Err(e @ Error::BudgetExceeded(_)) => {
@@ -475,6 +496,7 @@ impl Runner {
             read.outcome.tool_calls.clear();
         }
         let tool_calls = read.outcome.tool_calls.clone();
+        let text = read.outcome.text.text.clone();
         let status = read.outcome.status;
         let settled = chat::settle(self.state.store.as_ref(), &call, read.outcome).await;
         let settled = match settled {
@@ -510,14 +532,17 @@ impl Runner {
             }
             None => {}
         }
+        self.last_call = Some(call);
         Ok(Tail {
             reply: Some(LastReply {
                 message_id: settled.reply_id,
+                text,
                 tool_calls,
                 stop_reason: settled.stop_reason,
                 status,
             }),
             answered: HashSet::new(),
+            results: Vec::new(),
         })
     }
 
@@ -567,11 +592,13 @@ impl Runner {
                     tail = Tail {
                         reply: Some(LastReply {
                             message_id: message.id.clone(),
+                            text: message.content.clone(),
                             tool_calls: message.tool_calls.clone(),
                             stop_reason: message.stop_reason.clone(),
                             status: message.status,
                         }),
                         answered: HashSet::new(),
+                        results: Vec::new(),
                     };
                 }
                 MessageRole::Tool => {
@@ -647,4 +674,31 @@ impl Runner {
         self.log.close().await;
         ending
     }
+}
+
+/// A reply and its tools' results as the next call sends them again: what
+/// the stored history reads back as.
+fn added_turns(reply: &LastReply, tail: &Tail) -> Vec<Turn> {
+    let mut said = Vec::new();
+    if !reply.text.is_empty() {
+        said.push(Part::Text(reply.text.clone()));
+    }
+    said.extend(reply.tool_calls.iter().cloned().map(Part::ToolCall));
+    let results = reply
+        .tool_calls
+        .iter()
+        .filter_map(|c| tail.results.iter().find(|r| r.tool_call_id == c.id))
+        .cloned()
+        .map(Part::ToolResult)
+        .collect();
+    vec![
+        Turn {
+            role: Role::Assistant,
+            parts: said,
+        },
+        Turn {
+            role: Role::User,
+            parts: results,
+        },
+    ]
 }
