@@ -22,7 +22,14 @@ async fn world() -> (ChatWorld, ToolServer) {
 }
 
 async fn world_with(agent: Value) -> (ChatWorld, ToolServer) {
-    let w = ChatWorld::start().await;
+    world_configured(agent, |_| {}).await
+}
+
+async fn world_configured(
+    agent: Value,
+    configure: impl FnOnce(&mut lambent_app::config::Config),
+) -> (ChatWorld, ToolServer) {
+    let w = ChatWorld::start_with("anthropic", configure).await;
     let tools = ToolServer::start().await.unwrap();
     let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
     let server_tool = |name: &str, path: &str, extra: Value| {
@@ -731,5 +738,63 @@ async fn a_cancel_stops_a_model_stream_and_a_tool_call_and_bills_what_was_used()
     assert_eq!(result["content"], "cancelled");
     assert_eq!(named(&events, "done")[0]["stop_reason"], "cancelled");
     assert_eq!(w.fake.requests().len(), 2, "no model call after the cancel");
+    assert_billed_once(&w, &session).await;
+}
+
+#[tokio::test]
+async fn a_background_turn_longer_than_its_invocation_goes_on_in_the_next() {
+    // The worker's invocation lasts 1 s here: a turn of three rounds with
+    // slow tools outlives it.
+    let (w, tools) = world_configured(json!({}), |c| {
+        c.stream_deadline = Duration::from_secs(1);
+    })
+    .await;
+    let session = w.session(json!({})).await;
+    tools.set_default(
+        "/weather",
+        ToolReply::json(json!({"temp_c": 3})).delay(Duration::from_millis(700)),
+    );
+    for round in 0..3 {
+        w.fake.push(
+            Reply::tool_calls([])
+                .with_tool_call(&format!("call_{round}"), "weather", r#"{"city":"Oslo"}"#)
+                .usage(usage(10, 5)),
+        );
+    }
+    w.fake
+        .push(Reply::text("Done at last.").usage(usage(10, 5)));
+    let (status, accepted) = w
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": "Take your time", "background": true})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let turn = accepted["message_id"].as_str().unwrap().to_owned();
+    // A follow ends at the (short) deadline too: the client reconnects
+    // with the last id it saw, until `done`.
+    let mut events: Vec<SseEvent> = Vec::new();
+    let started = Instant::now();
+    while events.last().and_then(|e| e.event.as_deref()) != Some("done") {
+        assert!(started.elapsed() < Duration::from_secs(30), "no done");
+        let after = events
+            .last()
+            .map(|e| e.id.as_deref().unwrap().parse().unwrap());
+        events.extend(w.turn_events(&session, &turn, after).await);
+    }
+    assert_eq!(ids(&events), (0..events.len() as u64).collect::<Vec<_>>());
+    let done = named(&events, "done");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["stop_reason"], "end_turn");
+    assert_eq!(done[0]["model_calls"], 4);
+    assert_eq!(text_of(&events), "Done at last.");
+    for round in 0..3 {
+        assert_eq!(tools.count_with_key(&format!("call_{round}")), 1);
+    }
+    assert_eq!(w.fake.requests().len(), 4, "no model call made twice");
+    let view = turn_view(&w, &session, &turn).await;
+    assert_eq!(view["status"], "complete");
+    assert_eq!(view["turn"]["model_calls"], 4);
     assert_billed_once(&w, &session).await;
 }

@@ -325,6 +325,27 @@ pub async fn renew(
     }
 }
 
+/// Gives a running turn back without ending it (its runner reached the
+/// end of its invocation): free for the next claim at once, and the claim
+/// it was taken with not counted as an attempt. `false` when it is no
+/// longer running.
+pub async fn release(store: &dyn ItemStore, session_id: &str, turn_id: &str) -> Result<bool> {
+    match store
+        .update(
+            &turn_key(session_id, turn_id),
+            Update::new()
+                .set("lease_until", 0i64)
+                .add("attempts", -Decimal::ONE),
+            Some(Condition::eq("status", TurnStatus::Running.as_str())),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_condition_failure() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Asks a running or waiting turn to stop; idempotent. Returns the turn as
 /// it is afterwards (`None`: there is no such turn).
 pub async fn request_cancel(

@@ -99,7 +99,7 @@ pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Re
         return Err(Error::Internal("a turn message names another owner".into()));
     }
     let turn_ref = TurnRef::of(&turn);
-    let (stop, _watching) = super::watch::start(state, &turn.session_id, &turn.id);
+    let (stop, watching) = super::watch::start(state, &turn.session_id, &turn.id);
     let mut log = reopen_log(state, &turn).await?;
     let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
     if turn.attempts > 1 {
@@ -107,8 +107,19 @@ pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Re
     }
     catch_up(state, &turn, &mut log).await?;
     let ending = Runner::new(state.clone(), llm.clone(), turn_ref, log, stop, deadline)
+        .handing_back_at_deadline()
         .run(None)
         .await;
+    drop(watching);
+    if ending.status == TurnStatus::Running {
+        // The invocation's time is up, not the turn's: it goes on in the
+        // next, from its journal.
+        tracing::info!(turn_id = %turn.id, "handing a long turn on");
+        if turns::release(store, &turn.session_id, &turn.id).await? {
+            hand_over(state, &turn.owner, &turn.session_id, &turn.id).await;
+        }
+        return Ok(());
+    }
     tracing::info!(turn_id = %turn.id, status = ending.status.as_str(), "turn ended");
     Ok(())
 }

@@ -111,6 +111,10 @@ pub struct Runner {
     /// The last model call this runner made: the next goes on from its
     /// conversation instead of reading the history again.
     last_call: Option<Prepared>,
+    /// At the deadline, between two model calls, the turn is given back
+    /// (to be taken up again) instead of ended: a worker's invocation ends,
+    /// the turn does not.
+    hand_back_at_deadline: bool,
 }
 
 impl Runner {
@@ -132,7 +136,16 @@ impl Runner {
             totals: Totals::default(),
             replied: false,
             last_call: None,
+            hand_back_at_deadline: false,
         }
+    }
+
+    /// A runner whose deadline is its invocation's, not the turn's: there
+    /// it stops between two model calls and returns a `running` ending,
+    /// for its caller to give the turn back.
+    pub fn handing_back_at_deadline(mut self) -> Runner {
+        self.hand_back_at_deadline = true;
+        self
     }
 
     /// Runs the turn to its end (or until it waits): from its first model
@@ -420,6 +433,9 @@ impl Runner {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
         }
         if Instant::now() >= self.deadline {
+            if self.hand_back_at_deadline {
+                return Err(self.ending(TurnStatus::Running, None));
+            }
             return Err(self.ending(TurnStatus::Incomplete, Some(chat::DEADLINE)));
         }
         let continued = match (self.last_call.take(), &tail.reply) {
@@ -642,6 +658,11 @@ impl Runner {
     /// Records how the turn ended, then shows `done`: whoever sees `done`
     /// finds the turn final.
     async fn end(mut self, ending: Ending) -> Ending {
+        if ending.status == TurnStatus::Running {
+            // Given back, not ended: its events so far are stored.
+            self.log.close().await;
+            return ending;
+        }
         let store = self.state.store.as_ref();
         let mut recorded = false;
         for attempt in 0..3u32 {
