@@ -94,6 +94,14 @@ pub async fn one_runner_holds_a_turn_until_its_lease_runs_out(s: &Storage) {
         .unwrap()
         .unwrap();
     assert_eq!(second.attempts, 2);
+    // Given back at the end of an invocation: taken again at once, and the
+    // giving back spends no attempt.
+    assert!(turns::release(store, &ses, "msg_t1").await.unwrap());
+    let again = turns::claim(store, &ses, "msg_t1", NOW_MS + 90_000, 3, NOW_MS + 41_001)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempts, 2);
     // Out of attempts: nobody takes it.
     turns::claim(store, &ses, "msg_t1", NOW_MS + 200_000, 3, NOW_MS + 91_000)
         .await
