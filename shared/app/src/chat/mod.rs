@@ -126,6 +126,13 @@ pub struct TurnContext {
     monthly: Option<Decimal>,
 }
 
+impl TurnContext {
+    /// The turn's agent, as resolved for its call.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+}
+
 impl Prepared {
     /// How many messages the call's settle stores: the reply.
     /// (Its input counts itself, in the input's own write.)

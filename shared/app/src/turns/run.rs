@@ -152,7 +152,16 @@ impl Runner {
     /// call, under way, or from its journal (a background turn, an answer,
     /// a turn taken up after its runner died).
     pub async fn run(mut self, first: Option<(Prepared, Started)>) -> Ending {
-        let target = match self.target().await {
+        // The first call has resolved the agent already.
+        let known = first
+            .as_ref()
+            .and_then(|(call, _)| call.context.as_ref())
+            .map(|context| context.target().clone());
+        let target = match known {
+            Some(target) => Ok(target),
+            None => self.target().await,
+        };
+        let target = match target {
             Ok(target) => target,
             Err(e) => {
                 if let Some((call, started)) = first {
