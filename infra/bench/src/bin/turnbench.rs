@@ -904,10 +904,13 @@ impl Served {
              a text reply; {}; a new session per turn (made untimed). Direct: the same R + 1 \
              model calls (streamed, the bodies Lambent sent) and R tool calls (the bodies \
              Lambent sent), one after the other. Overhead per round = (through − direct) / R, \
-             per turn; {} turns per row after {} warm-up turns.\n\n\
+             per turn. *The loop's own*: the same against the turn's model calls made through \
+             Lambent one at a time (`POST /v1/messages`, `model: \"fake/<model>\"`, each \
+             prepared, reserved, made and settled like any call) and its tool calls directly: \
+             what the loop adds beyond its calls. {} turns per row after {} warm-up turns.\n\n\
              | rep | R | through p50 / p99 | direct p50 / p99 | overhead per round p50 / p90 / p99 | \
-             lambent CPU per round | goal p50 | met? |\n\
-             |---:|---:|---:|---:|---:|---:|---|---|\n",
+             the loop's own per round p50 / p90 / p99 | lambent CPU per round | goal p50 | met? |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---|---|\n",
             if stream {
                 "streamed (`\"stream\": true`), timed from the request to the `done` event"
             } else {
@@ -924,13 +927,14 @@ impl Served {
                 let mut through_times = Vec::new();
                 let mut direct_times = Vec::new();
                 let mut overheads = Vec::new();
+                let mut loop_overheads = Vec::new();
                 let mut cpu = Some(Duration::ZERO);
                 let mut previous: Option<Calls> = None;
                 for i in 0..o.warmup + o.round_turns {
                     let session = world.session(json!({})).await;
-                    // Lambent's CPU from here to the next session: the turn
-                    // and what it does after its `done` (the direct calls
-                    // cost it nothing).
+                    // Lambent's CPU from here to just before the calls made
+                    // through it one by one: the turn and what it does
+                    // after its `done` (the direct calls cost it nothing).
                     let cpu_at_start = cpu_time(self.pid());
                     let direct_first = i % 2 == 1 && previous.is_some();
                     let mut direct = None;
@@ -944,10 +948,17 @@ impl Served {
                     if direct.is_none() {
                         direct = Some(calls.replay(client, world, &tools, rounds).await?);
                     }
+                    // Lambent's CPU for the turn: up to here (the calls
+                    // made through it one by one are its CPU too).
+                    let cpu_at_end = cpu_time(self.pid());
+                    let one_by_one = calls
+                        .replay_through_lambent(client, world, &tools, rounds)
+                        .await?;
                     previous = Some(calls);
                     let direct = direct.context("no direct time")?;
                     if i >= o.warmup {
-                        let used = cpu_at_start.zip(cpu_time(self.pid()));
+                        loop_overheads.push(overhead_per_round(through, one_by_one, rounds));
+                        let used = cpu_at_start.zip(cpu_at_end);
                         cpu = cpu.zip(used).map(|(sum, (a, b))| sum + (b - a));
                         through_times.push(through);
                         direct_times.push(direct);
@@ -960,10 +971,11 @@ impl Served {
                     Latencies::of(&direct_times).context("no turns")?,
                 );
                 let ov = Stats::of(&overheads).context("no turns")?;
+                let lo = Stats::of(&loop_overheads).context("no turns")?;
                 medians.push((rep, rounds, ov.p50 * f64::from(rounds)));
                 let met = ov.p50 <= GOAL_ROUND_OVERHEAD_P50_US;
                 out.push_str(&format!(
-                    "| {rep} | {rounds} | {} / {} | {} / {} | {:.0} / {:.0} / {:.0} µs | {} | ≤ {GOAL_ROUND_OVERHEAD_P50_US:.0} µs | {} |\n",
+                    "| {rep} | {rounds} | {} / {} | {} / {} | {:.0} / {:.0} / {:.0} µs | {:.0} / {:.0} / {:.0} µs | {} | ≤ {GOAL_ROUND_OVERHEAD_P50_US:.0} µs | {} |\n",
                     ms(t.p50),
                     ms(t.p99),
                     ms(d.p50),
@@ -971,6 +983,9 @@ impl Served {
                     ov.p50,
                     ov.p90,
                     ov.p99,
+                    lo.p50,
+                    lo.p90,
+                    lo.p99,
                     cpu.map_or_else(|| "n/a".into(), us),
                     if met { "yes" } else { "**no**" }
                 ));
@@ -1076,15 +1091,60 @@ impl Calls {
         tools: &ToolServer,
         rounds: u32,
     ) -> Result<Duration> {
+        self.replay_to(client, world, tools, rounds, false).await
+    }
+
+    /// The same, each model call made through Lambent one at a time (its
+    /// Anthropic-compatible endpoint, `model: "fake/<model>"`: prepared,
+    /// reserved, made and settled like any call), the tool calls directly:
+    /// what the turn's calls cost without the loop around them.
+    async fn replay_through_lambent(
+        &self,
+        client: &Client,
+        world: &ChatWorld,
+        tools: &ToolServer,
+        rounds: u32,
+    ) -> Result<Duration> {
+        self.replay_to(client, world, tools, rounds, true).await
+    }
+
+    async fn replay_to(
+        &self,
+        client: &Client,
+        world: &ChatWorld,
+        tools: &ToolServer,
+        rounds: u32,
+        through_lambent: bool,
+    ) -> Result<Duration> {
         push_round_replies(&world.fake, rounds);
-        let fake_url = format!("{}/v1/messages", world.fake.anthropic_base_url());
+        let (model_url, key) = if through_lambent {
+            (world.app.url("/v1/messages"), world.key.clone())
+        } else {
+            (
+                format!("{}/v1/messages", world.fake.anthropic_base_url()),
+                PROVIDER_KEY.to_owned(),
+            )
+        };
+        let bodies: Vec<String> = if through_lambent {
+            self.model
+                .iter()
+                .map(|body| {
+                    let mut body: Value = serde_json::from_str(body)?;
+                    let model = format!("fake/{}", body["model"].as_str().unwrap_or_default());
+                    body["model"] = json!(model);
+                    Ok(body.to_string())
+                })
+                .collect::<Result<_>>()?
+        } else {
+            self.model.clone()
+        };
         let tool_url = tools.url(TOOL_PATH);
         let started = Instant::now();
-        for (i, body) in self.model.iter().enumerate() {
+        for (i, body) in bodies.iter().enumerate() {
             let request = client
-                .post(&fake_url)
+                .post(&model_url)
                 .header("content-type", "application/json")
-                .header("x-api-key", PROVIDER_KEY)
+                .header("x-api-key", &key)
                 .header("anthropic-version", "2023-06-01")
                 .body(body.clone());
             let mut response = ok(request).await?;
