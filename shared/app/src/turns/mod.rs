@@ -27,7 +27,10 @@
 //! **Where it runs.** A turn asked for in a request runs in that request's
 //! process, streaming to its client as it goes; a background turn
 //! (`"background": true`) in the worker, off the steps queue
-//! ([`background`]).
+//! ([`background`]), handed on from one invocation to the next between two
+//! model calls when it outlives one. (A workflow step's agent loop is the
+//! worker's own, `crate::workflows`, with its journal under the run; it
+//! runs its tools with [`tools`] too.)
 
 pub mod answers;
 pub mod background;
