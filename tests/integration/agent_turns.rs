@@ -22,14 +22,15 @@ async fn world() -> (ChatWorld, ToolServer) {
 }
 
 async fn world_with(agent: Value) -> (ChatWorld, ToolServer) {
-    world_configured(agent, |_| {}).await
+    world_configured("anthropic", agent, |_| {}).await
 }
 
 async fn world_configured(
+    kind: &str,
     agent: Value,
     configure: impl FnOnce(&mut lambent_app::config::Config),
 ) -> (ChatWorld, ToolServer) {
-    let w = ChatWorld::start_with("anthropic", configure).await;
+    let w = ChatWorld::start_with(kind, configure).await;
     let tools = ToolServer::start().await.unwrap();
     let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
     let server_tool = |name: &str, path: &str, extra: Value| {
@@ -163,7 +164,16 @@ async fn assert_billed_once(w: &ChatWorld, session: &str) -> Decimal {
 
 #[tokio::test]
 async fn a_three_round_loop_runs_server_tools_in_parallel_and_reads_back() {
-    let (w, tools) = world().await;
+    three_rounds("anthropic").await;
+}
+
+#[tokio::test]
+async fn a_three_round_loop_speaks_the_openai_wire_format_too() {
+    three_rounds("openai").await;
+}
+
+async fn three_rounds(kind: &str) {
+    let (w, tools) = world_configured(kind, json!({}), |_| {}).await;
     let session = w.session(json!({})).await;
     // Round 1: two calls at once; round 2: one; then the answer.
     w.fake.push(
@@ -745,7 +755,7 @@ async fn a_cancel_stops_a_model_stream_and_a_tool_call_and_bills_what_was_used()
 async fn a_background_turn_longer_than_its_invocation_goes_on_in_the_next() {
     // The worker's invocation lasts 1 s here: a turn of three rounds with
     // slow tools outlives it.
-    let (w, tools) = world_configured(json!({}), |c| {
+    let (w, tools) = world_configured("anthropic", json!({}), |c| {
         c.stream_deadline = Duration::from_secs(1);
     })
     .await;
