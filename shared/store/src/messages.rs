@@ -200,7 +200,7 @@ pub fn turn_ids() -> (String, String) {
 /// IDs that sort in the order of a turn: `inputs` messages (a message, or
 /// one per tool result), then the reply.
 pub fn turn_ids_for(inputs: usize) -> (Vec<String>, String) {
-    let now = lambent_core::time::now_epoch_millis();
+    let now = next_millis(inputs as i64 + 1);
     let input = (0..inputs as i64)
         .map(|k| ids::sortable_id_at(ID_PREFIX, now + k))
         .collect();
@@ -215,6 +215,22 @@ fn count_messages(owner: &str, session_id: &str, n: usize) -> TxOp {
         update: lambent_ports::Update::new().add("message_count", rust_decimal::Decimal::from(n)),
         condition: Some(sessions::live()),
     }
+}
+
+/// The first of `count` milliseconds for message IDs, after every one
+/// this process gave before: IDs are ordered by their millisecond, so two
+/// messages of a turn written within one (a tool's result, then the next
+/// reply) still sort in the order they were made.
+fn next_millis(count: i64) -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = lambent_core::time::now_epoch_millis();
+    let mut first = now;
+    let _ = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+        first = now.max(last + 1);
+        Some(first + count - 1)
+    });
+    first
 }
 
 /// The user's message, written only while the session is live. A message
@@ -787,5 +803,27 @@ pub fn gave_up_ops(
         count_messages(owner, session_id, 1),
     ];
     tag_turn(&mut ops, turn_id);
+    ops
+}
+
+/// [`server_tool_result_ops`] for several results of one reply, in one
+/// transaction: the session's count first, then each result (under its
+/// message ID) and its marker.
+pub fn server_tool_results_ops(
+    owner: &str,
+    session_id: &str,
+    turn_id: &str,
+    answered: &str,
+    results: &[(&str, &ToolResult)],
+    expires_at: i64,
+) -> Vec<TxOp> {
+    let mut ops = vec![count_messages(owner, session_id, results.len())];
+    for (message_id, result) in results {
+        let single = server_tool_result_ops(
+            owner, session_id, turn_id, answered, message_id, result, expires_at,
+        );
+        // Its own count is the one above.
+        ops.extend(single.into_iter().skip(1));
+    }
     ops
 }

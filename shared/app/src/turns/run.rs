@@ -81,8 +81,21 @@ impl Totals {
 struct Tail {
     reply: Option<LastReply>,
     answered: HashSet<String>,
-    /// The results stored by this runner, in the order they came.
+    /// The results this runner got, in the order they came.
     results: Vec<ToolResult>,
+    /// Those not stored yet: they are written beside the next model call
+    /// (before its reply is stored), or before the turn ends or waits.
+    unstored: Vec<Unstored>,
+}
+
+/// A tool's result on its way to the store.
+#[derive(Debug)]
+struct Unstored {
+    /// The tool's name, for its event.
+    name: String,
+    result: ToolResult,
+    /// Taken when the result came, so it sorts before the next reply.
+    message_id: String,
 }
 
 #[derive(Debug)]
@@ -180,14 +193,21 @@ impl Runner {
             Err(ended) => return self.end(ended).await,
         };
         loop {
-            match self.after_reply(&target, &mut tail).await {
-                Ok(()) => {}
-                Err(ended) => return self.end(ended).await,
+            if let Err(ended) = self.after_reply(&target, &mut tail).await {
+                return self.end_after(ended, &mut tail).await;
             }
-            tail = match self.next_call(&tail).await {
+            tail = match self.next_call(&mut tail).await {
                 Ok(tail) => tail,
-                Err(ended) => return self.end(ended).await,
+                Err(ended) => return self.end_after(ended, &mut tail).await,
             };
+        }
+    }
+
+    /// Ends the turn once the results it got are stored.
+    async fn end_after(mut self, ending: Ending, tail: &mut Tail) -> Ending {
+        match self.flush_results(tail).await {
+            Ok(()) => self.end(ending).await,
+            Err(failed) => self.end(failed).await,
         }
     }
 
@@ -299,8 +319,7 @@ impl Runner {
                     ),
                     is_error: true,
                 };
-                self.answer(&answered_message, &job.call, answer, tail)
-                    .await?;
+                record(&job.call, answer, tail);
             }
             return Err(self.ending(TurnStatus::Complete, Some(MAX_TOOL_ROUNDS)));
         }
@@ -313,11 +332,11 @@ impl Runner {
                 content,
                 is_error: true,
             };
-            self.answer(&answered_message, &call, answer, tail).await?;
+            record(&call, answer, tail);
         }
         if !run.is_empty() {
             self.totals.tool_rounds += 1;
-            self.run_tools(&answered_message, run, tail).await?;
+            self.run_tools(run, tail).await?;
         }
         if self.cancelled() {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
@@ -344,12 +363,7 @@ impl Runner {
     }
 
     /// Runs server tools concurrently, storing each answer as it comes.
-    async fn run_tools(
-        &mut self,
-        answered_message: &str,
-        run: Vec<ToRun>,
-        tail: &mut Tail,
-    ) -> Result<(), Ending> {
+    async fn run_tools(&mut self, run: Vec<ToRun>, tail: &mut Tail) -> Result<(), Ending> {
         let llm = self.llm.clone();
         let session_id = self.turn.session_id.clone();
         let mut stop = self.stop.clone();
@@ -362,9 +376,7 @@ impl Runner {
         );
         loop {
             match runs.next(&mut stop).await {
-                Next::Answer(call, answer) => {
-                    self.answer(answered_message, &call, answer, tail).await?
-                }
+                Next::Answer(call, answer) => record(&call, answer, tail),
                 Next::Done => return Ok(()),
                 Next::Stopped(unanswered) => {
                     // Cancelled under way: the calls are answered as
@@ -375,7 +387,7 @@ impl Runner {
                             content: "cancelled".to_owned(),
                             is_error: true,
                         };
-                        self.answer(answered_message, &call, answer, tail).await?;
+                        record(&call, answer, tail);
                     }
                     return Ok(());
                 }
@@ -383,34 +395,25 @@ impl Runner {
         }
     }
 
-    /// Stores a tool call's answer (once) and shows it.
-    async fn answer(
-        &mut self,
-        answered_message: &str,
-        call: &ToolCall,
-        answer: ToolAnswer,
-        tail: &mut Tail,
-    ) -> Result<(), Ending> {
-        let result = ToolResult {
-            tool_call_id: call.id.clone(),
-            content: answer.content,
-            is_error: answer.is_error,
+    /// Stores the results not stored yet, then shows them. A failure ends
+    /// the turn.
+    async fn flush_results(&mut self, tail: &mut Tail) -> Result<(), Ending> {
+        let unstored = std::mem::take(&mut tail.unstored);
+        let Some(answered) = tail.reply.as_ref().map(|r| r.message_id.clone()) else {
+            return Ok(());
         };
-        let message_id = messages::turn_ids_for(0).1;
-        let ops = messages::server_tool_result_ops(
-            &self.turn.owner,
-            &self.turn.session_id,
-            &self.turn.turn_id,
-            answered_message,
-            &message_id,
-            &result,
-            self.turn.expires_at,
-        );
-        let marker = ops.len() - 1;
-        match lambent_store::transact_retrying(self.state.store.as_ref(), ops).await {
+        let stored = store_results(&self.state, &self.turn, &answered, &unstored).await;
+        self.show_results(unstored, stored).await
+    }
+
+    /// Shows results once stored (a failure to store them ends the turn).
+    async fn show_results(
+        &mut self,
+        results: Vec<Unstored>,
+        stored: Result<(), StoreError>,
+    ) -> Result<(), Ending> {
+        match stored {
             Ok(()) => {}
-            // Stored by an earlier runner of the turn.
-            Err(StoreError::TransactionCancelled { failed }) if failed == [marker] => {}
             Err(e) if e.is_condition_failure() => {
                 return Err(self.ending(TurnStatus::Failed, Some("session_deleted")))
             }
@@ -419,25 +422,25 @@ impl Runner {
                 return Err(self.ending(TurnStatus::Failed, None));
             }
         }
-        tail.answered.insert(call.id.clone());
-        tail.results.push(result.clone());
-        self.log
-            .emit(
-                "tool_result",
-                json!({
-                    "tool_call_id": result.tool_call_id,
-                    "name": call.name,
-                    "content": result.content,
-                    "is_error": result.is_error,
-                }),
-            )
-            .await;
+        for Unstored { name, result, .. } in results {
+            self.log
+                .emit(
+                    "tool_result",
+                    json!({
+                        "tool_call_id": result.tool_call_id,
+                        "name": name,
+                        "content": result.content,
+                        "is_error": result.is_error,
+                    }),
+                )
+                .await;
+        }
         Ok(())
     }
 
     /// The next model call of the turn: the last call's conversation with
     /// `tail` (its reply and results) added, or from the stored history.
-    async fn next_call(&mut self, tail: &Tail) -> Result<Tail, Ending> {
+    async fn next_call(&mut self, tail: &mut Tail) -> Result<Tail, Ending> {
         if self.cancelled() {
             return Err(self.ending(TurnStatus::Cancelled, Some(chat::CANCELLED)));
         }
@@ -456,6 +459,8 @@ impl Runner {
         let prepared = match continued {
             Some(prepared) => prepared,
             None => {
+                // The history is read from the store: the results first.
+                self.flush_results(tail).await?;
                 chat::prepare_session_turn(
                     &self.state,
                     &self.turn.owner,
@@ -476,9 +481,33 @@ impl Runner {
             }
             Err(e) => return Err(self.failed(&e).await),
         };
-        let started = match chat::start(&self.state, &self.llm, &call).await {
-            Ok(started) => started,
-            Err(e) => return Err(self.failed(&e).await),
+        // The results go into the store while the provider starts; the
+        // reply is stored after them.
+        let unstored = std::mem::take(&mut tail.unstored);
+        let answered = tail.reply.as_ref().map(|r| r.message_id.clone());
+        let (stored, started) = tokio::join!(
+            async {
+                match &answered {
+                    Some(answered) if !unstored.is_empty() => {
+                        store_results(&self.state, &self.turn, answered, &unstored).await
+                    }
+                    _ => Ok(()),
+                }
+            },
+            chat::start(&self.state, &self.llm, &call)
+        );
+        let shown = self.show_results(unstored, stored).await;
+        let started = match (started, shown) {
+            (Ok(started), Ok(())) => started,
+            (Ok(started), Err(failed)) => {
+                drop(started.stream);
+                chat::release(&self.state, &call).await;
+                return Err(failed);
+            }
+            (Err(e), shown) => {
+                shown?;
+                return Err(self.failed(&e).await);
+            }
         };
         self.model_call(call, started).await
     }
@@ -568,6 +597,7 @@ impl Runner {
             }),
             answered: HashSet::new(),
             results: Vec::new(),
+            unstored: Vec::new(),
         })
     }
 
@@ -624,6 +654,7 @@ impl Runner {
                         }),
                         answered: HashSet::new(),
                         results: Vec::new(),
+                        unstored: Vec::new(),
                     };
                 }
                 MessageRole::Tool => {
@@ -731,4 +762,74 @@ fn added_turns(reply: &LastReply, tail: &Tail) -> Vec<Turn> {
             parts: results,
         },
     ]
+}
+
+/// Keeps a tool call's answer, to be stored and shown with the others of
+/// its reply ([`Runner::flush_results`], or beside the next model call).
+fn record(call: &ToolCall, answer: ToolAnswer, tail: &mut Tail) {
+    let result = ToolResult {
+        tool_call_id: call.id.clone(),
+        content: answer.content,
+        is_error: answer.is_error,
+    };
+    tail.answered.insert(call.id.clone());
+    tail.results.push(result.clone());
+    tail.unstored.push(Unstored {
+        name: call.name.clone(),
+        result,
+        message_id: messages::turn_ids_for(0).1,
+    });
+}
+
+/// Stores server tools' results for the calls of reply `answered`, each
+/// once: in one transaction, or (when some were stored already, by an
+/// earlier runner of the turn) one by one.
+async fn store_results(
+    state: &State,
+    turn: &TurnRef,
+    answered: &str,
+    results: &[Unstored],
+) -> Result<(), StoreError> {
+    let store = state.store.as_ref();
+    let ops_of = |unstored: &Unstored| {
+        messages::server_tool_result_ops(
+            &turn.owner,
+            &turn.session_id,
+            &turn.turn_id,
+            answered,
+            &unstored.message_id,
+            &unstored.result,
+            turn.expires_at,
+        )
+    };
+    if results.len() > 1 {
+        let all: Vec<(&str, &ToolResult)> = results
+            .iter()
+            .map(|u| (u.message_id.as_str(), &u.result))
+            .collect();
+        let ops = messages::server_tool_results_ops(
+            &turn.owner,
+            &turn.session_id,
+            &turn.turn_id,
+            answered,
+            &all,
+            turn.expires_at,
+        );
+        match lambent_store::transact_retrying(store, ops).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::TransactionCancelled { failed }) if !failed.contains(&0) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for unstored in results {
+        let ops = ops_of(unstored);
+        let marker = ops.len() - 1;
+        match lambent_store::transact_retrying(store, ops).await {
+            Ok(()) => {}
+            // Stored by an earlier runner of the turn.
+            Err(StoreError::TransactionCancelled { failed }) if failed == [marker] => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
