@@ -66,9 +66,9 @@ fn serve(addr: &str, dir: &Path) -> LambentProcess {
         ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1"),
         ("LAMBENT_RATE_LIMIT_REQUESTS", "0"),
         ("LAMBENT_MAX_STREAMS_PER_USER", "0"),
-        // A dead runner's turn is free 1.5 s after its last renewal, and
-        // the sweeper hands it to the worker a lease later.
-        ("LAMBENT_TURN_LEASE_MS", "1500"),
+        // The default lease (30 s): the restarted server takes up the
+        // turns its killed run left at once, not a lease later.
+        ("LAMBENT_TURN_LEASE_MS", "30000"),
         ("LAMBENT_TURN_MAX_ATTEMPTS", "10"),
         ("LAMBENT_STEP_LEASE_MS", "3000"),
         ("LAMBENT_STEP_BACKOFF_MS", "100"),

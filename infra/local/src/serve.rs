@@ -153,6 +153,17 @@ pub async fn run(
 
     let app = crate::app::app(state.clone())?;
     let worker = lambent_app::workflows::Worker::new(state.clone())?;
+    if options.backend == Backend::Embedded {
+        // This process owns its embedded store: a turn still running there
+        // was left by a previous run of it (killed), and goes on now.
+        match lambent_app::turns::background::take_up_orphans(&state).await {
+            Ok(0) => {}
+            Ok(handed) => tracing::info!(turns = handed, "took up turns left running"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take up turns left running; the sweeper will")
+            }
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = crate::consumers::spawn_all(&state, worker, &stop_rx);
     // What the scheduled sweeper function does on AWS.

@@ -346,6 +346,24 @@ pub async fn release(store: &dyn ItemStore, session_id: &str, turn_id: &str) -> 
     }
 }
 
+/// Ends the lease of a running turn whose runner is known to be gone (the
+/// process that ran it was restarted), so the next claim takes it at
+/// once; the lost attempt still counts.
+pub async fn expire_lease(store: &dyn ItemStore, session_id: &str, turn_id: &str) -> Result<()> {
+    match store
+        .update(
+            &turn_key(session_id, turn_id),
+            Update::new().set("lease_until", 0i64),
+            Some(Condition::eq("status", TurnStatus::Running.as_str())),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_condition_failure() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Asks a running or waiting turn to stop; idempotent. Returns the turn as
 /// it is afterwards (`None`: there is no such turn).
 pub async fn request_cancel(

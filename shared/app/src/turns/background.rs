@@ -76,6 +76,36 @@ pub async fn hand_over(state: &State, owner: &str, session_id: &str, turn_id: &s
     }
 }
 
+/// Takes up every turn left running by a process that is gone: for a
+/// process that owns its store alone (`lambent serve` on its embedded
+/// store, restarted after a crash), so they go on at once rather than a
+/// lease later. Returns how many were handed to the worker.
+pub async fn take_up_orphans(state: &State) -> Result<u32> {
+    let store = state.store.as_ref();
+    let mut handed = 0;
+    for shard in 0..turns::ACTIVE_SHARDS {
+        let mut after = None;
+        loop {
+            let (active, next) = turns::active_turns(store, shard, 100, after).await?;
+            for entry in active {
+                let running = turns::get(store, &entry.session_id, &entry.turn_id)
+                    .await?
+                    .is_some_and(|t| t.status == TurnStatus::Running);
+                if running {
+                    turns::expire_lease(store, &entry.session_id, &entry.turn_id).await?;
+                    hand_over(state, &entry.owner, &entry.session_id, &entry.turn_id).await;
+                    handed += 1;
+                }
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(handed)
+}
+
 /// Claims turn `message` and runs it (from its journal) to its end. `Ok`
 /// when the message is done with: the turn ran, is final or gone, was
 /// given up, or is held by a live runner.
