@@ -25,9 +25,10 @@ use tracing::Instrument;
 /// smooth scheduling, small enough that a stalled client stops the read.
 const BUFFERED_EVENTS: usize = 8;
 
-/// How a reply's events look on the wire: Lambent's own events
-/// ([`LambentEvents`]) or OpenAI's chat completion chunks
-/// (`crate::completions`).
+/// How a stateless call's reply looks on the wire: OpenAI's chat
+/// completion chunks (`crate::completions`) or Anthropic's message events
+/// (`crate::messages_api`). (A session turn's events are
+/// `lambent_app::turns`'s, streamed by [`stream_live_turn`].)
 pub trait Wire: Send + 'static {
     /// Sent before the first text.
     fn start(&mut self, call: &Prepared) -> Vec<Event>;

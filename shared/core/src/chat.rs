@@ -35,6 +35,28 @@ impl Turn {
         }
     }
 
+    /// A model's reply as the next call sends it again: its text (if any),
+    /// then its tool calls.
+    pub fn reply(text: &str, calls: &[ToolCall]) -> Turn {
+        let mut parts = Vec::with_capacity(calls.len() + 1);
+        if !text.is_empty() {
+            parts.push(Part::Text(text.to_owned()));
+        }
+        parts.extend(calls.iter().cloned().map(Part::ToolCall));
+        Turn {
+            role: Role::Assistant,
+            parts,
+        }
+    }
+
+    /// The results of tool calls, as one user turn.
+    pub fn results(results: impl IntoIterator<Item = ToolResult>) -> Turn {
+        Turn {
+            role: Role::User,
+            parts: results.into_iter().map(Part::ToolResult).collect(),
+        }
+    }
+
     /// The text parts, joined.
     pub fn joined_text(&self) -> String {
         self.parts

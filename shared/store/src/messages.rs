@@ -433,9 +433,7 @@ pub fn assistant_message_op(
 
 /// What a reply counts for in a later call's context.
 fn reply_tokens(reply: &Reply) -> u64 {
-    let mut parts = vec![Part::Text(reply.text.clone())];
-    parts.extend(reply.tool_calls.iter().cloned().map(Part::ToolCall));
-    estimate_parts_tokens(&parts)
+    estimate_parts_tokens(&Turn::reply(&reply.text, &reply.tool_calls).parts)
 }
 
 /// The assistant's message as it is (or will be) stored, without reading
@@ -552,26 +550,14 @@ async fn fill_parts(store: &dyn ItemStore, messages: &mut [Message]) -> Result<(
 fn turn_of(item: &Item) -> Result<Turn> {
     match item.get_str("role") {
         Some("assistant") => {
-            let mut parts = Vec::new();
-            let content = text(item, "content")?;
-            if !content.is_empty() {
-                parts.push(Part::Text(content));
-            }
             let calls: Vec<ToolCall> = opt_json_attr(item, "tool_calls")?.unwrap_or_default();
-            parts.extend(calls.into_iter().map(Part::ToolCall));
-            Ok(Turn {
-                role: Role::Assistant,
-                parts,
-            })
+            Ok(Turn::reply(&text(item, "content")?, &calls))
         }
-        Some("tool") => Ok(Turn {
-            role: Role::User,
-            parts: vec![Part::ToolResult(ToolResult {
-                tool_call_id: text(item, "tool_call_id")?,
-                content: text(item, "content")?,
-                is_error: item.get("is_error").is_some(),
-            })],
-        }),
+        Some("tool") => Ok(Turn::results([ToolResult {
+            tool_call_id: text(item, "tool_call_id")?,
+            content: text(item, "content")?,
+            is_error: item.get("is_error").is_some(),
+        }])),
         _ => Ok(Turn {
             role: Role::User,
             parts: stored_parts(item)?.into_iter().map(Part::from).collect(),

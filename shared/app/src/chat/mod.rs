@@ -195,11 +195,7 @@ pub async fn prepare_session_turn(
     let (target, user) = (target?, user?.ok_or(Error::NotFound("user"))?);
     let budget = target.context_token_budget;
     let said = input.parts();
-    let fixed = target
-        .system
-        .as_deref()
-        .map_or(0, messages::estimate_tokens)
-        + messages::estimate_parts_tokens(&said);
+    let fixed = system_tokens(&target) + messages::estimate_parts_tokens(&said);
     if fixed > budget {
         return Err(Error::BadRequest(format!(
             "content: the message and the agent's system prompt need about {fixed} tokens, \
@@ -273,14 +269,7 @@ pub async fn prepare_next(
     let target = context.target.clone();
     let mut turns = previous.request.turns.clone();
     turns.extend(added);
-    let prompt_tokens = target
-        .system
-        .as_deref()
-        .map_or(0, messages::estimate_tokens)
-        + turns
-            .iter()
-            .map(|t| messages::estimate_parts_tokens(&t.parts))
-            .sum::<u64>();
+    let prompt_tokens = prompt_estimate(&target, &turns);
     if prompt_tokens > target.context_token_budget {
         return None;
     }
@@ -323,14 +312,7 @@ pub async fn prepare_call(
     target: Target,
     turns: Vec<Turn>,
 ) -> Result<Prepared> {
-    let prompt_tokens = target
-        .system
-        .as_deref()
-        .map_or(0, messages::estimate_tokens)
-        + turns
-            .iter()
-            .map(|t| messages::estimate_parts_tokens(&t.parts))
-            .sum::<u64>();
+    let prompt_tokens = prompt_estimate(&target, &turns);
     let record = Record::Call {
         call_id: new_call_id(state),
     };
@@ -355,14 +337,7 @@ pub async fn prepare_step(
     monthly_limit: Option<Decimal>,
     step: Record,
 ) -> Result<Prepared> {
-    let prompt_tokens = target
-        .system
-        .as_deref()
-        .map_or(0, messages::estimate_tokens)
-        + turns
-            .iter()
-            .map(|t| messages::estimate_parts_tokens(&t.parts))
-            .sum::<u64>();
+    let prompt_tokens = prompt_estimate(&target, &turns);
     if prompt_tokens > target.context_token_budget {
         return Err(Error::BadRequest(format!(
             "the prompt needs about {prompt_tokens} tokens, more than the agent's \
@@ -375,6 +350,24 @@ pub async fn prepare_step(
         session: None,
     };
     prepare(state, owner, target, turns, prompt_tokens, limits, step).await
+}
+
+/// The estimate of the agent's system prompt.
+fn system_tokens(target: &Target) -> u64 {
+    target
+        .system
+        .as_deref()
+        .map_or(0, messages::estimate_tokens)
+}
+
+/// The estimate of a prompt: the system prompt, then `turns` (tools are
+/// added by [`prepare`]).
+fn prompt_estimate(target: &Target, turns: &[Turn]) -> u64 {
+    system_tokens(target)
+        + turns
+            .iter()
+            .map(|t| messages::estimate_parts_tokens(&t.parts))
+            .sum::<u64>()
 }
 
 /// A new call's ID: it sorts by time, so the sweeper reads the ledger

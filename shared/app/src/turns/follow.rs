@@ -86,6 +86,9 @@ impl Following {
         let (session_id, turn_id) = (self.session_id.as_str(), self.turn_id.as_str());
         let mut last_sent = self.after;
         let mut quiet = 0;
+        // Once the turn is known final, its events are all stored: one more
+        // read to the end, then no waiting.
+        let mut ended = self.final_at_start;
         loop {
             let (events, next, more) =
                 match turns::events_page(store, session_id, turn_id, cursor).await {
@@ -110,24 +113,15 @@ impl Following {
             if more {
                 continue;
             }
-            if self.final_at_start {
+            if ended {
                 return;
             }
             if quiet >= QUIET_POLLS {
                 quiet = 0;
                 match turns::get(store, session_id, turn_id).await {
-                    // Its events are all stored by now: one last read.
                     Ok(Some(turn)) if turn.status.is_final() => {
-                        if let Ok((events, _)) =
-                            turns::events_after(store, session_id, turn_id, cursor).await
-                        {
-                            for event in events {
-                                if last_sent.is_none_or(|seen| event.id > seen) {
-                                    let _ = tx.send(event).await;
-                                }
-                            }
-                        }
-                        return;
+                        ended = true;
+                        continue;
                     }
                     Ok(None) => return,
                     _ => {}

@@ -14,7 +14,7 @@ use super::{APPROVAL_REQUIRED, BUDGET_EXCEEDED, MAX_TOOL_ROUNDS, TOOL_USE};
 use crate::chat::{self, Cut, Piece, Prepared, ReplyReader, Started, Stop, Target, UserInput};
 use crate::state::State;
 use lambent_core::error::Error;
-use lambent_llm::{LlmClient, Part, Role, ToolAnswer, ToolCall, ToolResult, Turn, Usage};
+use lambent_llm::{LlmClient, ToolAnswer, ToolCall, ToolResult, Turn, Usage};
 use lambent_ports::StoreError;
 use lambent_store::messages::{self, MessageRole, MessageStatus};
 use lambent_store::sessions::{self, TokenCounts};
@@ -740,27 +740,14 @@ impl Runner {
 /// A reply and its tools' results as the next call sends them again: what
 /// the stored history reads back as.
 fn added_turns(reply: &LastReply, tail: &Tail) -> Vec<Turn> {
-    let mut said = Vec::new();
-    if !reply.text.is_empty() {
-        said.push(Part::Text(reply.text.clone()));
-    }
-    said.extend(reply.tool_calls.iter().cloned().map(Part::ToolCall));
     let results = reply
         .tool_calls
         .iter()
         .filter_map(|c| tail.results.iter().find(|r| r.tool_call_id == c.id))
-        .cloned()
-        .map(Part::ToolResult)
-        .collect();
+        .cloned();
     vec![
-        Turn {
-            role: Role::Assistant,
-            parts: said,
-        },
-        Turn {
-            role: Role::User,
-            parts: results,
-        },
+        Turn::reply(&reply.text, &reply.tool_calls),
+        Turn::results(results),
     ]
 }
 

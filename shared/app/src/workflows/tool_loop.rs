@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use lambent_core::chat::{Part, Role, ToolCall, ToolResult, Turn};
+use lambent_core::chat::{Role, ToolCall, ToolResult, Turn};
 use lambent_core::workflow::MAX_OUTPUT_BYTES;
 use lambent_llm::{ToolAnswer, Usage};
 use lambent_ports::StoreError;
@@ -32,30 +32,12 @@ pub(super) enum Looped {
     Paused,
 }
 
-fn assistant(text: &str, calls: &[ToolCall]) -> Turn {
-    let mut parts = Vec::new();
-    if !text.is_empty() {
-        parts.push(Part::Text(text.to_owned()));
-    }
-    parts.extend(calls.iter().cloned().map(Part::ToolCall));
-    Turn {
-        role: Role::Assistant,
-        parts,
-    }
-}
-
+/// The results of `calls`, in their order.
 fn results_turn(
     calls: &[ToolCall],
     results: &std::collections::HashMap<String, ToolResult>,
 ) -> Turn {
-    Turn {
-        role: Role::User,
-        parts: calls
-            .iter()
-            .filter_map(|c| results.get(&c.id).cloned())
-            .map(Part::ToolResult)
-            .collect(),
-    }
+    Turn::results(calls.iter().filter_map(|c| results.get(&c.id).cloned()))
 }
 
 pub(super) async fn run(
@@ -81,7 +63,7 @@ pub(super) async fn run(
     let mut rounds = journal.rounds;
     let mut turns = vec![Turn::text(Role::User, prompt)];
     for (i, round) in rounds.iter().enumerate() {
-        turns.push(assistant(&round.text, &round.tool_calls));
+        turns.push(Turn::reply(&round.text, &round.tool_calls));
         if i + 1 < rounds.len() {
             turns.push(results_turn(&round.tool_calls, &results));
         }
@@ -207,7 +189,7 @@ pub(super) async fn run(
             completion.usage,
         )
         .await?;
-        turns.push(assistant(&round.text, &round.tool_calls));
+        turns.push(Turn::reply(&round.text, &round.tool_calls));
         rounds.push(round);
     }
 }
