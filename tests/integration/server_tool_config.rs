@@ -56,6 +56,7 @@ fn state_of(app: &TestApp) -> State {
     let ports = lambent_embedded::open(
         app.data_dir.path(),
         lambent_embedded::DEFAULT_MAX_RECEIVES,
+        lambent_embedded::Durability::default(),
         lambent_core::clock::system(),
     )
     .unwrap();

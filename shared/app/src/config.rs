@@ -49,6 +49,10 @@ pub struct Config {
     pub tool_concurrency: usize,
     /// The longest a turn's events wait in memory before they are stored.
     pub events_flush: Duration,
+    /// Whether the embedded store fsyncs every commit (`LAMBENT_SYNC=full`)
+    /// or checkpoints its WAL every second (`normal`, the default): a power
+    /// loss may then lose the last second of commits, a crash nothing.
+    pub fsync_each_commit: bool,
     /// Attempts of a workflow step before it and its run fail.
     pub step_max_attempts: u32,
     /// How long a worker holds a step it is running. It bounds the step's
@@ -100,6 +104,7 @@ impl Default for Config {
             turn_max_attempts: 5,
             tool_concurrency: 8,
             events_flush: Duration::from_millis(100),
+            fsync_each_commit: false,
             step_max_attempts: 3,
             step_lease: Duration::from_secs(150),
             step_backoff: Duration::from_secs(5),
@@ -211,6 +216,16 @@ impl Config {
             events_flush: number(env, "LAMBENT_EVENTS_FLUSH_MS", 1..=5_000)?
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.events_flush),
+            fsync_each_commit: match env.var("LAMBENT_SYNC").as_deref() {
+                None | Some("normal") => false,
+                Some("full") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LAMBENT_SYNC",
+                        why: format!("{other:?} is not normal or full"),
+                    })
+                }
+            },
             step_max_attempts: number(env, "LAMBENT_STEP_MAX_ATTEMPTS", 1..=20)?
                 .map(|n| n as u32)
                 .unwrap_or(defaults.step_max_attempts),
@@ -276,6 +291,7 @@ mod tests {
                 "https://a.example, http://localhost:5173",
             ),
             ("LAMBENT_LOG_FORMAT", "json"),
+            ("LAMBENT_SYNC", "full"),
         ]))
         .map_err(|e| e.to_string());
         let cfg = cfg.as_ref().map(|c| {
@@ -283,6 +299,7 @@ mod tests {
                 c.session_ttl.as_secs(),
                 c.cors_origins.clone(),
                 c.log_format,
+                c.fsync_each_commit,
             )
         });
         assert_eq!(
@@ -293,7 +310,8 @@ mod tests {
                     "https://a.example".to_string(),
                     "http://localhost:5173".to_string()
                 ],
-                LogFormat::Json
+                LogFormat::Json,
+                true
             ))
         );
     }
@@ -306,6 +324,17 @@ mod tests {
                 &err,
                 Err(ConfigError::Invalid {
                     name: "LAMBENT_SESSION_TTL_DAYS",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let err = Config::from_env(&env(&[("LAMBENT_SYNC", "always")]));
+        assert!(
+            matches!(
+                &err,
+                Err(ConfigError::Invalid {
+                    name: "LAMBENT_SYNC",
                     ..
                 })
             ),

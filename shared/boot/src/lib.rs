@@ -32,7 +32,12 @@ pub fn embedded_on(
     // also use receives, and the worker, not the redrive, must decide when a
     // step has failed.
     let max_receives = lambent_embedded::DEFAULT_MAX_RECEIVES.max(config.step_max_attempts + 2);
-    let ports = lambent_embedded::open(data_dir, max_receives, clock)?;
+    let durability = if config.fsync_each_commit {
+        lambent_embedded::Durability::Full
+    } else {
+        lambent_embedded::Durability::Normal
+    };
+    let ports = lambent_embedded::open(data_dir, max_receives, durability, clock)?;
     Ok(State::from_ports(config, ports))
 }
 

@@ -1,5 +1,6 @@
-//! The embedded backend of `lambent serve`: one SQLite database file (WAL,
-//! synchronous writes, so a crash loses nothing committed) holding the items
+//! The embedded backend of `lambent serve`: one SQLite database file (WAL;
+//! a crash loses nothing committed, a power loss at most the last second by
+//! default, see [`Durability`]) holding the items
 //! and the queues, an AES-256-GCM master key file, and secret files, all in
 //! one data directory. No AWS, no setup.
 
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cipher::LocalCipher;
-pub use db::Db;
+pub use db::{Db, Durability};
 pub use files::{ensure_private_dir as ensure_data_dir, read_secret_file, write_secret_file};
 pub use queue::EmbeddedQueue;
 pub use secrets::FileSecrets;
@@ -33,19 +34,23 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 /// Opens (creating on first use) every embedded adapter in `data_dir`;
-/// a queued message moves to its dead-letter queue after `max_receives`.
+/// a queued message moves to its dead-letter queue after `max_receives`,
+/// and commits are as durable as `durability` says.
 /// The store decides expiry by `clock`; the queue's visibility timeouts are
 /// transport time, on the wall clock as SQS's are.
 pub fn open(
     data_dir: &Path,
     max_receives: u32,
+    durability: Durability,
     clock: Arc<dyn Clock>,
 ) -> Result<Ports, StartError> {
     files::ensure_private_dir(data_dir)
         .map_err(|e| StartError::DataDir(format!("{}: {e}", data_dir.display())))?;
-    let db = Db::open(&data_dir.join(DATABASE_FILE)).map_err(|e| StartError::Dependency {
-        name: "store",
-        detail: e.to_string(),
+    let db = Db::open_with(&data_dir.join(DATABASE_FILE), durability).map_err(|e| {
+        StartError::Dependency {
+            name: "store",
+            detail: e.to_string(),
+        }
     })?;
     let cipher = LocalCipher::open_or_create(&data_dir.join(MASTER_KEY_FILE)).map_err(|e| {
         StartError::Dependency {
@@ -120,7 +125,13 @@ mod tests {
         }
         assert_eq!(mode(&data), 0o755);
 
-        let ports = super::open(&data, 5, lambent_core::clock::system()).unwrap();
+        let ports = super::open(
+            &data,
+            5,
+            super::Durability::default(),
+            lambent_core::clock::system(),
+        )
+        .unwrap();
         // A write, so SQLite has certainly made its WAL files.
         ports
             .store
@@ -154,7 +165,13 @@ mod tests {
     async fn a_new_data_directory_is_private_from_the_start() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("new").join("data");
-        let ports = super::open(&data, 5, lambent_core::clock::system()).unwrap();
+        let ports = super::open(
+            &data,
+            5,
+            super::Durability::default(),
+            lambent_core::clock::system(),
+        )
+        .unwrap();
         ports
             .store
             .put(Item::new(Key::new("p", "s")), None)
