@@ -808,3 +808,112 @@ async fn a_background_turn_longer_than_its_invocation_goes_on_in_the_next() {
     assert_eq!(view["turn"]["model_calls"], 4);
     assert_billed_once(&w, &session).await;
 }
+
+/// A world whose turns store their events every 50 ms once followed and
+/// not before the turn ends otherwise (an hour), with its store at hand.
+async fn world_with_store() -> (ChatWorld, std::sync::Arc<dyn lambent_ports::ItemStore>) {
+    let kept = std::sync::Arc::new(std::sync::OnceLock::new());
+    let layer = {
+        let kept = kept.clone();
+        lambent_local::serve::StoreLayer::new(move |store| {
+            let _ = kept.set(store.clone());
+            store
+        })
+    };
+    let app = lambent_testkit::app::spawn_app_layered(
+        lambent_core::clock::system(),
+        Some(layer),
+        |config| {
+            config.events_flush = Duration::from_millis(50);
+            config.events_idle_flush = Duration::from_secs(60);
+        },
+    )
+    .await;
+    let w = ChatWorld::seed(app, "anthropic").await;
+    let store = kept.get().expect("the store was built").clone();
+    (w, store)
+}
+
+/// A background turn of 40 deltas, one every 50 ms (about 2 s).
+async fn slow_background_turn(w: &ChatWorld, session: &str) -> String {
+    let chunks: Vec<String> = (0..40).map(|i| format!("word{i} ")).collect();
+    w.fake.push(
+        Reply::chunks(chunks)
+            .chunk_delay(Duration::from_millis(50))
+            .usage(usage(50, 40)),
+    );
+    let (status, accepted) = w
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": "Tell me a story", "background": true})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    accepted["message_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_turn_nobody_follows_stores_its_events_rarely_and_often_once_followed() {
+    let (w, store) = world_with_store().await;
+    let stored = |session: String, turn: String| {
+        let store = store.clone();
+        async move {
+            let next = lambent_store::turns::next_event_id(store.as_ref(), &session, &turn);
+            let running = lambent_store::turns::get(store.as_ref(), &session, &turn);
+            let (next, running) = (next.await.unwrap(), running.await.unwrap().unwrap());
+            (next, !running.status.is_final())
+        }
+    };
+
+    // Followed from this process: its events come while it runs.
+    let session = w.session(json!({})).await;
+    let turn = slow_background_turn(&w, &session).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stored(session.clone(), turn.clone()).await,
+        (0, true),
+        "half a second into an unfollowed turn nothing is stored yet"
+    );
+    let follower = w
+        .app
+        .request(
+            Method::GET,
+            &format!("/v1/sessions/{session}/messages/{turn}/events"),
+            &w.key,
+        )
+        .send()
+        .await
+        .unwrap();
+    let first = read_until(follower, 3).await;
+    assert_eq!(ids(&first), vec![0, 1, 2, 3]);
+    assert_eq!(turn_view(&w, &session, &turn).await["status"], "running");
+
+    // Followed from another process (as on Lambda): only the store tells
+    // the runner, which reads it every second.
+    let session = w.session(json!({})).await;
+    let turn = slow_background_turn(&w, &session).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lambent_store::turns::mark_followed(store.as_ref(), &session, &turn)
+        .await
+        .unwrap();
+    let marked = Instant::now();
+    loop {
+        let (next, running) = stored(session.clone(), turn.clone()).await;
+        if next > 0 {
+            assert!(running, "the events were stored only at the turn's end");
+            break;
+        }
+        assert!(running, "the turn ended before any event was stored");
+        assert!(marked.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = loop {
+        let view = turn_view(&w, &session, &turn).await;
+        if view["status"] != "running" {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["status"], "complete");
+}

@@ -18,37 +18,38 @@ pub const GOAL_RESUME_P99_US: f64 = 5_000.0;
 /// p50, µs.
 pub const GOAL_ROUND_OVERHEAD_P50_US: f64 = 200.0;
 
-/// One streamed turn of the writes phase: `deltas` text deltas, one every
-/// `pace_ms`, with events flushed every `flush_ms` (`None`: the default,
-/// `LAMBENT_EVENTS_FLUSH_MS` = 100).
+/// One turn of the writes phase: `deltas` text deltas, one every
+/// `pace_ms`; read live by the client that started it (a streamed turn), or
+/// (`followed`) a background turn read by a follower of its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteSpec {
     pub deltas: u64,
     pub pace_ms: u64,
-    pub flush_ms: Option<u64>,
+    pub followed: bool,
 }
 
 impl WriteSpec {
-    /// `DELTAS:PACE_MS` or `DELTAS:PACE_MS:FLUSH_MS`, e.g. `1000:20:1000`.
+    /// `DELTAS:PACE_MS` or `DELTAS:PACE_MS:followed`, e.g. `1000:20:followed`.
     pub fn parse(spec: &str) -> Result<WriteSpec> {
-        let numbers = spec
-            .split(':')
-            .map(|part| part.trim().parse::<u64>())
-            .collect::<Result<Vec<u64>, _>>()
-            .with_context(|| format!("{spec:?}: numbers separated by ':'"))?;
-        match numbers[..] {
-            [deltas, pace_ms] if deltas > 0 => Ok(WriteSpec {
-                deltas,
-                pace_ms,
-                flush_ms: None,
-            }),
-            [deltas, pace_ms, flush_ms] if deltas > 0 && flush_ms > 0 => Ok(WriteSpec {
-                deltas,
-                pace_ms,
-                flush_ms: Some(flush_ms),
-            }),
-            _ => bail!("{spec:?}: DELTAS:PACE_MS[:FLUSH_MS], DELTAS and FLUSH_MS above 0"),
+        let parts: Vec<&str> = spec.split(':').map(str::trim).collect();
+        let followed = match parts[..] {
+            [_, _] => false,
+            [_, _, "followed"] => true,
+            _ => bail!("{spec:?}: DELTAS:PACE_MS[:followed]"),
+        };
+        let number = |part: &str| {
+            part.parse::<u64>()
+                .with_context(|| format!("{spec:?}: {part:?} is not a number"))
+        };
+        let (deltas, pace_ms) = (number(parts[0])?, number(parts[1])?);
+        if deltas == 0 {
+            bail!("{spec:?}: DELTAS must be above 0");
         }
+        Ok(WriteSpec {
+            deltas,
+            pace_ms,
+            followed,
+        })
     }
 }
 
@@ -169,11 +170,14 @@ mod tests {
     #[test]
     fn write_specs_parse() {
         let spec = WriteSpec::parse("1000:5").unwrap();
-        assert_eq!((spec.deltas, spec.pace_ms, spec.flush_ms), (1000, 5, None));
-        let spec = WriteSpec::parse("10000:20:1000").unwrap();
-        assert_eq!(spec.flush_ms, Some(1000));
+        assert_eq!((spec.deltas, spec.pace_ms, spec.followed), (1000, 5, false));
+        let spec = WriteSpec::parse("10000:20:followed").unwrap();
+        assert_eq!(
+            (spec.deltas, spec.pace_ms, spec.followed),
+            (10000, 20, true)
+        );
         assert!(WriteSpec::parse("0:5").is_err());
-        assert!(WriteSpec::parse("10:5:0").is_err());
+        assert!(WriteSpec::parse("10:5:1000").is_err());
         assert!(WriteSpec::parse("ten:5").is_err());
         assert!(WriteSpec::parse("10").is_err());
     }

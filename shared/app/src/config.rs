@@ -47,8 +47,11 @@ pub struct Config {
     pub turn_max_attempts: u32,
     /// Server tools of one model reply run at once, at most.
     pub tool_concurrency: usize,
-    /// The longest a turn's events wait in memory before they are stored.
+    /// The longest a turn's events wait in memory before they are stored,
+    /// once a client follows the turn.
     pub events_flush: Duration,
+    /// The same while nobody follows it: fewer, larger writes.
+    pub events_idle_flush: Duration,
     /// Whether the embedded store fsyncs every commit (`LAMBENT_SYNC=full`)
     /// or checkpoints its WAL every second (`normal`, the default): a power
     /// loss may then lose the last second of commits, a crash nothing.
@@ -104,6 +107,7 @@ impl Default for Config {
             turn_max_attempts: 5,
             tool_concurrency: 8,
             events_flush: Duration::from_millis(100),
+            events_idle_flush: Duration::from_secs(2),
             fsync_each_commit: false,
             step_max_attempts: 3,
             step_lease: Duration::from_secs(150),
@@ -216,6 +220,9 @@ impl Config {
             events_flush: number(env, "LAMBENT_EVENTS_FLUSH_MS", 1..=5_000)?
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.events_flush),
+            events_idle_flush: number(env, "LAMBENT_EVENTS_IDLE_FLUSH_MS", 1..=60_000)?
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.events_idle_flush),
             fsync_each_commit: match env.var("LAMBENT_SYNC").as_deref() {
                 None | Some("normal") => false,
                 Some("full") => true,

@@ -1,16 +1,25 @@
 //! What this process knows of the agent turns (`crate::turns`) it runs: a cancel reaches a turn
-//! run here at once (others see it in the store within a second), and a
-//! follower of a turn run here wakes as soon as a batch of its events is
-//! stored instead of at its next poll.
+//! run here at once (others see it in the store within a second), a
+//! follower of a turn run here makes it store its events at the shorter
+//! interval at once, and wakes as soon as a batch of them is stored instead
+//! of at its next poll.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+/// The signals of a turn running here.
+pub struct Signals {
+    /// Set when the turn is cancelled.
+    pub stop: watch::Sender<bool>,
+    /// Set when a client follows its events.
+    pub followed: watch::Sender<bool>,
+}
+
 #[derive(Default)]
 pub struct Registry {
-    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    running: Mutex<HashMap<String, Signals>>,
     stored: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
@@ -29,11 +38,10 @@ impl Drop for Running {
 }
 
 impl Registry {
-    /// Registers turn `turn_id` as running here; `stop` is set when it is
-    /// cancelled.
-    pub fn running(self: &Arc<Self>, turn_id: &str, stop: watch::Sender<bool>) -> Running {
+    /// Registers turn `turn_id` as running here, with its signals.
+    pub fn running(self: &Arc<Self>, turn_id: &str, signals: Signals) -> Running {
         if let Ok(mut running) = self.running.lock() {
-            running.insert(turn_id.to_owned(), stop);
+            running.insert(turn_id.to_owned(), signals);
         }
         Running {
             registry: self.clone(),
@@ -44,9 +52,21 @@ impl Registry {
     /// Stops turn `turn_id` if it runs here.
     pub fn cancel(&self, turn_id: &str) {
         if let Ok(running) = self.running.lock() {
-            if let Some(stop) = running.get(turn_id) {
-                stop.send_replace(true);
+            if let Some(signals) = running.get(turn_id) {
+                signals.stop.send_replace(true);
             }
+        }
+    }
+
+    /// Tells turn `turn_id` that a client follows it; `false` if it does
+    /// not run here.
+    pub fn follow(&self, turn_id: &str) -> bool {
+        match self.running.lock() {
+            Ok(running) => running.get(turn_id).is_some_and(|signals| {
+                signals.followed.send_replace(true);
+                true
+            }),
+            Err(_) => false,
         }
     }
 

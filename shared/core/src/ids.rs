@@ -50,9 +50,52 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", base32(&random_bytes::<16>()))
 }
 
-/// A new time-ordered ID: 48-bit milliseconds then 80 random bits.
+/// A new time-ordered ID: 48-bit milliseconds then 80 random bits,
+/// greater than every one this process made before.
 pub fn new_sortable_id(prefix: &str) -> String {
-    sortable_id_at(prefix, crate::time::now_epoch_millis())
+    new_sortable_ids(prefix, 1).remove(0)
+}
+
+/// `n` new time-ordered IDs, in increasing order and greater than every one
+/// this process made before: within one millisecond an ID is the last
+/// one's bits plus one (as monotonic ULIDs are), so IDs made one after
+/// another sort in that order (a tool's result, then the next reply; two
+/// audit entries) without taking the clock ahead of time.
+pub fn new_sortable_ids(prefix: &str, n: usize) -> Vec<String> {
+    use std::sync::Mutex;
+    /// The last ID made: its millisecond and random bits (80 of 128 used).
+    static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
+    const RANDOM_MAX: u128 = (1 << 80) - 1;
+    let now = crate::time::now_epoch_millis().max(0) as u64;
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut made = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ms, bits) = if now > last.0 {
+            (now, fresh_random_bits())
+        } else if last.1 < RANDOM_MAX {
+            (last.0, last.1 + 1)
+        } else {
+            (last.0 + 1, fresh_random_bits())
+        };
+        *last = (ms, bits);
+        made.push(id_of(prefix, ms, bits));
+    }
+    made
+}
+
+/// 80 random bits, the top one clear: an increment within the millisecond
+/// never runs out.
+fn fresh_random_bits() -> u128 {
+    let mut bits = [0u8; 16];
+    bits[6..].copy_from_slice(&random_bytes::<10>());
+    bits[6] &= 0x7f;
+    u128::from_be_bytes(bits)
+}
+
+fn id_of(prefix: &str, ms: u64, bits: u128) -> String {
+    let mut bytes = bits.to_be_bytes();
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    format!("{prefix}_{}", base32(&bytes))
 }
 
 pub fn sortable_id_at(prefix: &str, epoch_millis: i64) -> String {
@@ -173,5 +216,25 @@ mod tests {
         let earlier = sortable_id_at("msg", 1_700_000_000_000);
         let later = sortable_id_at("msg", 1_700_000_000_001);
         assert!(earlier < later, "{earlier} !< {later}");
+    }
+
+    /// Thousands of IDs within a few milliseconds, from several threads:
+    /// each thread's sort in the order it made them, and none repeats.
+    #[test]
+    fn sortable_ids_made_one_after_another_sort_in_that_order() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..5_000).map(|_| new_sortable_id("aud")).collect()))
+            .collect();
+        let mut all = std::collections::BTreeSet::new();
+        for thread in threads {
+            let made: Vec<String> = thread.join().unwrap();
+            for pair in made.windows(2) {
+                assert!(pair[0] < pair[1], "{} !< {}", pair[0], pair[1]);
+            }
+            all.extend(made);
+        }
+        assert_eq!(all.len(), 20_000);
+        let batch = new_sortable_ids("msg", 3);
+        assert!(batch[0] < batch[1] && batch[1] < batch[2], "{batch:?}");
     }
 }

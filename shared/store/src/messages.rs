@@ -200,11 +200,11 @@ pub fn turn_ids() -> (String, String) {
 /// IDs that sort in the order of a turn: `inputs` messages (a message, or
 /// one per tool result), then the reply.
 pub fn turn_ids_for(inputs: usize) -> (Vec<String>, String) {
-    let now = next_millis(inputs as i64 + 1);
-    let input = (0..inputs as i64)
-        .map(|k| ids::sortable_id_at(ID_PREFIX, now + k))
-        .collect();
-    (input, ids::sortable_id_at(ID_PREFIX, now + inputs as i64))
+    let mut made = ids::new_sortable_ids(ID_PREFIX, inputs + 1);
+    let reply = made
+        .pop()
+        .unwrap_or_else(|| ids::new_sortable_id(ID_PREFIX));
+    (made, reply)
 }
 
 /// Counts `n` new messages in the session's totals, only while it is live:
@@ -215,22 +215,6 @@ fn count_messages(owner: &str, session_id: &str, n: usize) -> TxOp {
         update: lambent_ports::Update::new().add("message_count", rust_decimal::Decimal::from(n)),
         condition: Some(sessions::live()),
     }
-}
-
-/// The first of `count` milliseconds for message IDs, after every one
-/// this process gave before: IDs are ordered by their millisecond, so two
-/// messages of a turn written within one (a tool's result, then the next
-/// reply) still sort in the order they were made.
-fn next_millis(count: i64) -> i64 {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = lambent_core::time::now_epoch_millis();
-    let mut first = now;
-    let _ = LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-        first = now.max(last + 1);
-        Some(first + count - 1)
-    });
-    first
 }
 
 /// The user's message, written only while the session is live. A message

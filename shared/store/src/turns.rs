@@ -143,6 +143,9 @@ pub struct Turn {
     /// The tool calls a waiting turn waits for.
     pub waiting: Vec<Pending>,
     pub cancel_requested: bool,
+    /// Whether a client has followed its events (`GET …/events`) while it
+    /// ran: its runner then stores them at the shorter interval.
+    pub followed: bool,
     /// Until when its runner holds it (epoch ms; 0: nobody).
     pub lease_until_ms: i64,
     /// Times a runner took it.
@@ -182,6 +185,7 @@ fn from_item(session_id: &str, item: &Item) -> Result<Turn> {
         cost_usd: super::opt_decimal(item, "cost_usd").unwrap_or_default(),
         waiting: opt_json_attr(item, "waiting")?.unwrap_or_default(),
         cancel_requested: item.get("cancel").is_some(),
+        followed: item.get("followed").is_some(),
         lease_until_ms: whole(item, "lease_until").unwrap_or(0),
         attempts: whole(item, "attempts").unwrap_or(0).max(0) as u32,
         first_message_id: text(item, "first_message")?,
@@ -203,8 +207,9 @@ pub struct NewTurn<'a> {
     pub first_message_id: &'a str,
     /// Run by the worker (`"background": true`).
     pub background: bool,
-    /// Its runner's lease (a background turn: now, so a worker can claim
-    /// it at once).
+    /// Its runner's lease (a background turn: now; the first worker claims
+    /// it whatever its lease, and the sweeper hands it over a lease later if
+    /// nobody has).
     pub lease_until_ms: i64,
     /// Decisions on the calls its predecessor waited for.
     pub approvals: &'a [Approval],
@@ -274,9 +279,13 @@ pub async fn latest(store: &dyn ItemStore, session_id: &str) -> Result<Option<Tu
         .transpose()
 }
 
-/// Takes a running turn whose runner's lease ran out (or a background
-/// turn nobody ran yet): one conditional write. `None` when it is final,
-/// held by a live runner, or out of attempts.
+/// Takes a running turn whose runner's lease ran out, or a background turn
+/// nobody took yet (0 attempts, whatever its lease says: it is started with
+/// a lease of "now" only so that the sweeper hands it over a lease later if
+/// its queue message is lost, and a worker claiming it in that millisecond,
+/// or on a clock behind the starter's, must not take it for held). One
+/// conditional write. `None` when it is final, held by a live runner, or
+/// out of attempts.
 pub async fn claim(
     store: &dyn ItemStore,
     session_id: &str,
@@ -287,7 +296,10 @@ pub async fn claim(
 ) -> Result<Option<Turn>> {
     let condition = Condition::And(vec![
         Condition::eq("status", TurnStatus::Running.as_str()),
-        Condition::cmp("lease_until", Cmp::Lt, now_ms),
+        Condition::Or(vec![
+            Condition::cmp("lease_until", Cmp::Lt, now_ms),
+            Condition::eq("attempts", 0i64),
+        ]),
         Condition::cmp("attempts", Cmp::Lt, i64::from(max_attempts)),
     ]);
     let update = Update::new()
@@ -321,6 +333,23 @@ pub async fn renew(
     {
         Ok(item) => Ok(Some(from_item(session_id, &item)?)),
         Err(e) if e.is_condition_failure() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Marks a running turn as followed, for a runner in another process (it
+/// reads the turn every second). A turn no longer running needs nothing.
+pub async fn mark_followed(store: &dyn ItemStore, session_id: &str, turn_id: &str) -> Result<()> {
+    match store
+        .update(
+            &turn_key(session_id, turn_id),
+            Update::new().set("followed", true),
+            Some(Condition::eq("status", TurnStatus::Running.as_str())),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_condition_failure() => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -76,13 +76,14 @@ struct Options {
     /// Only these phases (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
-    /// The counted streamed turns: DELTAS:PACE_MS[:FLUSH_MS], comma-separated
-    /// (FLUSH_MS sets LAMBENT_EVENTS_FLUSH_MS; default 100).
+    /// The counted turns: DELTAS:PACE_MS[:followed], comma-separated
+    /// (`followed`: a background turn read by a follower of its events,
+    /// else a streamed turn read by its live client).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000:0,10000:0,1000:5,10000:5,1000:20,1000:20:1000",
-        default_value_if("quick", "true", "1000:0,10000:0,1000:5,1000:20")
+        default_value = "1000:0,10000:0,1000:5,10000:5,1000:20,1000:50,1000:20:followed",
+        default_value_if("quick", "true", "1000:0,1000:5,1000:20,1000:20:followed")
     )]
     writes: Vec<String>,
     /// Events of the finished turns the resume phase reconnects to.
@@ -310,6 +311,25 @@ async fn streamed_turn(client: &Client, world: &ChatWorld, session: &str) -> Res
     Ok(read)
 }
 
+/// A background turn, read to its `done` by a follower of its events from
+/// its start.
+async fn followed_turn(client: &Client, world: &ChatWorld, session: &str) -> Result<Read> {
+    let body = json!({ "content": PROMPT, "background": true });
+    let response = post_turn(client, world, session, &body).send().await?;
+    ensure!(
+        response.status() == 202,
+        "background turn: {}",
+        response.status()
+    );
+    let accepted: Value = response.json().await?;
+    let turn = accepted["message_id"]
+        .as_str()
+        .context("the 202 names no message_id")?;
+    let read = read_events(get_events(client, world, session, turn, None), is_done).await?;
+    ensure!(read.done.is_some(), "the turn ended without its done event");
+    Ok(read)
+}
+
 /// A reply of `deltas` one-token deltas, one every `pace`.
 fn long_reply(deltas: u64, pace: Duration) -> Reply {
     let usage = FakeUsage {
@@ -385,15 +405,14 @@ async fn quiesce(meter: &Meter, quiet: Duration) {
 
 /// `lambent serve` in this process on a fresh data directory, its store
 /// counted into `meter`; rate limiting and the sweeper off, as in the
-/// served phases; events flushed every `flush_ms`.
-async fn counted_world(meter: &Arc<Meter>, flush_ms: u64) -> ChatWorld {
+/// served phases; otherwise the default settings.
+async fn counted_world(meter: &Arc<Meter>) -> ChatWorld {
     let app = spawn_app_layered(
         lambent_core::clock::system(),
         Some(counting::layer(meter.clone())),
         |config| {
             config.rate_limit.requests = 0;
             config.sweep_every = Duration::from_secs(3600);
-            config.events_flush = Duration::from_millis(flush_ms);
             config.provider_idle_timeout = Duration::from_secs(900);
         },
     )
@@ -416,19 +435,23 @@ fn ms3(l: &Latencies) -> String {
 async fn writes(specs: &[WriteSpec]) -> Result<String> {
     let mut out = String::from(
         "\n## Store writes per streamed token (in process, counting store)\n\n\
-         | deltas | pace | flush | turn (to done) | events | event-log writes (events per write) \
+         | deltas | pace | read by | turn (to done) | events | event-log writes (events per write) \
          | other writes | writes per delta: all (event log) | goal | met? |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     let mut others = String::new();
     for spec in specs {
-        let flush = spec.flush_ms.unwrap_or(100);
+        let reader = if spec.followed {
+            "a follower (background turn)"
+        } else {
+            "its live client"
+        };
         eprintln!(
-            "turnbench: writes: {} deltas every {} ms, flush {flush} ms",
+            "turnbench: writes: {} deltas every {} ms, read by {reader}",
             spec.deltas, spec.pace_ms
         );
         let meter = Meter::new();
-        let world = counted_world(&meter, flush).await;
+        let world = counted_world(&meter).await;
         let client = client()?;
         // Warm: the agent, the catalog and the connections.
         let warm = world.session(json!({})).await;
@@ -440,7 +463,11 @@ async fn writes(specs: &[WriteSpec]) -> Result<String> {
             .fake
             .push(long_reply(spec.deltas, Duration::from_millis(spec.pace_ms)));
         meter.start_trace();
-        let read = streamed_turn(&client, &world, &session).await?;
+        let read = if spec.followed {
+            followed_turn(&client, &world, &session).await?
+        } else {
+            streamed_turn(&client, &world, &session).await?
+        };
         quiesce(&meter, Duration::from_millis(500)).await;
         let trace = meter.take_trace();
         ensure!(
@@ -460,7 +487,7 @@ async fn writes(specs: &[WriteSpec]) -> Result<String> {
             "**no**"
         };
         out.push_str(&format!(
-            "| {} | {} ms | {flush} ms | {} | {} | {} ({per_write:.1}) | {} | {per_delta:.4} ({event_per_delta:.4}) | ≤ {GOAL_WRITES_PER_DELTA} | {met} |\n",
+            "| {} | {} ms | {reader} | {} | {} | {} ({per_write:.1}) | {} | {per_delta:.4} ({event_per_delta:.4}) | ≤ {GOAL_WRITES_PER_DELTA} | {met} |\n",
             thousands(spec.deltas),
             spec.pace_ms,
             ms(read.took),
@@ -509,7 +536,7 @@ async fn counts(o: &Options) -> Result<String> {
          |---:|---:|---|---:|---:|---:|---:|\n",
     );
     let meter = Meter::new();
-    let world = counted_world(&meter, 100).await;
+    let world = counted_world(&meter).await;
     let tools = ToolServer::start().await?;
     tools.set_default(TOOL_PATH, ToolReply::json(json!({ "answer": 42 })));
     give_tool(&world, &tools.url(TOOL_PATH)).await?;

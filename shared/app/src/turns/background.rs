@@ -129,8 +129,8 @@ pub async fn handle(state: &State, llm: &LlmClient, message: &TurnMessage) -> Re
         return Err(Error::Internal("a turn message names another owner".into()));
     }
     let turn_ref = TurnRef::of(&turn);
-    let (stop, watching) = super::watch::start(state, &turn.session_id, &turn.id);
-    let mut log = reopen_log(state, &turn).await?;
+    let (stop, followed, watching) = super::watch::start(state, &turn.session_id, &turn.id);
+    let mut log = reopen_log(state, &turn, followed).await?;
     let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
     if turn.attempts > 1 {
         tracing::info!(turn_id = %turn.id, attempt = turn.attempts, "taking up a turn");
@@ -193,7 +193,9 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<(
             Err(e) if e.is_condition_failure() => {}
             Err(e) => return Err(e.into()),
         }
-        let mut log = reopen_log(state, &turn).await?;
+        // Closed right after: the interval does not matter.
+        let followed = tokio::sync::watch::channel(true).1;
+        let mut log = reopen_log(state, &turn, followed).await?;
         catch_up(state, &turn, &mut log).await?;
         log.emit(
             "done",
@@ -211,7 +213,11 @@ async fn not_claimed(state: &State, message: &TurnMessage, now: i64) -> Result<(
 }
 
 /// The turn's event log, numbering on from its last stored event.
-async fn reopen_log(state: &State, turn: &turns::Turn) -> Result<EventLog> {
+async fn reopen_log(
+    state: &State,
+    turn: &turns::Turn,
+    followed: super::watch::Followed,
+) -> Result<EventLog> {
     let next = turns::next_event_id(state.store.as_ref(), &turn.session_id, &turn.id).await?;
     let (log, _) = EventLog::open(
         state,
@@ -220,6 +226,7 @@ async fn reopen_log(state: &State, turn: &turns::Turn) -> Result<EventLog> {
         next,
         turn.expires_at,
         false,
+        followed,
     );
     Ok(log)
 }

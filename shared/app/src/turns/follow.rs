@@ -2,7 +2,9 @@
 //! events after the one the client saw last, then the new ones as they
 //! are stored, until `done`. It reads the store, so it follows a turn run
 //! by any process; a turn run by this process wakes it as soon as a batch
-//! is stored, others are polled every [`POLL`].
+//! is stored, others are polled every [`POLL`]. A running turn learns that
+//! it is followed (at once if it runs here, else from the store within a
+//! second) and stores its events every 100 ms rather than every 2 s.
 
 use std::time::Duration;
 
@@ -42,6 +44,11 @@ pub async fn follow(
         state.turn_registry.unwatch(turn_id, stored);
         return Err(Error::NotFound("message"));
     };
+    if !turn.status.is_final() && !state.turn_registry.follow(turn_id) && !turn.followed {
+        if let Err(e) = turns::mark_followed(store, session_id, turn_id).await {
+            tracing::warn!(error = %e, "could not mark a turn as followed");
+        }
+    }
     let (tx, rx) = mpsc::channel(super::log::LIVE_QUEUE);
     let following = Following {
         state: state.clone(),

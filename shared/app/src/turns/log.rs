@@ -3,11 +3,14 @@
 //! comes back later replays them (`super::follow`).
 //!
 //! Storing is off the turn's path: a writer task takes the events through
-//! a bounded channel and stores them as one item per batch, when
-//! [`Config::events_flush`](crate::config::Config) has passed since the
-//! batch's first event, when it holds [`BATCH_BYTES`], or when the turn
-//! ends. A stream of tokens costs a write per ~100 ms, not one
-//! per token.
+//! a bounded channel and stores them as one item per batch, when it holds
+//! [`BATCH_BYTES`], when the turn ends, or when its first event is old
+//! enough: [`Config::events_flush`](crate::config::Config) (100 ms) once a
+//! client follows the turn (`super::follow`), else
+//! [`Config::events_idle_flush`](crate::config::Config) (2 s). A stream of
+//! tokens costs a write per ~100 ms while someone follows it and per ~2 s
+//! while nobody does, never one per token. (The live client of the request
+//! that started the turn reads the events as they happen, not the store.)
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::watch::Followed;
 use crate::state::State;
 use lambent_store::turns::{self, StoredEvent};
 
@@ -44,8 +48,9 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// The log of turn `turn_id`, numbering on from `next_id`; with a live
-    /// client, the receiver of its events.
+    /// The log of turn `turn_id`, numbering on from `next_id`, stored at
+    /// the shorter interval once `followed`; with a live client, the
+    /// receiver of its events.
     pub fn open(
         state: &State,
         session_id: &str,
@@ -53,15 +58,16 @@ impl EventLog {
         next_id: u64,
         expires_at: i64,
         live: bool,
+        followed: Followed,
     ) -> (EventLog, Option<LiveEvents>) {
         let (writer, queue) = mpsc::channel(WRITER_QUEUE);
-        let written = tokio::spawn(write_batches(
-            state.clone(),
-            session_id.to_owned(),
-            turn_id.to_owned(),
+        let batches = Batches {
+            state: state.clone(),
+            session_id: session_id.to_owned(),
+            turn_id: turn_id.to_owned(),
             expires_at,
-            queue,
-        ));
+        };
+        let written = tokio::spawn(batches.write(queue, followed));
         let (live, receiver) = if live {
             let (tx, rx) = mpsc::channel(LIVE_QUEUE);
             (Some(tx), Some(rx))
@@ -116,81 +122,106 @@ impl EventLog {
     }
 }
 
-/// The writer task: batches events and stores each batch in order.
-async fn write_batches(
-    state: State,
-    session_id: String,
-    turn_id: String,
-    expires_at: i64,
-    mut queue: mpsc::Receiver<StoredEvent>,
-) {
-    let flush_after = state.config.events_flush;
-    let mut batch: Vec<StoredEvent> = Vec::new();
-    let mut bytes = 0;
-    let mut due: Option<Instant> = None;
-    loop {
-        let write = match due {
-            Some(at) => tokio::select! {
-                write = queue.recv() => write,
-                _ = tokio::time::sleep_until(at) => {
-                    store(&state, &session_id, &turn_id, &mut batch, expires_at).await;
-                    (bytes, due) = (0, None);
-                    continue;
-                }
-            },
-            None => queue.recv().await,
-        };
-        match write {
-            Some(event) => {
-                bytes += event.data.len() + event.event.len();
-                batch.push(event);
-                due.get_or_insert_with(|| Instant::now() + flush_after);
-                if bytes >= BATCH_BYTES {
-                    store(&state, &session_id, &turn_id, &mut batch, expires_at).await;
-                    (bytes, due) = (0, None);
-                }
-            }
-            None => {
-                store(&state, &session_id, &turn_id, &mut batch, expires_at).await;
-                return;
-            }
-        }
-    }
-}
-
 /// Tries of a batch's write before its events are given up (the turn's
 /// messages are stored all the same; only its replay misses them).
 const STORE_ATTEMPTS: u32 = 4;
 
-async fn store(
-    state: &State,
-    session_id: &str,
-    turn_id: &str,
-    batch: &mut Vec<StoredEvent>,
+/// Where the writer task stores a turn's batches.
+struct Batches {
+    state: State,
+    session_id: String,
+    turn_id: String,
     expires_at: i64,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    for attempt in 0..STORE_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-        }
-        match turns::append_events(state.store.as_ref(), session_id, turn_id, batch, expires_at)
-            .await
-        {
-            Ok(()) => {
-                let last = batch.last().map_or(0, |e| e.id);
-                batch.clear();
-                state.turn_registry.stored(turn_id, last);
-                return;
+}
+
+impl Batches {
+    /// The writer task: batches events and stores each batch in order.
+    async fn write(self, mut queue: mpsc::Receiver<StoredEvent>, mut followed: Followed) {
+        let config = &self.state.config;
+        let (followed_flush, idle_flush) = (
+            config.events_flush,
+            config.events_idle_flush.max(config.events_flush),
+        );
+        let mut batch: Vec<StoredEvent> = Vec::new();
+        let mut bytes = 0;
+        // When the batch's first event came.
+        let mut begun: Option<Instant> = None;
+        // Until the watch ends (the turn stops being watched): then the
+        // interval no longer changes.
+        let mut watching = true;
+        loop {
+            let flush_after = if *followed.borrow() {
+                followed_flush
+            } else {
+                idle_flush
+            };
+            let due = begun.map(|at| at + flush_after);
+            let write = tokio::select! {
+                write = queue.recv() => write,
+                _ = sleep_until(due) => {
+                    self.store(&mut batch).await;
+                    (bytes, begun) = (0, None);
+                    continue;
+                }
+                changed = followed.changed(), if watching => {
+                    // Followed now: the batch may be due already.
+                    watching = changed.is_ok();
+                    continue;
+                }
+            };
+            match write {
+                Some(event) => {
+                    bytes += event.data.len() + event.event.len();
+                    batch.push(event);
+                    begun.get_or_insert_with(Instant::now);
+                    if bytes >= BATCH_BYTES {
+                        self.store(&mut batch).await;
+                        (bytes, begun) = (0, None);
+                    }
+                }
+                None => {
+                    self.store(&mut batch).await;
+                    return;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, attempt, "storing a turn's events failed"),
         }
     }
-    tracing::error!(
-        events = batch.len(),
-        "a batch of a turn's events could not be stored; its replay will miss them"
-    );
-    batch.clear();
+
+    async fn store(&self, batch: &mut Vec<StoredEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (store, session_id, turn_id) = (
+            self.state.store.as_ref(),
+            self.session_id.as_str(),
+            self.turn_id.as_str(),
+        );
+        for attempt in 0..STORE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            match turns::append_events(store, session_id, turn_id, batch, self.expires_at).await {
+                Ok(()) => {
+                    let last = batch.last().map_or(0, |e| e.id);
+                    batch.clear();
+                    self.state.turn_registry.stored(turn_id, last);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, "storing a turn's events failed"),
+            }
+        }
+        tracing::error!(
+            events = batch.len(),
+            "a batch of a turn's events could not be stored; its replay will miss them"
+        );
+        batch.clear();
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

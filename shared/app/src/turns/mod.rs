@@ -109,7 +109,7 @@ pub fn spawn(
     live: bool,
     hold: impl Send + 'static,
 ) -> Spawned {
-    let (stop, watching) = watch::start(state, &turn.session_id, &turn.turn_id);
+    let (stop, followed, watching) = watch::start(state, &turn.session_id, &turn.turn_id);
     let (log, live) = log::EventLog::open(
         state,
         &turn.session_id,
@@ -117,6 +117,7 @@ pub fn spawn(
         0,
         turn.expires_at,
         live,
+        followed,
     );
     let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
     let runner = Runner::new(state.clone(), llm.clone(), turn, log, stop, deadline);

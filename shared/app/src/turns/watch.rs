@@ -1,6 +1,7 @@
 //! A running turn's watch: it keeps the runner's lease on the turn and
-//! notices a cancel asked for anywhere (at once when asked in this
-//! process, within [`POLL`] otherwise).
+//! notices a cancel asked for anywhere, and a client that follows the
+//! turn's events from anywhere (at once in this process, within [`POLL`]
+//! otherwise).
 
 use std::time::Duration;
 
@@ -25,19 +26,30 @@ impl Drop for Watching {
     }
 }
 
-/// Watches turn `turn_id`: the returned signal is set when it is cancelled
-/// (or another runner took it over).
-pub fn start(state: &State, session_id: &str, turn_id: &str) -> (Stop, Watching) {
-    let (tx, rx) = watch::channel(false);
-    let running = state.turn_registry.running(turn_id, tx.clone());
+/// Set once a client follows a turn's events (it stays set).
+pub type Followed = watch::Receiver<bool>;
+
+/// Watches turn `turn_id`: the returned stop is set when it is cancelled
+/// (or another runner took it over), the returned followed when a client
+/// follows it.
+pub fn start(state: &State, session_id: &str, turn_id: &str) -> (Stop, Followed, Watching) {
+    let (stop, stopped) = watch::channel(false);
+    let (followed, following) = watch::channel(false);
+    let signals = crate::turn_registry::Signals {
+        stop: stop.clone(),
+        followed: followed.clone(),
+    };
+    let running = state.turn_registry.running(turn_id, signals);
     let task = tokio::spawn(keep(
         state.clone(),
         session_id.to_owned(),
         turn_id.to_owned(),
-        tx,
+        stop,
+        followed,
     ));
     (
-        rx,
+        stopped,
+        following,
         Watching {
             task,
             _running: running,
@@ -45,7 +57,13 @@ pub fn start(state: &State, session_id: &str, turn_id: &str) -> (Stop, Watching)
     )
 }
 
-async fn keep(state: State, session_id: String, turn_id: String, stop: watch::Sender<bool>) {
+async fn keep(
+    state: State,
+    session_id: String,
+    turn_id: String,
+    stop: watch::Sender<bool>,
+    followed: watch::Sender<bool>,
+) {
     let lease = state.config.turn_lease;
     let renew_every = (lease / 3).max(Duration::from_millis(100));
     let poll = POLL.min(renew_every);
@@ -59,18 +77,21 @@ async fn keep(state: State, session_id: String, turn_id: String, stop: watch::Se
             if renewal.is_ok() {
                 renewed = tokio::time::Instant::now();
             }
-            renewal.map(|turn| turn.map(|t| t.cancel_requested).unwrap_or(true))
+            renewal
         } else {
-            turns::get(store, &session_id, &turn_id)
-                .await
-                .map(|turn| turn.is_none_or(|t| t.cancel_requested))
+            turns::get(store, &session_id, &turn_id).await
         };
         match seen {
-            Ok(true) => {
+            Ok(Some(turn)) if !turn.cancel_requested => {
+                if turn.followed && !*followed.borrow() {
+                    followed.send_replace(true);
+                }
+            }
+            // Cancelled, ended, or taken over by another runner.
+            Ok(_) => {
                 stop.send_replace(true);
                 return;
             }
-            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not watch a running turn"),
         }
     }
