@@ -4,6 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// `lambent serve` allocates and frees small buffers on every request
+/// (events, JSON, store items) across its threads: mimalloc keeps that off
+/// glibc malloc's arena locks and consolidations (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use lambent_local::provision::Names;
 use lambent_local::serve::{self, Backend, Options};
 

@@ -102,15 +102,25 @@ fn check(condition: Option<&Condition>, current: Option<&Item>) -> bool {
 /// removed (deletes).
 fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<Item>> {
     let current = load(tx, op.key(), now)?;
-    let ok = match op {
-        TxOp::Put { condition, .. }
-        | TxOp::Update { condition, .. }
-        | TxOp::Delete { condition, .. } => check(condition.as_ref(), current.as_ref()),
-        TxOp::Check { condition, .. } => eval::holds(condition, current.as_ref()),
-    };
-    if !ok {
+    if !holds(op, current.as_ref()) {
         return Err(StoreError::ConditionFailed);
     }
+    apply_one(tx, op, current)
+}
+
+/// Whether `op`'s condition holds over `current`, the item at its key.
+fn holds(op: &TxOp, current: Option<&Item>) -> bool {
+    match op {
+        TxOp::Put { condition, .. }
+        | TxOp::Update { condition, .. }
+        | TxOp::Delete { condition, .. } => check(condition.as_ref(), current),
+        TxOp::Check { condition, .. } => eval::holds(condition, current),
+    }
+}
+
+/// Writes `op`, whose condition held over `current` (the item at its key,
+/// read in this transaction).
+fn apply_one(tx: &Transaction<'_>, op: &TxOp, current: Option<Item>) -> StoreResult<Option<Item>> {
     match op {
         TxOp::Put { item, .. } => {
             save(tx, item)?;
@@ -274,28 +284,23 @@ impl ItemStore for EmbeddedStore {
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;
                 // Check every condition first, as DynamoDB does, so the error
-                // lists all the operations that failed; then write.
+                // lists all the operations that failed; then write, from the
+                // items read for the check (no two operations share a key).
                 let mut failed = Vec::new();
+                let mut currents = Vec::with_capacity(ops.len());
                 for (i, op) in ops.iter().enumerate() {
                     let current = load(&tx, op.key(), now)?;
-                    let ok = match op {
-                        TxOp::Put { condition, .. }
-                        | TxOp::Update { condition, .. }
-                        | TxOp::Delete { condition, .. } => {
-                            check(condition.as_ref(), current.as_ref())
-                        }
-                        TxOp::Check { condition, .. } => eval::holds(condition, current.as_ref()),
-                    };
-                    if !ok {
+                    if !holds(op, current.as_ref()) {
                         failed.push(i);
                     }
+                    currents.push(current);
                 }
                 if !failed.is_empty() {
                     // Dropping the transaction rolls it back: nothing is written.
                     return Err(StoreError::TransactionCancelled { failed });
                 }
-                for op in &ops {
-                    write_one(&tx, op, now)?;
+                for (op, current) in ops.iter().zip(currents) {
+                    apply_one(&tx, op, current)?;
                 }
                 tx.commit().map_err(sql)?;
                 Ok(())
