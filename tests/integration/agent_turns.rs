@@ -586,21 +586,7 @@ async fn read_until(response: reqwest::Response, until: u64) -> Vec<SseEvent> {
 async fn a_background_turn_is_replayed_after_last_event_id_whenever_the_client_comes_back() {
     let (w, _tools) = world().await;
     let session = w.session(json!({})).await;
-    let chunks: Vec<String> = (0..40).map(|i| format!("word{i} ")).collect();
-    w.fake.push(
-        Reply::chunks(chunks.clone())
-            .chunk_delay(Duration::from_millis(40))
-            .usage(usage(50, 40)),
-    );
-    let (status, accepted) = w
-        .call(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(json!({"content": "Tell me a story", "background": true})),
-        )
-        .await;
-    assert_eq!(status, 202, "{accepted}");
-    let turn = accepted["message_id"].as_str().unwrap().to_owned();
+    let (turn, chunks) = slow_background_turn(&w, &session, Duration::from_millis(40)).await;
     assert!(turn.starts_with("msg_"));
 
     // A client follows, and leaves at event 5.
@@ -834,12 +820,16 @@ async fn world_with_store() -> (ChatWorld, std::sync::Arc<dyn lambent_ports::Ite
     (w, store)
 }
 
-/// A background turn of 40 deltas, one every 50 ms (about 2 s).
-async fn slow_background_turn(w: &ChatWorld, session: &str) -> String {
+/// A background turn of 40 deltas, one every `pace`: its ID and its deltas.
+async fn slow_background_turn(
+    w: &ChatWorld,
+    session: &str,
+    pace: Duration,
+) -> (String, Vec<String>) {
     let chunks: Vec<String> = (0..40).map(|i| format!("word{i} ")).collect();
     w.fake.push(
-        Reply::chunks(chunks)
-            .chunk_delay(Duration::from_millis(50))
+        Reply::chunks(chunks.clone())
+            .chunk_delay(pace)
             .usage(usage(50, 40)),
     );
     let (status, accepted) = w
@@ -850,7 +840,8 @@ async fn slow_background_turn(w: &ChatWorld, session: &str) -> String {
         )
         .await;
     assert_eq!(status, 202, "{accepted}");
-    accepted["message_id"].as_str().unwrap().to_owned()
+    let turn = accepted["message_id"].as_str().unwrap().to_owned();
+    (turn, chunks)
 }
 
 #[tokio::test]
@@ -868,7 +859,7 @@ async fn a_turn_nobody_follows_stores_its_events_rarely_and_often_once_followed(
 
     // Followed from this process: its events come while it runs.
     let session = w.session(json!({})).await;
-    let turn = slow_background_turn(&w, &session).await;
+    let (turn, _) = slow_background_turn(&w, &session, Duration::from_millis(50)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         stored(session.clone(), turn.clone()).await,
@@ -892,7 +883,7 @@ async fn a_turn_nobody_follows_stores_its_events_rarely_and_often_once_followed(
     // Followed from another process (as on Lambda): only the store tells
     // the runner, which reads it every second.
     let session = w.session(json!({})).await;
-    let turn = slow_background_turn(&w, &session).await;
+    let (turn, _) = slow_background_turn(&w, &session, Duration::from_millis(50)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     lambent_store::turns::mark_followed(store.as_ref(), &session, &turn)
         .await

@@ -314,20 +314,26 @@ async fn streamed_turn(client: &Client, world: &ChatWorld, session: &str) -> Res
 /// A background turn, read to its `done` by a follower of its events from
 /// its start.
 async fn followed_turn(client: &Client, world: &ChatWorld, session: &str) -> Result<Read> {
-    let body = json!({ "content": PROMPT, "background": true });
-    let response = post_turn(client, world, session, &body).send().await?;
-    ensure!(
-        response.status() == 202,
-        "background turn: {}",
-        response.status()
-    );
-    let accepted: Value = response.json().await?;
-    let turn = accepted["message_id"]
-        .as_str()
-        .context("the 202 names no message_id")?;
-    let read = read_events(get_events(client, world, session, turn, None), is_done).await?;
+    let turn = background_turn(client, world, session).await?;
+    let read = read_events(get_events(client, world, session, &turn, None), is_done).await?;
     ensure!(read.done.is_some(), "the turn ended without its done event");
     Ok(read)
+}
+
+/// Starts a background turn: its ID, from the 202's `message_id`.
+async fn background_turn(client: &Client, world: &ChatWorld, session: &str) -> Result<String> {
+    let body = json!({ "content": PROMPT, "background": true });
+    let answer = ok(post_turn(client, world, session, &body)).await?;
+    ensure!(
+        answer.status() == 202,
+        "background turn: {}",
+        answer.status()
+    );
+    let answer: Value = answer.json().await?;
+    Ok(answer["message_id"]
+        .as_str()
+        .context("the 202 names no message_id")?
+        .to_owned())
 }
 
 /// A reply of `deltas` one-token deltas, one every `pace`.
@@ -844,18 +850,7 @@ impl Served {
             eprintln!("turnbench: live: repetition {rep}");
             let session = world.session(json!({})).await;
             world.fake.push(long_reply(o.live_deltas, pace));
-            let body = json!({ "content": PROMPT, "background": true });
-            let answer = ok(post_turn(&self.client, world, &session, &body)).await?;
-            ensure!(
-                answer.status() == 202,
-                "background turn: {}",
-                answer.status()
-            );
-            let answer: Value = answer.json().await?;
-            let turn_id = answer["message_id"]
-                .as_str()
-                .context("no message_id")?
-                .to_owned();
+            let turn_id = background_turn(&self.client, world, &session).await?;
             // A follower from the start: the newest id seen, and the end.
             let seen = Arc::new(AtomicU64::new(0));
             let ended = Arc::new(AtomicBool::new(false));
