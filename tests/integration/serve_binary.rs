@@ -112,3 +112,50 @@ async fn a_world_readable_master_key_is_refused_at_start() {
         .unwrap();
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }
+
+/// A second `lambent serve` on the same data directory would take up the
+/// first one's running turns as its own: it is refused at start, and the
+/// directory is free again once the first has stopped.
+#[tokio::test]
+async fn a_second_serve_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = serve_args(&data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = LambentProcess::serve(&args, &[]);
+
+    let mut second = std::process::Command::new(lambent_testkit::app::lambent_bin())
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second lambent serve started on the same data directory");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("another `lambent serve` is using the data directory"),
+        "{said}"
+    );
+    // The first one still serves.
+    let health = reqwest::get(first.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    first.stop();
+    let mut again = LambentProcess::serve(&args, &[]);
+    let health = reqwest::get(again.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    again.stop();
+}

@@ -112,6 +112,37 @@ async fn open_backend(options: &Options) -> anyhow::Result<State> {
     }
 }
 
+/// The lock file a serving process holds in its embedded data directory.
+pub const SERVE_LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data directory for this process, or fails if another
+/// `lambent serve` has it: a serving process takes up at start the turns
+/// left running in its store (a killed run's), which would be another's
+/// live turns. The lock goes with the process, however it ends.
+fn own_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    lambent_embedded::ensure_data_dir(data_dir)
+        .with_context(|| format!("data directory {}", data_dir.display()))?;
+    let path = data_dir.join(SERVE_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `lambent serve` is using the data directory {} (it holds {}): \
+             stop it, or give this one another --data-dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// One sweeper pass over the backend's data (`lambent sweep`).
 pub async fn sweep_once(options: &Options) -> anyhow::Result<lambent_app::sweeper::Swept> {
     let state = open_state(options).await?;
@@ -125,6 +156,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // Held while this serves: the embedded store is this process's alone.
+    let _owned = match options.backend {
+        Backend::Embedded => Some(own_data_dir(&options.data_dir)?),
+        Backend::Aws => None,
+    };
     let state = open_state(&options).await?;
     match admin_key::ensure(&state, &options.data_dir).await? {
         AdminKey::Created { path, key } => {
