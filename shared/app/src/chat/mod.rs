@@ -471,9 +471,11 @@ pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<St
 
 /// The whole reply at once (`"stream": false`), stored and settled.
 pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Settled> {
-    let (stored, reply) = tokio::join!(
-        store_user_message(state, call),
-        llm.complete(&call.endpoint, &call.request)
+    // The provider's request first: it is on its way before the store
+    // (which may run its transaction on this thread) takes its turn.
+    let (reply, stored) = tokio::join!(
+        llm.complete(&call.endpoint, &call.request),
+        store_user_message(state, call)
     );
     if let Err(e) = stored {
         release_unless_ambiguous(state, call, &e).await;

@@ -482,20 +482,19 @@ impl Runner {
             Err(e) => return Err(self.failed(&e).await),
         };
         // The results go into the store while the provider starts; the
-        // reply is stored after them.
+        // reply is stored after them. The provider's request is polled
+        // first, so it is on its way before the store (which may run its
+        // transaction on this thread) takes its turn.
         let unstored = std::mem::take(&mut tail.unstored);
         let answered = tail.reply.as_ref().map(|r| r.message_id.clone());
-        let (stored, started) = tokio::join!(
-            async {
-                match &answered {
-                    Some(answered) if !unstored.is_empty() => {
-                        store_results(&self.state, &self.turn, answered, &unstored).await
-                    }
-                    _ => Ok(()),
+        let (started, stored) = tokio::join!(chat::start(&self.state, &self.llm, &call), async {
+            match &answered {
+                Some(answered) if !unstored.is_empty() => {
+                    store_results(&self.state, &self.turn, answered, &unstored).await
                 }
-            },
-            chat::start(&self.state, &self.llm, &call)
-        );
+                _ => Ok(()),
+            }
+        });
         let shown = self.show_results(unstored, stored).await;
         let started = match (started, shown) {
             (Ok(started), Ok(())) => started,
