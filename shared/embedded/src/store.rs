@@ -159,6 +159,28 @@ impl EmbeddedStore {
     }
 }
 
+/// The SQL of a query of one partition's sort keys from `?2` (inclusive or
+/// not), below `?3` when there is an upper bound (else `?3` is unused).
+/// Both bounds are plain comparisons, so SQLite reads only the range: an
+/// upper bound written `(?3 IS NULL OR sk < ?3)` is no index bound, and a
+/// prefix query then read the rest of the partition after the prefix (a
+/// session's history scanning its turns, a follower's poll of its events
+/// scanning the session's messages).
+fn range_query(lower_inclusive: bool, bounded: bool, order: Order) -> String {
+    format!(
+        "SELECT sk, attrs, expires_at FROM items
+         WHERE pk = ?1 AND sk {} ?2 {}
+           AND (expires_at IS NULL OR expires_at > ?4)
+         ORDER BY sk {} LIMIT ?5",
+        if lower_inclusive { ">=" } else { ">" },
+        if bounded { "AND sk < ?3" } else { "" },
+        match order {
+            Order::Ascending => "ASC",
+            Order::Descending => "DESC",
+        }
+    )
+}
+
 /// The smallest byte string greater than every string starting with `prefix`
 /// (None if there is none).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -231,28 +253,21 @@ impl ItemStore for EmbeddedStore {
                         Order::Descending => upper = Some(after.as_bytes().to_vec()),
                     }
                 }
-                let sql_text = format!(
-                    "SELECT sk, attrs, expires_at FROM items
-                     WHERE pk = ?1 AND sk {} ?2 AND (?3 IS NULL OR sk < ?3)
-                       AND (expires_at IS NULL OR expires_at > ?4)
-                     ORDER BY sk {} LIMIT ?5",
-                    if lower_inclusive { ">=" } else { ">" },
-                    match query.order {
-                        Order::Ascending => "ASC",
-                        Order::Descending => "DESC",
-                    }
-                );
+                let sql_text = range_query(lower_inclusive, upper.is_some(), query.order);
                 let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
                 // One extra row tells whether another page follows.
                 let fetch = (query.limit + 1) as i64;
                 let rows = stmt
-                    .query_map(params![query.pk, lower, upper, now, fetch], |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                        ))
-                    })
+                    .query_map(
+                        params![query.pk, lower, upper.unwrap_or_default(), now, fetch],
+                        |r| {
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<i64>>(2)?,
+                            ))
+                        },
+                    )
                     .map_err(sql)?;
                 let mut items = Vec::with_capacity(query.limit);
                 let mut more = false;
@@ -394,6 +409,36 @@ mod tests {
         assert!(matches!(err, StoreError::TooLarge(_)), "{err:?}");
         assert_eq!(store.get(&other).await.unwrap(), None);
         assert_eq!(store.get(&key).await.unwrap(), Some(written));
+    }
+
+    /// A prefix query reads only its prefix's range of the partition.
+    #[tokio::test]
+    async fn a_prefix_query_is_an_index_range_both_ways() {
+        let (_dir, store) = store();
+        for order in [
+            lambent_ports::Order::Ascending,
+            lambent_ports::Order::Descending,
+        ] {
+            let sql_text = super::range_query(true, true, order);
+            let plan: Vec<String> = store
+                .db
+                .with(move |conn| {
+                    let mut stmt = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql_text}"))
+                        .map_err(super::sql)?;
+                    let bounds = rusqlite::params!["P", b"MSG#".to_vec(), b"MSG$".to_vec(), 0, 51];
+                    let rows = stmt
+                        .query_map(bounds, |r| r.get::<_, String>(3))
+                        .map_err(super::sql)?;
+                    rows.collect::<Result<Vec<_>, _>>().map_err(super::sql)
+                })
+                .await
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.contains("sk>? AND sk<?")),
+                "{plan:?}"
+            );
+        }
     }
 
     #[test]
