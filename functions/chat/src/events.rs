@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
 use lambent_app::chat::{self, Piece, Prepared, ReplyReader, Settled, Started};
 use lambent_app::state::State;
 use lambent_app::streams::StreamSlot;
@@ -50,51 +51,99 @@ pub trait Wire: Send + 'static {
 /// The response that streams a turn run here to the client that asked for
 /// it: live, and from the store if it falls behind (a client too slow to
 /// take an event in time is left behind by the turn, which never waits
-/// for it long), so it gets every event once, in order, to `done`.
+/// for it long), so it gets every event once, in order, to `done`. The
+/// body reads the turn's channel itself: no task between them, so an event
+/// costs one wake-up, not two.
 pub fn stream_live_turn(
     state: &State,
-    mut live: mpsc::Receiver<StoredEvent>,
+    live: mpsc::Receiver<StoredEvent>,
     session_id: String,
     turn_id: String,
 ) -> Response {
-    let (tx, rx) = mpsc::channel(BUFFERED_EVENTS);
-    let state = state.clone();
-    let forward = async move {
-        let mut last = None;
-        while let Some(event) = live.recv().await {
-            last = Some(event.id);
-            let done = event.event == "done";
-            if tx.send(event).await.is_err() || done {
-                return;
-            }
-        }
-        let until = Instant::now() + state.config.stream_deadline;
-        match follow::follow(&state, &session_id, &turn_id, last, until).await {
-            Ok(mut stored) => {
-                while let Some(event) = stored.recv().await {
-                    if tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not catch a client up with its turn"),
-        }
+    let source = Source::Live {
+        live,
+        last: None,
+        state: state.clone(),
+        session_id,
+        turn_id,
     };
-    tokio::spawn(forward.in_current_span());
-    stream_turn(rx)
+    let events = futures::stream::unfold(source, |source| source.next());
+    stream_turn(events)
+}
+
+/// Where the next event of a live turn's response comes from.
+enum Source {
+    /// The turn, as it runs.
+    Live {
+        live: mpsc::Receiver<StoredEvent>,
+        /// The last event sent.
+        last: Option<u64>,
+        state: State,
+        session_id: String,
+        turn_id: String,
+    },
+    /// The store, after the turn left this client behind.
+    Stored(mpsc::Receiver<StoredEvent>),
+    Ended,
+}
+
+impl Source {
+    async fn next(self) -> Option<(StoredEvent, Source)> {
+        let mut source = self;
+        loop {
+            source = match source {
+                Source::Live {
+                    mut live,
+                    last,
+                    state,
+                    session_id,
+                    turn_id,
+                } => match live.recv().await {
+                    Some(event) => {
+                        let next = if event.event == "done" {
+                            Source::Ended
+                        } else {
+                            Source::Live {
+                                live,
+                                last: Some(event.id),
+                                state,
+                                session_id,
+                                turn_id,
+                            }
+                        };
+                        return Some((event, next));
+                    }
+                    None => {
+                        let until = Instant::now() + state.config.stream_deadline;
+                        match follow::follow(&state, &session_id, &turn_id, last, until).await {
+                            Ok(stored) => Source::Stored(stored),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not catch a client up with its turn");
+                                Source::Ended
+                            }
+                        }
+                    }
+                },
+                Source::Stored(mut stored) => {
+                    let event = stored.recv().await?;
+                    return Some((event, Source::Stored(stored)));
+                }
+                Source::Ended => return None,
+            }
+        }
+    }
 }
 
 /// The response that streams a turn's events (as `lambent_app::turns`
 /// emits them, or replays them) to its client, each with its `id:`.
 /// Comments keep the connection open while a long tool call runs.
-pub fn stream_turn(events: mpsc::Receiver<StoredEvent>) -> Response {
-    let body = futures::stream::unfold(events, |mut rx| async move {
-        let event = rx.recv().await?;
+pub fn stream_turn(events: impl Stream<Item = StoredEvent> + Send + 'static) -> Response {
+    let body = events.map(|event| {
         let event = Event::default()
             .event(event.event)
             .id(event.id.to_string())
             .data(event.data);
-        Some((Ok::<_, Infallible>(event), rx))
+        Ok::<_, Infallible>(event)
     });
     let mut response = Sse::new(body)
         .keep_alive(KeepAlive::default())
@@ -103,6 +152,13 @@ pub fn stream_turn(events: mpsc::Receiver<StoredEvent>) -> Response {
         .headers_mut()
         .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
     response
+}
+
+/// A channel's events as a stream.
+pub fn received(events: mpsc::Receiver<StoredEvent>) -> impl Stream<Item = StoredEvent> {
+    futures::stream::unfold(events, |mut rx| async move {
+        rx.recv().await.map(|event| (event, rx))
+    })
 }
 
 /// The response that streams `call`'s reply from `upstream` in `wire`'s format.

@@ -68,5 +68,5 @@ pub async fn turn_events(
     // the last id it saw.
     let until = tokio::time::Instant::now() + state.config.stream_deadline;
     let events = follow::follow(state, &session_id, &turn_id, after, until).await?;
-    Ok(crate::events::stream_turn(events))
+    Ok(crate::events::stream_turn(crate::events::received(events)))
 }
