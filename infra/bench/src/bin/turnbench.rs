@@ -90,8 +90,8 @@ struct Options {
     #[arg(long, value_delimiter = ',', default_value = "200,2000")]
     resume_events: Vec<u64>,
     /// The pace of the resume phase's second kind of turn, ms per delta: its
-    /// events are stored by the flush timer (0: only turns streamed at once,
-    /// stored in 4 KiB batches).
+    /// events are stored by the 100 ms flush timer, as a followed turn's are
+    /// (0: only turns streamed at once, stored in 4 KiB batches).
     #[arg(long, default_value_t = 5)]
     paced_ms: u64,
     /// Reconnects to each finished turn, per repetition.
@@ -1216,6 +1216,11 @@ fn serve(bin: &Path, data_dir: &Path) -> Result<LambentProcess> {
         ("LAMBENT_RATE_LIMIT_REQUESTS", "0"),
         ("LAMBENT_PROVIDER_IDLE_TIMEOUT_MS", "900000"),
         ("LAMBENT_SWEEP_EVERY_SECS", "3600"),
+        // Every turn's events stored as a followed turn's are, every 100 ms
+        // (not every 2 s while nobody follows): the paced turns the resume
+        // phase reconnects to are then many small batches, the harder case.
+        // A loop round's turn is shorter than either.
+        ("LAMBENT_EVENTS_IDLE_FLUSH_MS", "100"),
         ("RUST_LOG", "info"),
         ("LAMBENT_LOG_FORMAT", "text"),
     ];
