@@ -908,3 +908,37 @@ async fn a_turn_nobody_follows_stores_its_events_rarely_and_often_once_followed(
     };
     assert_eq!(view["status"], "complete");
 }
+
+/// A background turn that could not make its first call is refused as a
+/// turn in the request would be (429 `budget_exceeded`, 400), before
+/// anything is stored or queued: not answered 202 and then failed with the
+/// message unanswered.
+#[tokio::test]
+async fn a_background_turn_over_its_budget_is_refused_up_front() {
+    let (w, _tools) = world().await;
+    let session = w.session(json!({"budget_usd": "0.000001"})).await;
+    let (status, body) = w
+        .call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(json!({"content": "Tell me a story", "background": true})),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    let (status, history) = w
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/messages"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["items"].as_array().map(Vec::len),
+        Some(0),
+        "{history}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.fake.requests().is_empty(), "no model call was made");
+}

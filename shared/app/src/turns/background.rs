@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::log::EventLog;
 use super::{Runner, TurnMessage, TurnRef, INTERRUPTED};
-use crate::chat::Target;
 use crate::state::State;
 
 /// Stores a background turn of `session_id` with the user's message
@@ -33,8 +32,19 @@ pub async fn begin(
     let Some(session) = sessions::get(store, owner, session_id).await? else {
         return Err(Error::NotFound("session"));
     };
-    // A deleted agent is a 409 now, not a failed turn later.
-    Target::of_agent(state, owner, &session.agent_id, "the session's agent").await?;
+    // The turn's first call prepared and reserved here, then given back: a
+    // deleted agent (409), a message over the agent's context budget (400)
+    // or a budget it cannot fit (429) is refused now, as a turn in the
+    // request would be, not answered 202 and failed later with the message
+    // stored unanswered.
+    let trial = crate::chat::prepare_session_turn(
+        state,
+        owner,
+        session_id,
+        crate::chat::UserInput::Content(parts.clone()),
+    )
+    .await?;
+    crate::chat::release(state, &trial).await;
     let (input_ids, turn_id) = messages::turn_ids_for(1);
     let expires_at = sessions::expiry(state.clock.now_secs(), state.config.session_ttl);
     let mut ops = messages::user_message_ops(owner, &session.id, &input_ids[0], &parts, expires_at);
