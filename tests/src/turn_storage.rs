@@ -121,6 +121,18 @@ pub async fn a_turn_ends_once_and_a_cancel_is_seen_by_its_runner(s: &Storage) {
     let store = s.store.as_ref();
     let (owner, ses) = session(s).await;
     start(s, &owner, &ses, "msg_t2", false).await;
+    // A follower marks it (its runner then stores events more often).
+    assert!(
+        !turns::get(store, &ses, "msg_t2")
+            .await
+            .unwrap()
+            .unwrap()
+            .followed
+    );
+    turns::mark_followed(store, &ses, "msg_t2").await.unwrap();
+    let followed = turns::get(store, &ses, "msg_t2").await.unwrap().unwrap();
+    assert!(followed.followed);
+    assert_eq!(followed.status, TurnStatus::Running);
     let cancelled = turns::request_cancel(store, &ses, "msg_t2")
         .await
         .unwrap()
@@ -161,6 +173,10 @@ pub async fn a_turn_ends_once_and_a_cancel_is_seen_by_its_runner(s: &Storage) {
         .unwrap()
         .unwrap();
     assert_eq!(again.status, TurnStatus::Cancelled);
+    // Marking a final turn, or none, as followed does nothing.
+    turns::mark_followed(store, &ses, "msg_t2").await.unwrap();
+    turns::mark_followed(store, &ses, "msg_nope").await.unwrap();
+    assert!(turns::get(store, &ses, "msg_nope").await.unwrap().is_none());
     assert!(turns::request_cancel(store, &ses, "msg_nope")
         .await
         .unwrap()
