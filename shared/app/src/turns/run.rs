@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::log::EventLog;
-use super::tools::{Next, ToRun, ToolRuns};
+use super::tools::{decide, Decision, Next, OtherCalls, ToRun, ToolRuns};
 use super::{APPROVAL_REQUIRED, BUDGET_EXCEEDED, MAX_TOOL_ROUNDS, TOOL_USE};
 use crate::chat::{self, Cut, Piece, Prepared, ReplyReader, Started, Stop, Target, UserInput};
 use crate::state::State;
@@ -277,33 +277,19 @@ impl Runner {
         let mut denied = Vec::new();
         let mut pending = Vec::new();
         for call in open {
-            let decision = self
+            let approval = self
                 .turn
                 .approvals
                 .iter()
                 .find(|a| a.tool_call_id == call.id);
-            match target.server_tools.get(&call.name) {
-                Some(tool) if !tool.requires_approval || decision.is_some_and(|d| d.approved) => {
-                    run.push(ToRun {
-                        call,
-                        tool: tool.clone(),
-                    })
-                }
-                Some(_) => match decision {
-                    Some(denial) => denied.push((call, denial.reason.clone())),
-                    None => pending.push(Pending {
-                        tool_call_id: call.id.clone(),
-                        name: call.name.clone(),
-                        input: call.input.clone(),
-                        needs: Needs::Approval,
-                        message_id: answered_message.clone(),
-                    }),
-                },
-                None => pending.push(Pending {
+            match decide(call, &target.server_tools, approval, OtherCalls::Client) {
+                Decision::Run(job) => run.push(job),
+                Decision::Answered(call, answer) => denied.push((call, answer)),
+                Decision::Waits(call, needs) => pending.push(Pending {
                     tool_call_id: call.id,
                     name: call.name,
                     input: call.input,
-                    needs: Needs::Result,
+                    needs,
                     message_id: answered_message.clone(),
                 }),
             }
@@ -323,15 +309,7 @@ impl Runner {
             }
             return Err(self.ending(TurnStatus::Complete, Some(MAX_TOOL_ROUNDS)));
         }
-        for (call, reason) in denied {
-            let content = match reason {
-                Some(reason) => format!("denied by a person: {reason}"),
-                None => "denied by a person".to_owned(),
-            };
-            let answer = ToolAnswer {
-                content,
-                is_error: true,
-            };
+        for (call, answer) in denied {
             record(&call, answer, tail);
         }
         if !run.is_empty() {

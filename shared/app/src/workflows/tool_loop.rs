@@ -17,12 +17,12 @@ use lambent_llm::{ToolAnswer, Usage};
 use lambent_ports::StoreError;
 use lambent_store::runs::{StepRecord, StepResult};
 use lambent_store::step_journal::{self, Round};
-use lambent_store::turns::{Needs, Pending};
+use lambent_store::turns::Pending;
 
 use super::failure::{cut, domain_failure, provider_failure, unavailable, Failure, StepError};
 use super::{Point, Worker};
 use crate::chat::{self, Prepared, Record, Target, Unanswered};
-use crate::turns::tools::{Next, ToRun, ToolRuns};
+use crate::turns::tools::{decide, Decision, Next, OtherCalls, ToolRuns};
 
 /// How the loop of an attempt ended.
 pub(super) enum Looped {
@@ -79,42 +79,20 @@ pub(super) async fn run(
             let mut run = Vec::new();
             let mut pending = Vec::new();
             for call in open {
-                let decision = approvals.get(&call.id);
-                let answer = match target.server_tools.get(&call.name) {
-                    Some(tool)
-                        if !tool.requires_approval || decision.is_some_and(|d| d.approved) =>
-                    {
-                        run.push(ToRun {
-                            call,
-                            tool: tool.clone(),
-                        });
-                        continue;
+                let approval = approvals.get(&call.id);
+                match decide(call, &target.server_tools, approval, OtherCalls::Nobody) {
+                    Decision::Run(job) => run.push(job),
+                    Decision::Answered(call, answer) => {
+                        record(worker, step, &call, answer, &mut results).await?
                     }
-                    Some(_) => match decision {
-                        Some(denial) => ToolAnswer {
-                            content: match &denial.reason {
-                                Some(reason) => format!("denied by a person: {reason}"),
-                                None => "denied by a person".into(),
-                            },
-                            is_error: true,
-                        },
-                        None => {
-                            pending.push(Pending {
-                                tool_call_id: call.id.clone(),
-                                name: call.name.clone(),
-                                input: call.input.clone(),
-                                needs: Needs::Approval,
-                                message_id: step.id.clone(),
-                            });
-                            continue;
-                        }
-                    },
-                    None => ToolAnswer {
-                        content: format!("{} is not a server tool of this agent", call.name),
-                        is_error: true,
-                    },
-                };
-                record(worker, step, &call, answer, &mut results).await?;
+                    Decision::Waits(call, needs) => pending.push(Pending {
+                        tool_call_id: call.id,
+                        name: call.name,
+                        input: call.input,
+                        needs,
+                        message_id: step.id.clone(),
+                    }),
+                }
             }
             if !pending.is_empty() {
                 step_journal::pause(store, step, lease, &pending)
