@@ -90,8 +90,9 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// Whether a call may run on the caller's thread (no fsync per commit).
     inline: bool,
-    /// Dropped with the last clone, which stops the checkpoint thread.
-    _checkpoints: Option<Arc<mpsc::Sender<()>>>,
+    /// Dropped with the last clone (after the connection), which stops the
+    /// checkpoint thread and waits for it.
+    _checkpoints: Option<Arc<Checkpoints>>,
 }
 
 const SCHEMA: &str = "
@@ -146,7 +147,7 @@ impl Db {
             Durability::Normal => {
                 conn.pragma_update(None, "synchronous", "NORMAL")?;
                 conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
-                Some(Arc::new(spawn_checkpoints(path)?))
+                Some(Arc::new(Checkpoints::start(path)?))
             }
         };
         Ok(Db {
@@ -188,34 +189,59 @@ impl Db {
     }
 }
 
-/// Starts the thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] on
-/// a connection of its own, so no caller waits for an fsync. It stops, after
-/// a last checkpoint, when the returned sender is dropped.
-fn spawn_checkpoints(path: &Path) -> Result<mpsc::Sender<()>, DbError> {
-    let conn = Connection::open(path)?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("lambent-checkpoint".into())
-        .spawn(move || loop {
-            let last = !matches!(
-                stopped.recv_timeout(CHECKPOINT_EVERY),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            );
-            // PASSIVE: copies what no reader needs, never waits for the
-            // writer. A failure (the disk) is logged; the next pass tries again.
-            let done: Result<(i64, i64, i64), _> =
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                });
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-            if last {
-                return;
-            }
+/// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] on a
+/// connection of its own, so no caller waits for an fsync.
+struct Checkpoints {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpoints {
+    fn start(path: &Path) -> Result<Checkpoints, DbError> {
+        let conn = Connection::open(path)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lambent-checkpoint".into())
+            .spawn(move || loop {
+                let last = !matches!(
+                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                );
+                // PASSIVE: copies what no reader needs, never waits for the
+                // writer. A failure (the disk) is logged; the next pass
+                // tries again.
+                let done: Result<(i64, i64, i64), _> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    });
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                if last {
+                    return;
+                }
+            })
+            .map_err(|e| DbError::Worker(format!("checkpoint thread: {e}")))?;
+        Ok(Checkpoints {
+            stop: Some(stop),
+            thread: Some(thread),
         })
-        .map_err(|e| DbError::Worker(format!("checkpoint thread: {e}")))?;
-    Ok(stop)
+    }
+}
+
+impl Drop for Checkpoints {
+    /// A last checkpoint, and the thread's connection closed (the last one:
+    /// SQLite then removes the WAL), before the database is let go, so
+    /// nothing touches its files afterwards (a test's directory is deleted
+    /// right after).
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the checkpoint thread panicked");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +294,36 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Once the last handle is dropped, nothing is left writing: the WAL
+    /// is checkpointed and SQLite's side files are gone, so a directory
+    /// deleted right after stays deleted.
+    #[tokio::test]
+    async fn a_dropped_database_leaves_only_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let db = Db::open(&path).unwrap();
+        let copy = db.clone();
+        copy.with(|conn| {
+            conn.execute(
+                "INSERT INTO items (pk, sk, attrs) VALUES ('P', x'00', '{}')",
+                [],
+            )
+            .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+        // The checkpoint thread has used its connection by now.
+        tokio::time::sleep(CHECKPOINT_EVERY + Duration::from_millis(300)).await;
+        drop(db);
+        drop(copy);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["db.sqlite3"]);
     }
 
     /// Many tasks on several threads at once: those that find the
