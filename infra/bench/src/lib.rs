@@ -7,7 +7,8 @@
 //!
 //! The streamed chat benchmark's pieces (and the percentiles and `/proc`
 //! readers both benchmarks use) are in [`chat`], the workflow benchmark's
-//! summaries in `flow`, the agent-turn benchmark's in `turn` (feature
+//! summaries in `flow`, the agent-turn benchmark's in `turn`, what the
+//! benchmarks of the release `lambent serve` share in `served` (feature
 //! `flow`, on by default); they run in `src/bin/chatbench.rs`,
 //! `src/bin/flowbench.rs` and `src/bin/turnbench.rs` on the test kit.
 
@@ -15,6 +16,8 @@
 pub mod chat;
 #[cfg(feature = "flow")]
 pub mod flow;
+#[cfg(feature = "flow")]
+pub mod served;
 #[cfg(feature = "flow")]
 pub mod turn;
 

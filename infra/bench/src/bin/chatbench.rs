@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use lambent_bench::chat::*;
+use lambent_bench::served::{self, ok};
 use lambent_core::chat::{Role, ToolChoice, ToolSpec};
 use lambent_fake_provider::{FakeToolCall, FakeUsage, Reply};
 use lambent_llm::{ChatRequest, Turn};
@@ -135,23 +136,11 @@ struct Options {
 }
 
 fn main() -> Result<()> {
-    // Two workers, as many as the cores of the machine this was written on:
-    // the client and the fake provider share them.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(Options::parse()))
+    served::on_two_workers(run(Options::parse()))
 }
 
 async fn run(o: Options) -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    let bin = (o.lambent.clone()).unwrap_or_else(|| Path::new(&target).join("release/lambent"));
-    ensure!(
-        bin.is_file(),
-        "no {} (build it or pass --lambent)",
-        bin.display()
-    );
+    let bin = served::lambent_binary(o.lambent.as_deref())?;
     let nofile = raise_nofile_limit(o.streams as u64 * 4 + 1024);
     let data_root = o.data_root.clone().unwrap_or_else(std::env::temp_dir);
     let data = tempfile::Builder::new()
@@ -230,33 +219,12 @@ async fn run(o: Options) -> Result<()> {
 /// `lambent serve` on embedded storage in `data_dir`, logging to
 /// `lambent.log` there; killed when dropped.
 fn serve(bin: &Path, data_dir: &Path, rate_limit: &str) -> Result<LambentProcess> {
-    let log = data_dir.join("lambent.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let dir = data_dir.display().to_string();
-    let mut args: Vec<&str> = "serve --backend embedded --addr 127.0.0.1:0 --data-dir"
-        .split(' ')
-        .collect();
-    args.push(&dir);
-    let envs = [
-        ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1"),
-        ("LAMBENT_RATE_LIMIT_REQUESTS", rate_limit),
-        // The held streams stay silent for longer than the default 120 s
-        // would allow if the run is slow.
-        ("LAMBENT_PROVIDER_IDLE_TIMEOUT_MS", "900000"),
-        // One line per request, as a deployment logs.
-        ("RUST_LOG", "info"),
-        ("LAMBENT_LOG_FORMAT", "text"),
-    ];
-    let process = LambentProcess::serve_bin(bin, &args, &envs, log);
-    eprintln!(
-        "chatbench: lambent (pid {}) on {}",
-        process.child.id(),
-        process.addr
-    );
-    Ok(process)
+    served::serve(
+        "chatbench",
+        bin,
+        data_dir,
+        &[("LAMBENT_RATE_LIMIT_REQUESTS", rate_limit)],
+    )
 }
 
 /// Raises the soft limit on open files to `want` (and the hard one, if
@@ -412,16 +380,6 @@ impl Seen {
         ensure!(seen.ended, "the stream ended without its end event");
         Ok(seen)
     }
-}
-
-/// The response to `request`, unless its status is not 2xx.
-async fn ok(request: RequestBuilder) -> Result<Response> {
-    let response = request.send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!("{status}: {}", response.text().await.unwrap_or_default());
-    }
-    Ok(response)
 }
 
 type Restart = Box<dyn Fn() -> Result<LambentProcess>>;

@@ -28,13 +28,14 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use lambent_bench::chat::{cpu_time, us, Latencies, SseEvent, SseParser, Stats};
 use lambent_bench::flow::thousands;
+use lambent_bench::served::{self, ok};
 use lambent_bench::turn::*;
 use lambent_fake_provider::{FakeProvider, FakeToolCall, FakeUsage, Reply};
 use lambent_testkit::app::{spawn_app_layered, LambentProcess, TestApp};
 use lambent_testkit::chat::{ChatWorld, PROVIDER_KEY};
 use lambent_testkit::counting::{self, Call, Meter, Tally, Traced};
 use lambent_tool_server::{ToolReply, ToolServer};
-use reqwest::{Client, Method, RequestBuilder, Response};
+use reqwest::{Client, Method, RequestBuilder};
 use serde_json::{json, Value};
 
 /// The user message of every turn.
@@ -135,13 +136,9 @@ struct Options {
 }
 
 fn main() -> Result<()> {
-    // Two workers, as chatbench: the client, the fake provider and the tool
-    // server share them (and, in process, lambent too).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(Options::parse()))
+    // The client, the fake provider and the tool server share the two
+    // workers (and, in process, lambent too).
+    served::on_two_workers(run(Options::parse()))
 }
 
 async fn run(o: Options) -> Result<()> {
@@ -211,16 +208,6 @@ fn fresh_client() -> Result<Client> {
         .http1_only()
         .pool_max_idle_per_host(0)
         .build()?)
-}
-
-/// The response to `request`, unless its status is not 2xx.
-async fn ok(request: RequestBuilder) -> Result<Response> {
-    let response = request.send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!("{status}: {}", response.text().await.unwrap_or_default());
-    }
-    Ok(response)
 }
 
 /// What a client saw of an event stream.
@@ -685,13 +672,7 @@ struct Served {
 
 impl Served {
     async fn start(o: &Options) -> Result<Served> {
-        let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-        let bin = (o.lambent.clone()).unwrap_or_else(|| Path::new(&target).join("release/lambent"));
-        ensure!(
-            bin.is_file(),
-            "no {} (build it or pass --lambent)",
-            bin.display()
-        );
+        let bin = served::lambent_binary(o.lambent.as_deref())?;
         let root = o.data_root.clone().unwrap_or_else(std::env::temp_dir);
         let data = tempfile::Builder::new()
             .prefix("turnbench-")
@@ -961,20 +942,28 @@ impl Served {
                     let direct_first = i % 2 == 1 && previous.is_some();
                     let mut direct = None;
                     if let (true, Some(calls)) = (direct_first, &previous) {
-                        direct = Some(calls.replay(client, world, &tools, rounds).await?);
+                        direct = Some(
+                            calls
+                                .replay(client, world, &tools, rounds, Via::Provider)
+                                .await?,
+                        );
                     }
                     push_round_replies(&world.fake, rounds);
                     let through = through_turn(client, world, &session, rounds, stream).await?;
                     ensure!(world.fake.queued() == 0, "replies left over");
                     let calls = Calls::take(world, &tools, rounds)?;
                     if direct.is_none() {
-                        direct = Some(calls.replay(client, world, &tools, rounds).await?);
+                        direct = Some(
+                            calls
+                                .replay(client, world, &tools, rounds, Via::Provider)
+                                .await?,
+                        );
                     }
                     // Lambent's CPU for the turn: up to here (the calls
                     // made through it one by one are its CPU too).
                     let cpu_at_end = cpu_time(self.pid());
                     let one_by_one = calls
-                        .replay_through_lambent(client, world, &tools, rounds)
+                        .replay(client, world, &tools, rounds, Via::Lambent)
                         .await?;
                     previous = Some(calls);
                     let direct = direct.context("no direct time")?;
@@ -1066,6 +1055,17 @@ async fn through_turn(
     Ok(took)
 }
 
+/// Where a replay sends the model calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The provider itself: its own time.
+    Provider,
+    /// Lambent, one call at a time (its Anthropic-compatible endpoint,
+    /// `model: "fake/<model>"`: prepared, reserved, made and settled like
+    /// any call): what the turn's calls cost without the loop around them.
+    Lambent,
+}
+
 /// The model and tool calls a turn made, as Lambent sent them.
 struct Calls {
     model: Vec<String>,
@@ -1103,8 +1103,9 @@ impl Calls {
         })
     }
 
-    /// The same calls made directly, one after the other: model call,
-    /// tool call, …, the last model call. Each model call is streamed and
+    /// The same calls made again, one after the other: model call, tool
+    /// call, …, the last model call, the model calls `via` the provider or
+    /// Lambent, the tool calls directly. Each model call is streamed and
     /// read to `message_stop`. Their wall time together.
     async fn replay(
         &self,
@@ -1112,32 +1113,9 @@ impl Calls {
         world: &ChatWorld,
         tools: &ToolServer,
         rounds: u32,
+        via: Via,
     ) -> Result<Duration> {
-        self.replay_to(client, world, tools, rounds, false).await
-    }
-
-    /// The same, each model call made through Lambent one at a time (its
-    /// Anthropic-compatible endpoint, `model: "fake/<model>"`: prepared,
-    /// reserved, made and settled like any call), the tool calls directly:
-    /// what the turn's calls cost without the loop around them.
-    async fn replay_through_lambent(
-        &self,
-        client: &Client,
-        world: &ChatWorld,
-        tools: &ToolServer,
-        rounds: u32,
-    ) -> Result<Duration> {
-        self.replay_to(client, world, tools, rounds, true).await
-    }
-
-    async fn replay_to(
-        &self,
-        client: &Client,
-        world: &ChatWorld,
-        tools: &ToolServer,
-        rounds: u32,
-        through_lambent: bool,
-    ) -> Result<Duration> {
+        let through_lambent = via == Via::Lambent;
         push_round_replies(&world.fake, rounds);
         let (model_url, key) = if through_lambent {
             (world.app.url("/v1/messages"), world.key.clone())
@@ -1197,38 +1175,18 @@ impl Calls {
     }
 }
 
-/// `lambent serve` on embedded storage in `data_dir`, logging to
-/// `lambent.log` there; killed when dropped. As chatbench, with the
+/// `lambent serve` (see [`served::serve`]) with rate limiting and the
 /// sweeper's passes out of the way.
 fn serve(bin: &Path, data_dir: &Path) -> Result<LambentProcess> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data_dir.join("lambent.log"))?;
-    let dir = data_dir.display().to_string();
-    let mut args: Vec<&str> = "serve --backend embedded --addr 127.0.0.1:0 --data-dir"
-        .split(' ')
-        .collect();
-    args.push(&dir);
     let envs = [
-        ("LAMBENT_ALLOW_PRIVATE_PROVIDER_URLS", "1"),
         // No counter write per request, and no limit on the reconnects.
         ("LAMBENT_RATE_LIMIT_REQUESTS", "0"),
-        ("LAMBENT_PROVIDER_IDLE_TIMEOUT_MS", "900000"),
         ("LAMBENT_SWEEP_EVERY_SECS", "3600"),
         // Every turn's events stored as a followed turn's are, every 100 ms
         // (not every 2 s while nobody follows): the paced turns the resume
         // phase reconnects to are then many small batches, the harder case.
         // A loop round's turn is shorter than either.
         ("LAMBENT_EVENTS_IDLE_FLUSH_MS", "100"),
-        ("RUST_LOG", "info"),
-        ("LAMBENT_LOG_FORMAT", "text"),
     ];
-    let process = LambentProcess::serve_bin(bin, &args, &envs, log);
-    eprintln!(
-        "turnbench: lambent (pid {}) on {}",
-        process.child.id(),
-        process.addr
-    );
-    Ok(process)
+    served::serve("turnbench", bin, data_dir, &envs)
 }

@@ -29,11 +29,8 @@ pub async fn begin(
     parts: Vec<Part>,
 ) -> Result<String> {
     let store = state.store.as_ref();
-    let Some(session) = sessions::get(store, owner, session_id).await? else {
-        return Err(Error::NotFound("session"));
-    };
-    // The turn's first call prepared and reserved here, then given back: a
-    // deleted agent (409), a message over the agent's context budget (400)
+    // The turn's first call prepared and reserved here, then given back: an
+    // unknown session (404), a deleted agent (409), a message over the agent's context budget (400)
     // or a budget it cannot fit (429) is refused now, as a turn in the
     // request would be, not answered 202 and failed later with the message
     // stored unanswered.
@@ -47,11 +44,11 @@ pub async fn begin(
     crate::chat::release(state, &trial).await;
     let (input_ids, turn_id) = messages::turn_ids_for(1);
     let expires_at = sessions::expiry(state.clock.now_secs(), state.config.session_ttl);
-    let mut ops = messages::user_message_ops(owner, &session.id, &input_ids[0], &parts, expires_at);
+    let mut ops = messages::user_message_ops(owner, session_id, &input_ids[0], &parts, expires_at);
     messages::tag_turn(&mut ops, &turn_id);
     ops.extend(turns::start_ops(&NewTurn {
         owner,
-        session_id: &session.id,
+        session_id,
         turn_id: &turn_id,
         first_message_id: &input_ids[0],
         background: true,
@@ -65,7 +62,7 @@ pub async fn begin(
         Err(e) if e.is_condition_failure() => return Err(Error::NotFound("session")),
         Err(e) => return Err(e.into()),
     }
-    hand_over(state, owner, &session.id, &turn_id).await;
+    hand_over(state, owner, session_id, &turn_id).await;
     Ok(turn_id)
 }
 
