@@ -6,6 +6,7 @@ mod agent_turns;
 mod chaos;
 mod chat;
 mod completions;
+mod contention;
 mod contracts;
 mod faults;
 mod identity;

@@ -330,6 +330,7 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
         ("2026-12-01", "agt_a"),
     ] {
         let facts = CallFacts {
+            call_id: &format!("call_{day}_{agent}"),
             owner: &owner,
             agent_id: Some(agent),
             session_id: None,
@@ -367,6 +368,76 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
         .unwrap();
     assert!(none.is_empty());
     assert_eq!(total.calls, 0);
+}
+
+/// The deployment's aggregates are spread over shards by call ID (so no
+/// item is written by every call) and summed when read, with those kept in
+/// the one partition of before.
+pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s: &Storage) {
+    use lambent_ports::{Key, Update};
+    let store = s.store.as_ref();
+    // A day no other test writes: the deployment's report sees every user.
+    let day = "2001-02-03";
+    let mut shards = std::collections::BTreeSet::new();
+    let owner = user(s, "sharded").await;
+    for n in 0..40 {
+        let call_id = format!("call_sharded_{n}");
+        let facts = CallFacts {
+            call_id: &call_id,
+            owner: &owner,
+            agent_id: Some("agt_sharded"),
+            session_id: None,
+            model: "m",
+            day,
+            usage: Usage {
+                output_tokens: 2,
+                ..Usage::default()
+            },
+            cost_usd: d("0.01"),
+        };
+        let ops = usage::aggregate_ops(&facts);
+        let deployment: Vec<_> = ops
+            .iter()
+            .map(|op| op.key().pk.clone())
+            .filter(|pk| pk.starts_with("USAGE#"))
+            .collect();
+        assert_eq!(deployment.len(), 4, "{deployment:?}");
+        assert!(deployment.iter().all(|pk| pk == &deployment[0]));
+        shards.insert(deployment[0].clone());
+        store.transact(ops).await.unwrap();
+    }
+    assert!(shards.len() > 4, "40 calls in {} shards", shards.len());
+    // An aggregate from before the shards.
+    store
+        .update(
+            &Key::new("USAGE", format!("USAGE#DAY#{day}#-")),
+            Update::new()
+                .add("calls", Decimal::from(3))
+                .add("output_tokens", Decimal::from(6))
+                .add("cost_usd", d("0.5")),
+            None,
+        )
+        .await
+        .unwrap();
+    let (days, total) = usage::report(store, &Scope::Everyone, Dimension::Day, day, day)
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(total.calls, 43);
+    assert_eq!(total.output_tokens, 86);
+    assert_eq!(total.cost_usd, d("0.9"));
+    let (users, _) = usage::report(store, &Scope::Everyone, Dimension::User, day, day)
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].key.as_deref(), Some(owner.as_str()));
+    assert_eq!(users[0].totals.calls, 40);
+    assert_eq!(users[0].totals.cost_usd, d("0.4"));
+    // The user's own report is not sharded.
+    let (_, mine) = usage::report(store, &Scope::User(owner), Dimension::Agent, day, day)
+        .await
+        .unwrap();
+    assert_eq!(mine.calls, 40);
 }
 
 pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {

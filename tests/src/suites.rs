@@ -95,6 +95,7 @@ macro_rules! backend_suites {
                 a_call_settled_again_and_again_counts_once,
                 reservations_never_pass_a_limit_under_concurrency,
                 usage_reports_cover_exactly_their_days,
+                a_deployment_report_sums_every_shard_and_the_unsharded_partition,
                 a_tool_conversation_is_stored_and_read_back_as_turns,
                 a_large_image_is_stored_across_items,
             );

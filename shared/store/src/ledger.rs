@@ -34,13 +34,7 @@ pub const SHARDS: u32 = 8;
 const RETENTION_SECS: i64 = 35 * 86_400;
 
 fn shard_of(call_id: &str) -> u32 {
-    // FNV-1a: stable across processes and versions.
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in call_id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % SHARDS
+    crate::shard_of(call_id, SHARDS)
 }
 
 fn partition(shard: u32) -> String {

@@ -134,21 +134,31 @@ pub(crate) fn id_after<'a>(item: &'a Item, prefix: &str) -> Result<&'a str> {
         .ok_or_else(|| corrupt(item, "sk"))
 }
 
+/// The shard of `id` among `shards` partitions: FNV-1a, stable across
+/// processes and versions, since stored keys depend on it.
+pub(crate) fn shard_of(id: &str, shards: u32) -> u32 {
+    id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) % shards
+}
+
 /// Attempts of a transaction that meets concurrent writers (DynamoDB
 /// cancels transactions that touch an item another transaction is writing).
 const TRANSACT_ATTEMPTS: u32 = 6;
 
 /// Runs a transaction, retrying conflicts with concurrent writers with
-/// growing, jittered pauses. A failed condition is returned at once.
+/// growing pauses, half of each at random, so writers that met once do not
+/// meet again. A failed condition is returned at once.
 pub async fn transact_retrying(store: &dyn ItemStore, ops: Vec<TxOp>) -> Result<(), StoreError> {
     let mut attempt = 0;
     loop {
         match store.transact(ops.clone()).await {
             Err(StoreError::Conflict) if attempt + 1 < TRANSACT_ATTEMPTS => {
                 attempt += 1;
-                let jitter = u64::from(lambent_core::ids::random_bytes::<1>()[0]) % 10;
-                tokio::time::sleep(std::time::Duration::from_millis((10 << attempt) + jitter))
-                    .await;
+                let ceiling_us = 10_000u64 << attempt;
+                let roll = u64::from(u16::from_le_bytes(lambent_core::ids::random_bytes::<2>()));
+                let pause_us = ceiling_us / 2 + roll % (ceiling_us / 2);
+                tokio::time::sleep(std::time::Duration::from_micros(pause_us)).await;
             }
             other => return other,
         }

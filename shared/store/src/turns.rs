@@ -46,10 +46,7 @@ fn active_partition(shard: u32) -> String {
 }
 
 fn active_key(turn_id: &str) -> Key {
-    // FNV-1a: stable across processes and versions.
-    let shard = turn_id.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    }) % ACTIVE_SHARDS;
+    let shard = crate::shard_of(turn_id, ACTIVE_SHARDS);
     Key::new(active_partition(shard), format!("TURN#{turn_id}"))
 }
 

@@ -1,11 +1,16 @@
 //! Costs and their aggregates. A call's cost is computed from its token
 //! counts and the model's prices, as an exact decimal; it is then added to
-//! aggregates per UTC day and per agent, model and session (and, in the
-//! deployment-wide partition `USAGE`, per user) with atomic ADDs, in the same
-//! transaction as the record that makes the call counted once (its assistant
-//! message, or a call marker). Aggregates are keyed
-//! `USAGE#<dimension>#<day>#<value>`, so a date range of one dimension is one
-//! query that starts at its first day.
+//! aggregates per UTC day and per agent, model and session (and, for the
+//! deployment, per user too) with atomic ADDs, in the same transaction as the
+//! record that makes the call counted once (its assistant message, or a call
+//! marker). Aggregates are keyed `USAGE#<dimension>#<day>#<value>`, so a date
+//! range of one dimension is one query that starts at its first day.
+//!
+//! The deployment's aggregates are spread over [`SHARDS`] partitions
+//! (`USAGE#<shard>`, by call ID) and summed when read: every call writes
+//! them, and on DynamoDB concurrent transactions that touch one item cancel
+//! each other, so one deployment-wide item would let one call settle at a
+//! time.
 
 use std::collections::BTreeMap;
 
@@ -19,8 +24,20 @@ use lambent_core::error::Result;
 use lambent_ports::store::MAX_PAGE_SIZE;
 use lambent_ports::{Item, ItemStore, Key, Query, StoreCursor, TxOp, Update};
 
-/// The deployment-wide aggregates, read by admins.
-const GLOBAL_PARTITION: &str = "USAGE";
+/// The partitions the deployment's aggregates are spread over.
+pub const SHARDS: u32 = 16;
+/// Where the deployment's aggregates were kept before they were sharded:
+/// still read, never written.
+const UNSHARDED_PARTITION: &str = "USAGE";
+
+fn deployment_partition(shard: u32) -> String {
+    format!("USAGE#{shard}")
+}
+
+/// Every partition a deployment-wide report reads.
+fn deployment_partitions() -> impl Iterator<Item = String> {
+    std::iter::once(UNSHARDED_PARTITION.to_owned()).chain((0..SHARDS).map(deployment_partition))
+}
 /// The value of the `DAY` dimension, which has one aggregate per day.
 const WHOLE_DAY: &str = "-";
 /// The value of the `AGENT` dimension for calls made without an agent.
@@ -53,6 +70,8 @@ pub fn worst_case(prompt_tokens: u64, max_tokens: u64, prices: &Prices) -> Decim
 /// One counted call, as the aggregates see it.
 #[derive(Debug, Clone)]
 pub struct CallFacts<'a> {
+    /// The call's ID: it picks the deployment shard the call counts in.
+    pub call_id: &'a str,
     pub owner: &'a str,
     pub agent_id: Option<&'a str>,
     pub session_id: Option<&'a str>,
@@ -106,8 +125,9 @@ fn add_call(facts: &CallFacts<'_>) -> Update {
 /// go in one transaction with the call's create-only record.
 pub fn aggregate_ops(facts: &CallFacts<'_>) -> Vec<TxOp> {
     let user_pk = users::partition(facts.owner);
+    let deployment_pk = deployment_partition(crate::shard_of(facts.call_id, SHARDS));
     let mut keys = Vec::with_capacity(9);
-    for pk in [user_pk.as_str(), GLOBAL_PARTITION] {
+    for pk in [user_pk.as_str(), deployment_pk.as_str()] {
         keys.push(aggregate_key(pk, Dimension::Day, facts.day, WHOLE_DAY));
         keys.push(aggregate_key(
             pk,
@@ -121,7 +141,7 @@ pub fn aggregate_ops(facts: &CallFacts<'_>) -> Vec<TxOp> {
         }
     }
     keys.push(aggregate_key(
-        GLOBAL_PARTITION,
+        &deployment_pk,
         Dimension::User,
         facts.day,
         facts.owner,
@@ -190,7 +210,8 @@ pub struct Group {
 }
 
 /// The groups of `dimension` between `from` and `to` (days, inclusive), and
-/// their sum. One query per page of aggregates, starting at `from`.
+/// their sum: the scope's partitions (the user's, or every deployment
+/// shard) read at once, one query per page of aggregates starting at `from`.
 pub async fn report(
     store: &dyn ItemStore,
     scope: &Scope,
@@ -198,10 +219,46 @@ pub async fn report(
     from: &str,
     to: &str,
 ) -> Result<(Vec<Group>, Totals)> {
-    let pk = match scope {
-        Scope::User(owner) => users::partition(owner),
-        Scope::Everyone => GLOBAL_PARTITION.to_owned(),
+    let partitions: Vec<String> = match scope {
+        Scope::User(owner) => vec![users::partition(owner)],
+        Scope::Everyone => deployment_partitions().collect(),
     };
+    let read = futures::future::try_join_all(
+        partitions
+            .iter()
+            .map(|pk| read_partition(store, pk, dimension, from, to)),
+    )
+    .await?;
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    for partition in read {
+        for (group, totals) in partition {
+            groups.entry(group).or_default().add(&totals);
+        }
+    }
+    let mut total = Totals::default();
+    let groups = groups
+        .into_iter()
+        .map(|(key, mut totals)| {
+            totals.cost_usd = totals.cost_usd.normalize();
+            total.add(&totals);
+            Group {
+                key: (key != NO_AGENT || dimension != Dimension::Agent).then_some(key),
+                totals,
+            }
+        })
+        .collect();
+    total.cost_usd = total.cost_usd.normalize();
+    Ok((groups, total))
+}
+
+/// The groups of `dimension` between `from` and `to` in partition `pk`.
+async fn read_partition(
+    store: &dyn ItemStore,
+    pk: &str,
+    dimension: Dimension,
+    from: &str,
+    to: &str,
+) -> Result<BTreeMap<String, Totals>> {
     let prefix = format!("USAGE#{}#", dimension.tag());
     // The position just before `from`'s first aggregate.
     let mut after = Some(StoreCursor(format!("{prefix}{from}")));
@@ -209,7 +266,7 @@ pub async fn report(
     'pages: loop {
         let page = store
             .query(
-                Query::partition(pk.as_str())
+                Query::partition(pk)
                     .prefix(prefix.as_str())
                     .limit(MAX_PAGE_SIZE)
                     .after(after.take()),
@@ -234,20 +291,7 @@ pub async fn report(
             None => break,
         }
     }
-    let mut total = Totals::default();
-    let groups = groups
-        .into_iter()
-        .map(|(key, mut totals)| {
-            totals.cost_usd = totals.cost_usd.normalize();
-            total.add(&totals);
-            Group {
-                key: (key != NO_AGENT || dimension != Dimension::Agent).then_some(key),
-                totals,
-            }
-        })
-        .collect();
-    total.cost_usd = total.cost_usd.normalize();
-    Ok((groups, total))
+    Ok(groups)
 }
 
 #[cfg(test)]

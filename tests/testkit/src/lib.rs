@@ -3,11 +3,13 @@
 //! fake provider and the one SSE parser's events ([`chat`]), the AWS emulator
 //! and fresh adapters on it ([`emulator`]) or on embedded storage
 //! ([`embedded`]), ports that count and time their calls ([`counting`]) or
-//! fail on purpose ([`faults`]), and
+//! fail on purpose ([`faults`]), a store that conflicts on contention as
+//! DynamoDB does ([`contention`]), and
 //! [`eventually`] polling with a deadline.
 
 pub mod app;
 pub mod chat;
+pub mod contention;
 pub mod counting;
 pub mod embedded;
 pub mod emulator;

@@ -291,6 +291,7 @@ pub fn charge(bill: &Bill, used: &Usage) -> Charge {
 fn count_ops(bill: &Bill, used: &Usage) -> (Decimal, Vec<TxOp>) {
     let cost_usd = usage::cost(used, &bill.prices);
     let facts = CallFacts {
+        call_id: &bill.call_id,
         owner: &bill.owner,
         agent_id: bill.agent_id.as_deref(),
         session_id: bill.session_id(),
@@ -367,7 +368,11 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
         }
         match settle_bill(store, &bill, &outcome, entry).await {
             Ok(cost_usd) => return Ok(settled(&bill, outcome, cost_usd)),
-            Err(e) if super::is_ambiguous(&e) => failure = Some(e),
+            // Contention outlasted the store's own retries: nothing was
+            // written, and the next try (or the sweeper) may well land.
+            Err(e) if super::is_ambiguous(&e) || matches!(e, Error::Conflict(_)) => {
+                failure = Some(e)
+            }
             Err(e) => return Err(e),
         }
     }
