@@ -9,6 +9,7 @@ mod completions;
 mod contention;
 mod contracts;
 mod faults;
+mod first_token;
 mod identity;
 mod lambda_glue;
 mod limits;

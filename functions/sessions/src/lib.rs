@@ -140,6 +140,7 @@ async fn delete_session(
     PathId(id): PathId<SessionId>,
 ) -> ApiResult<StatusCode> {
     sessions::delete(state.store.as_ref(), &principal.user_id, &id).await?;
+    state.callers.evict_session(&principal.user_id, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -155,6 +155,7 @@ async fn update_user(
     }
     let user = users::update(state.store.as_ref(), &id, change).await?;
     state.identity.cache().evict_user(&id);
+    state.callers.evict_user(&id);
     Ok(Json(user))
 }
 
@@ -170,6 +171,7 @@ async fn delete_user(
 ) -> ApiResult<StatusCode> {
     users::delete(state.store.as_ref(), &id).await?;
     state.identity.cache().evict_user(&id);
+    state.callers.evict_user(&id);
     state.targets.evict_owner(&id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod health;
 pub mod identity;
+pub mod rate_gate;
 pub mod state;
 pub mod streams;
 pub mod sweeper;

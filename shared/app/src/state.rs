@@ -24,6 +24,10 @@ pub struct State {
     pub catalog: Arc<Catalog>,
     /// Agents resolved for model calls, briefly cached.
     pub targets: Arc<Targets>,
+    /// Sessions and monthly limits read for model calls, briefly cached.
+    pub callers: Arc<crate::chat::Callers>,
+    /// Users' rate limits as this process knows them.
+    pub rates: Arc<crate::rate_gate::RateGate>,
     /// What expiry, leases, rate-limit windows and the day of a cost are
     /// decided by.
     pub clock: Arc<dyn Clock>,
@@ -42,6 +46,7 @@ impl State {
         let identity = Arc::new(Identity::for_config(secrets.clone(), &config));
         let catalog = Arc::new(Catalog::new(config.auth_cache));
         let targets = Arc::new(Targets::new(config.auth_cache));
+        let callers = Arc::new(crate::chat::Callers::new(config.auth_cache));
         State {
             config: Arc::new(config),
             store,
@@ -51,6 +56,8 @@ impl State {
             identity,
             catalog,
             targets,
+            callers,
+            rates: Default::default(),
             clock: lambent_core::clock::system(),
             turn_registry: Default::default(),
         }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use lambent_app::state::State;
 use lambent_core::auth::Principal;
-use lambent_store::{audit, rate_limits};
+use lambent_store::audit;
 
 /// Puts every route of `routes` behind the authentication layer. Routes
 /// added to the router afterwards stay public.
@@ -46,13 +46,15 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
     span.record("user_id", principal.user_id.as_str());
     span.record("key_id", principal.key_id.as_str());
 
-    if let Err(e) = rate_limits::take(
-        state.store.as_ref(),
-        &principal.user_id,
-        state.config.rate_limit,
-        state.clock.now_millis(),
-    )
-    .await
+    if let Err(e) = state
+        .rates
+        .take(
+            &state.store,
+            &principal.user_id,
+            state.config.rate_limit,
+            state.clock.now_millis(),
+        )
+        .await
     {
         return ApiError::from(e).into_response();
     }

@@ -34,20 +34,41 @@ fn bucket_key(user_id: &str) -> Key {
     Key::new(format!("RATE#{user_id}"), "BUCKET")
 }
 
+impl Limit {
+    pub fn is_off(&self) -> bool {
+        self.requests == 0 || self.window_secs == 0
+    }
+
+    /// The time one request takes up in the bucket, µs.
+    pub fn interval_us(&self) -> i64 {
+        (self.window_us() / self.requests.max(1) as i64).max(1)
+    }
+
+    /// How far ahead of now the bucket's `tat` may be for a request to
+    /// pass, µs: the burst.
+    pub fn tolerance_us(&self) -> i64 {
+        self.window_us() - self.interval_us()
+    }
+
+    fn window_us(&self) -> i64 {
+        self.window_secs as i64 * MICROS
+    }
+}
+
 /// Counts one request of `user_id` at `now_millis`, or answers 429 with
-/// the seconds until the next request would be allowed.
+/// the seconds until the next request would be allowed. Returns the
+/// bucket's `tat` as written (µs; 0 with no limit).
 pub async fn take(
     store: &dyn ItemStore,
     user_id: &str,
     limit: Limit,
     now_millis: i64,
-) -> Result<()> {
-    if limit.requests == 0 || limit.window_secs == 0 {
-        return Ok(());
+) -> Result<i64> {
+    if limit.is_off() {
+        return Ok(0);
     }
-    let window = limit.window_secs as i64 * MICROS;
-    let interval = (window / limit.requests as i64).max(1);
-    let tolerance = window - interval;
+    let interval = limit.interval_us();
+    let tolerance = limit.tolerance_us();
     let now = now_millis * 1_000;
     let key = bucket_key(user_id);
     // Kept a window past the bucket's last use, then DynamoDB's TTL removes it.
@@ -61,7 +82,7 @@ pub async fn take(
             .set("tat", now + interval)
             .expire_at(Some(expires));
         match store.update(&key, reset, Some(idle)).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(now + interval),
             Err(e) if e.is_condition_failure() => {}
             Err(e) => return Err(e.into()),
         }
@@ -73,17 +94,13 @@ pub async fn take(
             .add("tat", Decimal::from(interval))
             .expire_at(Some(expires));
         match store.update(&key, advance, Some(room)).await {
-            Ok(_) => return Ok(()),
+            Ok(item) => return Ok(tat_of(&item).unwrap_or(now + interval)),
             Err(e) if e.is_condition_failure() => {}
             Err(e) => return Err(e.into()),
         }
         // Neither idle nor with room: full, unless another request moved
         // the bucket between the two writes.
-        let tat = store
-            .get(&key)
-            .await?
-            .and_then(|item| item.get_decimal("tat"))
-            .and_then(|tat| tat.to_i64());
+        let tat = store.get(&key).await?.as_ref().and_then(tat_of);
         if let Some(tat) = tat {
             if tat > now + tolerance {
                 let wait = tat - tolerance - now;
@@ -97,4 +114,8 @@ pub async fn take(
     Err(Error::RateLimited {
         retry_after_secs: 1,
     })
+}
+
+fn tat_of(item: &lambent_ports::Item) -> Option<i64> {
+    item.get_decimal("tat").and_then(|tat| tat.to_i64())
 }

@@ -19,10 +19,12 @@
 //! 5. [`release`]: a call that did not happen gives its reservation back (a
 //!    call whose process died is closed by the sweeper).
 
+mod callers;
 mod reader;
 mod settle;
 mod target;
 
+pub use callers::Callers;
 pub use reader::{Cut, Piece, Read, ReplyReader, Stop, CANCELLED, DEADLINE};
 pub use settle::{
     abandon, charge, finish_intent, reply_message, settle, settle_detached, usage_when_cut, Bill,
@@ -46,7 +48,6 @@ use lambent_store::models::Prices;
 use lambent_store::sessions::{self, Session};
 use lambent_store::turns;
 use lambent_store::usage;
-use lambent_store::users;
 
 /// Where a call is recorded; the record is create-only and so makes the
 /// call count once.
@@ -184,15 +185,13 @@ pub async fn prepare_session_turn(
     input: UserInput,
 ) -> Result<Prepared> {
     let store = state.store.as_ref();
-    let Some(session) = sessions::get(store, owner, session_id).await? else {
-        return Err(Error::NotFound("session"));
-    };
-    // The agent (with its provider and key) and the user's limit, at once.
-    let (target, user) = tokio::join!(
+    // Warm, these three are in this process's caches (`Callers`, `Targets`).
+    let session = state.callers.session(store, owner, session_id).await?;
+    let (target, monthly) = tokio::join!(
         Target::of_agent(state, owner, &session.agent_id, "the session's agent"),
-        users::get(store, owner),
+        state.callers.monthly_limit(store, owner),
     );
-    let (target, user) = (target?, user?.ok_or(Error::NotFound("user"))?);
+    let (target, monthly) = (target?, monthly?);
     let budget = target.context_token_budget;
     let said = input.parts();
     let fixed = system_tokens(&target) + messages::estimate_parts_tokens(&said);
@@ -233,10 +232,10 @@ pub async fn prepare_session_turn(
     let context = TurnContext {
         target: target.clone(),
         session: session.clone(),
-        monthly: user.monthly_budget_usd,
+        monthly,
     };
     let limits = Limits {
-        monthly: user.monthly_budget_usd,
+        monthly,
         session: Some(&session),
     };
     let mut call = prepare(state, owner, target, turns, prompt_tokens, limits, record).await?;
@@ -316,11 +315,11 @@ pub async fn prepare_call(
     let record = Record::Call {
         call_id: new_call_id(state),
     };
-    let Some(user) = users::get(state.store.as_ref(), owner).await? else {
-        return Err(Error::NotFound("user"));
-    };
     let limits = Limits {
-        monthly: user.monthly_budget_usd,
+        monthly: state
+            .callers
+            .monthly_limit(state.store.as_ref(), owner)
+            .await?,
         session: None,
     };
     prepare(state, owner, target, turns, prompt_tokens, limits, record).await
