@@ -47,7 +47,7 @@ if [[ -z "${LAMBENT_BENCH_MOTO:-}" ]]; then
     fi
 fi
 
-functions=(authorizer health users keys providers models agents sessions chat usage workflows worker trigger)
+functions=(authorizer health users keys providers models agents sessions chat usage workflows worker trigger sweeper)
 packages=()
 for f in "${functions[@]}"; do packages+=(-p "lambent-fn-$f"); done
 

@@ -267,6 +267,11 @@ fn lambda_env(common: &BTreeMap<String, String>, binary: &str) -> BTreeMap<Strin
         ("LAMBDA_TASK_ROOT", "/var/task"),
         ("TZ", ":UTC"),
         ("LANG", "en_US.UTF-8"),
+        // The emulator's AWS_ENDPOINT_URL would turn the machine's CA roots
+        // on; a deployed function has no endpoint override, so it trusts
+        // the compiled-in AWS roots only, as here (`--env
+        // LAMBENT_AWS_NATIVE_ROOTS=1` measures the other case).
+        ("LAMBENT_AWS_NATIVE_ROOTS", "0"),
     ] {
         env.insert(name.into(), value.into());
     }
@@ -353,12 +358,28 @@ fn bootstrap(lambent: &Path, env: &BTreeMap<String, String>) -> Result<BTreeMap<
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let vars = parse_bootstrap_output(&String::from_utf8_lossy(&output.stdout));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut vars = parse_bootstrap_output(&stdout);
+    // The dead-letter queues the worker and the trigger move failed messages
+    // to are printed as comments (`# steps-dlq queue: URL`).
+    for (comment, name) in [
+        ("# steps-dlq queue:", "LAMBENT_STEPS_DLQ_URL"),
+        ("# triggers-dlq queue:", "LAMBENT_TRIGGERS_DLQ_URL"),
+    ] {
+        if let Some(url) = stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(comment))
+        {
+            vars.insert(name.to_string(), url.trim().to_string());
+        }
+    }
     for needed in [
         "LAMBENT_TABLE",
         "LAMBENT_SECRET_ID",
         "LAMBENT_KMS_KEY_ID",
         "LAMBENT_STEPS_QUEUE_URL",
+        "LAMBENT_STEPS_DLQ_URL",
+        "LAMBENT_TRIGGERS_DLQ_URL",
     ] {
         if !vars.contains_key(needed) {
             bail!("lambent bootstrap did not print {needed}");
