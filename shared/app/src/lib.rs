@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod bootstrap;
+pub mod callers;
 pub mod chat;
 pub mod config;
 pub mod health;

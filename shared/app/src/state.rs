@@ -25,7 +25,7 @@ pub struct State {
     /// Agents resolved for model calls, briefly cached.
     pub targets: Arc<Targets>,
     /// Sessions and monthly limits read for model calls, briefly cached.
-    pub callers: Arc<crate::chat::Callers>,
+    pub callers: Arc<crate::callers::Callers>,
     /// Users' rate limits as this process knows them.
     pub rates: Arc<crate::rate_gate::RateGate>,
     /// What expiry, leases, rate-limit windows and the day of a cost are
@@ -46,7 +46,7 @@ impl State {
         let identity = Arc::new(Identity::for_config(secrets.clone(), &config));
         let catalog = Arc::new(Catalog::new(config.auth_cache));
         let targets = Arc::new(Targets::new(config.auth_cache));
-        let callers = Arc::new(crate::chat::Callers::new(config.auth_cache));
+        let callers = Arc::new(crate::callers::Callers::new(config.auth_cache));
         State {
             config: Arc::new(config),
             store,

@@ -19,12 +19,10 @@
 //! 5. [`release`]: a call that did not happen gives its reservation back (a
 //!    call whose process died is closed by the sweeper).
 
-mod callers;
 mod reader;
 mod settle;
 mod target;
 
-pub use callers::Callers;
 pub use reader::{Cut, Piece, Read, ReplyReader, Stop, CANCELLED, DEADLINE};
 pub use settle::{
     abandon, charge, finish_intent, reply_message, settle, settle_detached, usage_when_cut, Bill,
