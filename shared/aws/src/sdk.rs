@@ -26,10 +26,16 @@ use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
-use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_sdk_dynamodb::config::{ConfigBag, SharedHttpClient};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// Time allowed to open a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -169,8 +175,14 @@ fn native_roots_flag(value: &str) -> bool {
 }
 
 /// The one HTTPS client every SDK client of the process shares (and so one
-/// connection pool): rustls on aws-lc, the SDK's default, trusting `roots`.
+/// connection pool): rustls on aws-lc, the SDK's default, trusting `roots`,
+/// its connector made on first use ([`NoEarlyConnector`]).
 pub fn http_client(roots: Roots) -> SharedHttpClient {
+    SharedHttpClient::new(NoEarlyConnector(https_client(roots)))
+}
+
+/// The SDK's HTTPS client trusting `roots`.
+fn https_client(roots: Roots) -> SharedHttpClient {
     let trust_store = match roots {
         Roots::Aws => TrustStore::empty()
             .with_native_roots(false)
@@ -188,6 +200,37 @@ pub fn http_client(roots: Roots) -> SharedHttpClient {
         .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(tls)
         .build_https()
+}
+
+/// An HTTP client whose connector is made when a request first needs it.
+/// The SDK's own builds a connector and drops it as each SDK client is
+/// built (`validate_base_client_config`), only so that the machine's roots
+/// are loaded at construction: a parse of the trust store per SDK client
+/// (0.25 M instructions each with the AWS roots, about twice that with the
+/// machine's) on top of the one connector every client then shares.
+#[derive(Debug)]
+pub struct NoEarlyConnector(pub SharedHttpClient);
+
+impl HttpClient for NoEarlyConnector {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// The loader for `setup`: Lambent's timeouts, retry policy and HTTPS client,
@@ -451,6 +494,72 @@ mod tests {
                 assert_eq!(tables.table_names(), &[] as &[String]);
             }
             assert_eq!(connections.load(Ordering::SeqCst), 1, "{roots:?}");
+        }
+    }
+
+    /// An HTTP client that counts the connectors asked of it before any
+    /// request (`validate_base_client_config`) and for requests.
+    #[derive(Debug)]
+    struct Counting {
+        inner: SharedHttpClient,
+        early: Arc<AtomicUsize>,
+        for_requests: Arc<AtomicUsize>,
+    }
+
+    impl HttpClient for Counting {
+        fn http_connector(
+            &self,
+            settings: &HttpConnectorSettings,
+            components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            self.for_requests.fetch_add(1, Ordering::SeqCst);
+            self.inner.http_connector(settings, components)
+        }
+
+        fn validate_base_client_config(
+            &self,
+            components: &aws_sdk_dynamodb::config::RuntimeComponentsBuilder,
+            cfg: &ConfigBag,
+        ) -> Result<(), BoxError> {
+            self.early.fetch_add(1, Ordering::SeqCst);
+            self.inner.validate_base_client_config(components, cfg)
+        }
+    }
+
+    #[tokio::test]
+    async fn sdk_clients_make_no_connector_of_their_own_before_a_request() {
+        for skip_early in [false, true] {
+            let (url, connections) = list_tables_endpoint().await;
+            let early = Arc::new(AtomicUsize::new(0));
+            let for_requests = Arc::new(AtomicUsize::new(0));
+            let counting = SharedHttpClient::new(Counting {
+                inner: https_client(Roots::Aws),
+                early: early.clone(),
+                for_requests: for_requests.clone(),
+            });
+            let client = match skip_early {
+                true => SharedHttpClient::new(NoEarlyConnector(counting)),
+                false => counting,
+            };
+            let sdk = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(client)
+                .endpoint_url(&url)
+                .region(Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "AKIDTEST", "secret", None, None, "test",
+                ))
+                .load()
+                .await;
+            for _ in 0..2 {
+                let client = aws_sdk_dynamodb::Client::new(&sdk);
+                client.list_tables().send().await.unwrap();
+            }
+            // The SDK asks for a connector as it builds each client; the
+            // wrapper declines. Requests get theirs either way.
+            let expected_early = if skip_early { 0 } else { 2 };
+            assert_eq!(early.load(Ordering::SeqCst), expected_early);
+            assert_eq!(for_requests.load(Ordering::SeqCst), 2);
+            assert_eq!(connections.load(Ordering::SeqCst), 1);
         }
     }
 
