@@ -416,6 +416,10 @@ mod tests {
         assert!(sdk.http_client().is_some());
     }
 
+    fn test_credentials() -> aws_sdk_dynamodb::config::Credentials {
+        aws_sdk_dynamodb::config::Credentials::new("AKIDTEST", "secret", None, None, "test")
+    }
+
     /// A plain-HTTP endpoint that answers every request as DynamoDB's
     /// ListTables, and counts the connections it accepts.
     async fn list_tables_endpoint() -> (String, Arc<AtomicUsize>) {
@@ -479,9 +483,7 @@ mod tests {
             };
             let sdk = config_loader(&setup)
                 .endpoint_url(&url)
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "AKIDTEST", "secret", None, None, "test",
-                ))
+                .credentials_provider(test_credentials())
                 .load()
                 .await;
             // Two clients built from the configuration, one call each, one
@@ -545,9 +547,7 @@ mod tests {
                 .http_client(client)
                 .endpoint_url(&url)
                 .region(Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "AKIDTEST", "secret", None, None, "test",
-                ))
+                .credentials_provider(test_credentials())
                 .load()
                 .await;
             for _ in 0..2 {
