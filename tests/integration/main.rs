@@ -22,5 +22,6 @@ mod server_tool_config;
 mod server_tools;
 mod tools;
 mod turn_crash;
+mod units;
 mod workflow_tools;
 mod workflows;

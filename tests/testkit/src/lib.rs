@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod emulator;
 mod eventually;
 pub mod faults;
+pub mod units;
 
 pub use eventually::eventually;
 
