@@ -23,10 +23,9 @@ use lambent_app::streams::StreamSlot;
 use lambent_core::ids::{AgentId, TypedId};
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_llm::LlmClient;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// What the chat handlers share: the state and the provider HTTP client,
 /// built once per cold start.
@@ -48,9 +47,10 @@ impl Chat {
     }
 }
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<Chat> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<Chat> {
+    Routes::new()
         .routes(routes!(turn::post_message))
         .routes(routes!(completions::create_completion))
         .routes(routes!(messages_api::create_message))
@@ -60,10 +60,10 @@ pub fn documented() -> OpenApiRouter<Chat> {
 /// The route group: these routes behind the API key check, with the
 /// provider client beside the state.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
+    openapi: || group::openapi_of(routes()),
     routes: |state| {
         let chat = Chat::new(state.clone())?;
-        Ok(group::protected(documented(), &state, chat)
+        Ok(group::protected(routes(), &state, chat)
             .layer(axum::middleware::from_fn(messages_api::anthropic_errors)))
     },
 };

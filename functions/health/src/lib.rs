@@ -16,16 +16,16 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lambent_app::health::{Cached, Report};
 use lambent_app::state::State;
-use lambent_http::group::{self, RouteGroup};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 
 /// The committed OpenAPI document (see the crate docs).
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(health))
         .routes(routes!(openapi))
 }
@@ -33,10 +33,8 @@ pub fn documented() -> OpenApiRouter<State> {
 /// The route group: public routes, no API key. The routes of one process
 /// share one cached health report.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| {
-        Ok(group::public(documented(), state).layer(Extension(Arc::new(Cached::default()))))
-    },
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::public(routes(), state).layer(Extension(Arc::new(Cached::default())))),
 };
 
 /// Check every dependency.

@@ -16,26 +16,26 @@ use lambent_core::ids::{KeyId, TypedId, UserId};
 use lambent_core::secret::ExposeSecret;
 use lambent_core::validate;
 use lambent_http::error::ApiResult;
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_http::PathId;
 use lambent_http::{AuditSubject, Caller};
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::keys::{self, ApiKeyInfo};
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
 }
 
 /// The route group: these routes behind the API key check.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::protected(routes(), &state, state.clone())),
 };
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -15,26 +15,26 @@ use lambent_core::secret::{ExposeSecret, SecretString};
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_store::providers::{self, NewProvider, Provider, ProviderChange, ProviderKind};
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(list_providers, create_provider))
         .routes(routes!(get_provider, update_provider, delete_provider))
 }
 
 /// The route group: these routes behind the API key check.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::protected(routes(), &state, state.clone())),
 };
 
 /// Provider names appear in `<provider name>/<model>`, so they are slugs.

@@ -19,7 +19,8 @@ use lambent_core::ids::{AgentId, MessageId, SessionId, TypedId};
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::{ApiError, ApiResult};
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_http::Caller;
 use lambent_http::{Body, ListPage, ListParams};
 use lambent_http::{PathId, PathIds};
@@ -29,12 +30,11 @@ use lambent_store::sessions::{self, NewSession, Session};
 use lambent_store::turns::{self, Turn, TurnStatus, TurnView};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(list_sessions, create_session))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(list_messages))
@@ -44,8 +44,8 @@ pub fn documented() -> OpenApiRouter<State> {
 
 /// The route group: these routes behind the API key check.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::protected(routes(), &state, state.clone())),
 };
 
 const TITLE_MAX: usize = 200;

@@ -15,7 +15,8 @@ use lambent_core::ids::UserId;
 use lambent_core::validate;
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_http::Admin;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -23,12 +24,11 @@ use lambent_store::audit::{self, AuditEntry};
 use lambent_store::users::{self, NewUser, User, UserChange};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
         .routes(routes!(list_audit))
@@ -36,8 +36,8 @@ pub fn documented() -> OpenApiRouter<State> {
 
 /// The route group: these routes behind the API key check.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::protected(routes(), &state, state.clone())),
 };
 
 const NAME_MAX: usize = 200;

@@ -20,7 +20,8 @@ use lambent_core::validate;
 use lambent_core::workflow::{Definition, StepSpec};
 use lambent_core::Error;
 use lambent_http::error::ApiResult;
-use lambent_http::group::{self, RouteGroup};
+use lambent_http::group::{self, RouteGroup, Routes};
+use lambent_http::routes;
 use lambent_http::Caller;
 use lambent_http::PathId;
 use lambent_http::{Body, ListPage, ListParams};
@@ -28,12 +29,11 @@ use lambent_store::runs::{self, RunView};
 use lambent_store::turns::Approval;
 use lambent_store::workflows::{self, Workflow};
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes with their OpenAPI description.
-pub fn documented() -> OpenApiRouter<State> {
-    OpenApiRouter::new()
+/// The routes, listed once: with their OpenAPI description for the
+/// document, bare for serving.
+pub fn routes() -> Routes<State> {
+    Routes::new()
         .routes(routes!(list_workflows, create_workflow))
         .routes(routes!(get_workflow, delete_workflow))
         .routes(routes!(start_run))
@@ -44,8 +44,8 @@ pub fn documented() -> OpenApiRouter<State> {
 
 /// The route group: these routes behind the API key check.
 pub const GROUP: RouteGroup = RouteGroup {
-    openapi: || group::openapi_of(documented()),
-    routes: |state| Ok(group::protected(documented(), &state, state.clone())),
+    openapi: || group::openapi_of(routes()),
+    routes: |state| Ok(group::protected(routes(), &state, state.clone())),
 };
 
 #[derive(Deserialize, utoipa::ToSchema)]
