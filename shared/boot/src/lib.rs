@@ -84,9 +84,10 @@ pub async fn aws(
 ) -> Result<State, StartError> {
     let ports = lambent_aws::connect(sdk, &resources, true).await?;
     let state = State::from_ports(config, ports);
-    // Deriving the keys reads the root secret (current and previous, at
-    // once): the secret's warm-up, so the first request pays nothing, and a
-    // missing secret or `signing_key` fails the start.
+    // Deriving the keys reads the root secret (its current value; the
+    // previous one when first needed): the secret's warm-up, so the first
+    // request pays nothing, and a missing secret or `signing_key` fails the
+    // start.
     state
         .identity
         .keys()

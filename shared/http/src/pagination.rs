@@ -45,7 +45,15 @@ impl ListParams {
             None | Some("") => None,
             Some(c) => {
                 let keys = state.identity.keys().await?;
-                Some(crate::cursor::open(&keys.cursor, scope, c)?)
+                match crate::cursor::open(&keys.cursor, scope, c) {
+                    Ok(position) => Some(position),
+                    // Perhaps sealed under the previous root, not read yet.
+                    Err(_) if !keys.with_previous => {
+                        let keys = state.identity.keys_with_previous().await?;
+                        Some(crate::cursor::open(&keys.cursor, scope, c)?)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         };
         Ok(PageRequest {

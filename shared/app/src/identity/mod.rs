@@ -4,6 +4,7 @@
 
 mod cache;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,14 +34,33 @@ pub struct ServerKeys {
     /// revokes the old one); `None` when it is switched off
     /// (`LAMBENT_BOOTSTRAP_ADMIN=off`).
     pub admin_key: Option<SecretString>,
+    /// Whether the previous root was read for these keys. When it was not,
+    /// the `previous` subkeys are `None` for want of reading, not because
+    /// no previous root is kept: what fails under the current subkeys is
+    /// checked again under [`Identity::keys_with_previous`].
+    pub with_previous: bool,
 }
 
 impl ServerKeys {
+    /// The keys under both roots as read.
     pub fn derive(roots: &Roots, bootstrap_admin: bool) -> ServerKeys {
         ServerKeys {
             legacy_api_key_hash: Derived::of(roots, "lambent/v1/api-key-hash"),
             cursor: Derived::of(roots, "lambent/v1/cursor"),
             admin_key: bootstrap_admin.then(|| bootstrap::admin_api_key(&roots.current)),
+            with_previous: true,
+        }
+    }
+
+    /// The keys under the current root only (the previous one not read).
+    pub fn derive_current(current: SecretString, bootstrap_admin: bool) -> ServerKeys {
+        let roots = Roots {
+            current,
+            previous: None,
+        };
+        ServerKeys {
+            with_previous: false,
+            ..ServerKeys::derive(&roots, bootstrap_admin)
         }
     }
 }
@@ -68,6 +88,10 @@ pub struct Identity {
     loaded: RwLock<Option<Loaded>>,
     /// One reader of the root secret at a time; the others wait for it.
     reading: Mutex<()>,
+    /// Set once something needed the previous root: from then on it is read
+    /// with the current one. Until then only the current root is read (one
+    /// read at start instead of two: docs/PERFORMANCE.md).
+    wants_previous: AtomicBool,
     cache: KeyCache,
     bootstrap_admin_ready: OnceCell<()>,
 }
@@ -83,38 +107,73 @@ impl Identity {
             bootstrap_admin: config.bootstrap_admin,
             loaded: RwLock::new(None),
             reading: Mutex::new(()),
+            wants_previous: AtomicBool::new(false),
             cache: KeyCache::new(config.auth_cache),
             bootstrap_admin_ready: OnceCell::new(),
         }
     }
 
-    /// The derived keys. The root secret (current and previous) is read on
-    /// first use and again once the secret cache time has passed; if it
-    /// cannot be read then, the keys in hand are kept (and the read retried
-    /// shortly) rather than failing every request.
+    /// The derived keys. The root secret is read on first use and again
+    /// once the secret cache time has passed; if it cannot be read then,
+    /// the keys in hand are kept (and the read retried shortly) rather than
+    /// failing every request. Only the current root is read until something
+    /// has needed the previous one ([`Identity::keys_with_previous`]); then
+    /// both are, at once.
     pub async fn keys(&self) -> Result<Arc<ServerKeys>, Error> {
-        if let Some(keys) = self.in_hand(true) {
+        self.load(false).await
+    }
+
+    /// The derived keys under the current root and the previous one: for
+    /// what failed under [`Identity::keys`]'s keys when they were read
+    /// without the previous root (`with_previous` false). Reads both roots
+    /// (at once) unless the keys in hand have both.
+    pub async fn keys_with_previous(&self) -> Result<Arc<ServerKeys>, Error> {
+        self.wants_previous.store(true, Ordering::Relaxed);
+        self.load(true).await
+    }
+
+    async fn load(&self, previous: bool) -> Result<Arc<ServerKeys>, Error> {
+        let usable = |keys: &Arc<ServerKeys>| !previous || keys.with_previous;
+        if let Some(keys) = self.in_hand(true).filter(usable) {
             return Ok(keys);
         }
         let _reading = self.reading.lock().await;
         // Another task may have read it while this one waited.
-        if let Some(keys) = self.in_hand(true) {
+        if let Some(keys) = self.in_hand(true).filter(usable) {
             return Ok(keys);
         }
-        match bootstrap::roots(self.secrets.as_ref()).await {
-            Ok(roots) => {
-                let keys = Arc::new(ServerKeys::derive(&roots, self.bootstrap_admin));
+        let secrets = self.secrets.as_ref();
+        let read = if previous || self.wants_previous.load(Ordering::Relaxed) {
+            bootstrap::roots(secrets)
+                .await
+                .map(|roots| ServerKeys::derive(&roots, self.bootstrap_admin))
+        } else {
+            bootstrap::signing_key(secrets)
+                .await
+                .map(|current| ServerKeys::derive_current(current, self.bootstrap_admin))
+        };
+        match read {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
                 self.hold(keys.clone(), self.secret_cache);
                 Ok(keys)
             }
-            Err(e) => match self.in_hand(false) {
-                Some(keys) => {
-                    tracing::warn!(error = %e, "root secret unreadable; keeping the keys in hand");
-                    self.hold(keys.clone(), RETRY_UNREADABLE.min(self.secret_cache));
-                    Ok(keys)
+            Err(e) => {
+                // Keys not yet due (only the previous root was wanted): kept
+                // as they are.
+                if let Some(keys) = self.in_hand(true) {
+                    tracing::warn!(error = %e, "root secret unreadable; the previous root is not read");
+                    return Ok(keys);
                 }
-                None => Err(e.into()),
-            },
+                match self.in_hand(false) {
+                    Some(keys) => {
+                        tracing::warn!(error = %e, "root secret unreadable; keeping the keys in hand");
+                        self.hold(keys.clone(), RETRY_UNREADABLE.min(self.secret_cache));
+                        Ok(keys)
+                    }
+                    None => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -175,11 +234,21 @@ impl Identity {
                 holder
             }
         };
-        match api_key::verify(
+        let mut verified = api_key::verify(
             &presented,
             &holder.key.hash,
             keys.legacy_api_key_hash.iter(),
-        ) {
+        );
+        // A legacy hash may be the previous root's, which was not read.
+        if verified.is_none() && !keys.with_previous && is_legacy_form(&holder.key.hash) {
+            let keys = self.keys_with_previous().await?;
+            verified = api_key::verify(
+                &presented,
+                &holder.key.hash,
+                keys.legacy_api_key_hash.iter(),
+            );
+        }
+        match verified {
             None => return Err(Error::Unauthenticated),
             Some(Verified::Stored) => {}
             Some(Verified::Legacy) => self.upgrade(store, &holder, &presented).await,
@@ -226,6 +295,12 @@ impl Identity {
             .await
             .map(|_| ())
     }
+}
+
+/// Whether a stored hash has the legacy keyed form ([`api_key::legacy_hash`]:
+/// an HMAC-SHA256, 32 bytes; the stored form is a version byte and 32).
+fn is_legacy_form(stored: &[u8]) -> bool {
+    stored.len() == 32
 }
 
 /// A key and the role its owner has now. The role is read from the owner's
