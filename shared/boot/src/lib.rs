@@ -17,6 +17,10 @@ use lambent_aws::load_sdk_config;
 pub use lambent_aws::AwsResources;
 pub use lambent_ports::{Needs, QueueName};
 
+/// The allocator of the Lambda functions (each names it as its
+/// `#[global_allocator]`): mimalloc.
+pub use mimalloc::MiMalloc as Allocator;
+
 /// Opens the embedded backend in `data_dir`, on the wall clock.
 pub fn embedded(data_dir: &Path, config: Config) -> Result<State, StartError> {
     embedded_on(data_dir, config, lambent_core::clock::system())
