@@ -165,13 +165,16 @@ impl EmbeddedStore {
 /// upper bound written `(?3 IS NULL OR sk < ?3)` is no index bound, and a
 /// prefix query then read the rest of the partition after the prefix (a
 /// session's history scanning its turns, a follower's poll of its events
-/// scanning the session's messages).
+/// scanning the session's messages). No `LIMIT`: the rows come in index
+/// order as they are stepped, so the caller stops after the page; a bound
+/// `LIMIT ?` made SQLite prepare the statement again on every call (the
+/// planner reads the limit's value), a sixth of a chat turn's store CPU.
 fn range_query(lower_inclusive: bool, bounded: bool, order: Order) -> String {
     format!(
         "SELECT sk, attrs, expires_at FROM items
          WHERE pk = ?1 AND sk {} ?2 {}
            AND (expires_at IS NULL OR expires_at > ?4)
-         ORDER BY sk {} LIMIT ?5",
+         ORDER BY sk {}",
         if lower_inclusive { ">=" } else { ">" },
         if bounded { "AND sk < ?3" } else { "" },
         match order {
@@ -256,10 +259,9 @@ impl ItemStore for EmbeddedStore {
                 let sql_text = range_query(lower_inclusive, upper.is_some(), query.order);
                 let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
                 // One extra row tells whether another page follows.
-                let fetch = (query.limit + 1) as i64;
                 let rows = stmt
                     .query_map(
-                        params![query.pk, lower, upper.unwrap_or_default(), now, fetch],
+                        params![query.pk, lower, upper.unwrap_or_default(), now],
                         |r| {
                             Ok((
                                 r.get::<_, Vec<u8>>(0)?,
@@ -426,7 +428,7 @@ mod tests {
                     let mut stmt = conn
                         .prepare(&format!("EXPLAIN QUERY PLAN {sql_text}"))
                         .map_err(super::sql)?;
-                    let bounds = rusqlite::params!["P", b"MSG#".to_vec(), b"MSG$".to_vec(), 0, 51];
+                    let bounds = rusqlite::params!["P", b"MSG#".to_vec(), b"MSG$".to_vec(), 0];
                     let rows = stmt
                         .query_map(bounds, |r| r.get::<_, String>(3))
                         .map_err(super::sql)?;
@@ -439,6 +441,40 @@ mod tests {
                 "{plan:?}"
             );
         }
+    }
+
+    /// A query's statement is prepared once: SQLite prepares a statement
+    /// again when a value bound to it changes its plan (a bound `LIMIT`
+    /// did, on every call with another page size).
+    #[tokio::test]
+    async fn queries_reuse_their_prepared_statement() {
+        let (_dir, store) = store();
+        for i in 0..12 {
+            let item = Item::new(Key::new(format!("P{}", i % 3), format!("MSG#{i:02}")));
+            store.put(item, None).await.unwrap();
+        }
+        for (pk, limit) in [("P0", 1), ("P1", 2), ("P2", 50), ("P0", 3)] {
+            let page = store
+                .query(
+                    lambent_ports::Query::partition(pk)
+                        .prefix("MSG#")
+                        .limit(limit),
+                )
+                .await
+                .unwrap();
+            assert_eq!(page.items.len(), limit.min(4), "{pk} {limit}");
+            assert_eq!(page.next.is_some(), limit < 4, "{pk} {limit}");
+        }
+        let sql_text = super::range_query(true, true, lambent_ports::Order::Ascending);
+        let reprepared = store
+            .db
+            .with(move |conn| {
+                let stmt = conn.prepare_cached(&sql_text).map_err(super::sql)?;
+                Ok::<_, StoreError>(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, 0);
     }
 
     #[test]
