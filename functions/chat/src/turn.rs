@@ -139,11 +139,17 @@ pub async fn post_message(
             turn.turn_id,
         )),
         None => {
-            spawned
+            let ended = spawned
                 .ended
                 .await
                 .map_err(|e| Error::Internal(format!("a turn's task failed: {e}")))?;
-            Ok(Json(last_reply(state, &turn).await?).into_response())
+            // The reply as this process stored it; read back only when its
+            // settle was finished elsewhere.
+            let reply = match ended.last_reply {
+                Some(reply) => reply,
+                None => last_reply(state, &turn).await?,
+            };
+            Ok(Json(reply).into_response())
         }
     }
 }

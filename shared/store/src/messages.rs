@@ -430,6 +430,11 @@ pub fn assistant_message(session_id: &str, message_id: &str, reply: &Reply) -> R
     }
 }
 
+/// A message item of `session_id` as reading it back gives it.
+pub fn message_of_item(session_id: &str, item: &Item) -> Result<Message> {
+    from_item(session_id, item)
+}
+
 fn from_item(session_id: &str, item: &Item) -> Result<Message> {
     let role = match text(item, "role")?.as_str() {
         "user" => MessageRole::User,

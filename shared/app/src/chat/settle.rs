@@ -127,6 +127,10 @@ pub struct Settled {
     pub text: String,
     /// The tools the model called, from [`super::complete`] only, like `text`.
     pub tool_calls: Vec<ToolCall>,
+    /// A session turn's reply as this settle stored it, when its
+    /// transaction wrote it (not when an earlier try or the sweeper did):
+    /// what reading it back would give.
+    pub stored: Option<messages::Message>,
 }
 
 /// A settled session turn's reply as its stored message reads, built from
@@ -367,7 +371,11 @@ async fn account(store: &dyn ItemStore, mut bill: Bill, mut outcome: Outcome) ->
             tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
         }
         match settle_bill(store, &bill, &outcome, entry).await {
-            Ok(cost_usd) => return Ok(settled(&bill, outcome, cost_usd)),
+            Ok((cost_usd, stored)) => {
+                let mut settled = settled(&bill, outcome, cost_usd);
+                settled.stored = stored;
+                return Ok(settled);
+            }
             // Contention outlasted the store's own retries: nothing was
             // written, and the next try (or the sweeper) may well land.
             Err(e) if super::is_ambiguous(&e) || matches!(e, Error::Conflict(_)) => {
@@ -427,6 +435,7 @@ fn settled(bill: &Bill, outcome: Outcome, cost_usd: Decimal) -> Settled {
         stop_reason: outcome.stop_reason,
         text: String::new(),
         tool_calls: Vec::new(),
+        stored: None,
     }
 }
 
@@ -450,7 +459,9 @@ pub async fn finish_intent(store: &dyn ItemStore, intent: &Intent) -> Result<Dec
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
     let outcome: Outcome = serde_json::from_str(&intent.outcome)
         .map_err(|e| Error::Internal(format!("unreadable settle intent: {e}")))?;
-    settle_bill(store, &bill, &outcome, EntryIs::Intent).await
+    Ok(settle_bill(store, &bill, &outcome, EntryIs::Intent)
+        .await?
+        .0)
 }
 
 /// The stop reason of a turn whose process died before its reply was in.
@@ -513,13 +524,14 @@ enum EntryIs {
 
 /// One transaction that records the call and counts it, redone if the
 /// session went away (counted under a call marker) or the reservation was
-/// released by someone else (counted without it).
+/// released by someone else (counted without it). The cost, and the reply
+/// message it stored (a session turn's, when this transaction wrote it).
 async fn settle_bill(
     store: &dyn ItemStore,
     bill: &Bill,
     outcome: &Outcome,
     entry: EntryIs,
-) -> Result<Decimal> {
+) -> Result<(Decimal, Option<messages::Message>)> {
     let mut bill = bill.clone();
     let mut entry = match entry {
         EntryIs::Intent if bill.reservation.holds() => EntryIs::Held,
@@ -557,17 +569,29 @@ async fn settle_bill(
             }
             _ => None,
         };
+        // The reply message, if this transaction writes one (its first op).
+        let reply = match (&bill.recorded, ops.first()) {
+            (Recorded::SessionTurn { session_id, .. }, Some(TxOp::Put { item, .. })) => {
+                Some((session_id.clone(), item.clone()))
+            }
+            _ => None,
+        };
         match lambent_store::transact_retrying(store, ops).await {
-            Ok(()) => return Ok(cost_usd),
+            Ok(()) => {
+                let stored = reply.and_then(|(session_id, item)| {
+                    messages::message_of_item(&session_id, &item).ok()
+                });
+                return Ok((cost_usd, stored));
+            }
             Err(StoreError::TransactionCancelled { failed }) => {
                 if entry == EntryIs::Abandoned && failed.contains(&consumes) {
                     // The call reported its outcome meanwhile: it is alive.
-                    return Ok(Decimal::ZERO);
+                    return Ok((Decimal::ZERO, None));
                 }
                 if input_checked.is_some_and(|i| failed.contains(&i)) {
                     // Its input was never stored: nothing to mark.
                     budgets::release_abandoned(store, &bill.reservation).await?;
-                    return Ok(Decimal::ZERO);
+                    return Ok((Decimal::ZERO, None));
                 }
                 let checkpointed = is_attempt(&bill) && failed.contains(&1);
                 if failed.contains(&0) || checkpointed {
@@ -576,7 +600,7 @@ async fn settle_bill(
                     if entry != EntryIs::Gone && !failed.contains(&consumes) {
                         ledger::forget(store, &bill.call_id).await?;
                     }
-                    return Ok(cost_usd);
+                    return Ok((cost_usd, None));
                 }
                 if recorded_ops == 2 && failed.contains(&1) {
                     // The session was deleted during the call: the cost is

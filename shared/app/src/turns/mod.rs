@@ -89,10 +89,17 @@ impl TurnMessage {
     }
 }
 
+/// How a turn that ran in this process ended.
+pub struct Ended {
+    pub ending: turns::Ending,
+    /// Its last reply as stored, when this process stored it.
+    pub last_reply: Option<lambent_store::messages::Message>,
+}
+
 /// A turn running in this process.
 pub struct Spawned {
     /// Its ending, once it has one.
-    pub ended: tokio::task::JoinHandle<turns::Ending>,
+    pub ended: tokio::task::JoinHandle<Ended>,
     /// Its events as they happen, for the client that asked for it.
     pub live: Option<log::LiveEvents>,
 }
@@ -120,12 +127,15 @@ pub fn spawn(
         followed,
     );
     let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
-    let runner = Runner::new(state.clone(), llm.clone(), turn, log, stop, deadline);
+    let last_reply = run::LastStored::default();
+    let runner = Runner::new(state.clone(), llm.clone(), turn, log, stop, deadline)
+        .keeping_last_reply(last_reply.clone());
     let ended = tokio::spawn(
         async move {
             let ending = runner.run(first).await;
             drop((watching, hold));
-            ending
+            let last_reply = last_reply.lock().ok().and_then(|mut last| last.take());
+            Ended { ending, last_reply }
         }
         .in_current_span(),
     );

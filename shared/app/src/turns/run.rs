@@ -128,7 +128,14 @@ pub struct Runner {
     /// (to be taken up again) instead of ended: a worker's invocation ends,
     /// the turn does not.
     hand_back_at_deadline: bool,
+    /// Where the last reply this runner stored goes, as stored, for a
+    /// caller that answers with it.
+    last_reply: Option<LastStored>,
 }
+
+/// The last reply a turn's runner stored, as reading it back would give
+/// it (`None` until one is, or when its settle was finished elsewhere).
+pub type LastStored = std::sync::Arc<std::sync::Mutex<Option<messages::Message>>>;
 
 impl Runner {
     pub fn new(
@@ -150,7 +157,14 @@ impl Runner {
             replied: false,
             last_call: None,
             hand_back_at_deadline: false,
+            last_reply: None,
         }
+    }
+
+    /// A runner that puts each reply it stores into `slot`.
+    pub fn keeping_last_reply(mut self, slot: LastStored) -> Runner {
+        self.last_reply = Some(slot);
+        self
     }
 
     /// A runner whose deadline is its invocation's, not the turn's: there
@@ -539,6 +553,11 @@ impl Runner {
         };
         self.totals.add(&settled.usage, settled.cost_usd);
         self.replied = true;
+        if let Some(slot) = &self.last_reply {
+            if let Ok(mut last) = slot.lock() {
+                *last = settled.stored.clone();
+            }
+        }
         if let Some(e) = read.failure {
             let error = chat::provider_error(e);
             return Err(self.failed(&error).await);
