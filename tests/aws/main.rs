@@ -3,6 +3,7 @@
 
 mod chat;
 mod contracts;
+mod first_token;
 mod identity;
 mod rotation;
 mod startup;

@@ -1,153 +1,30 @@
-//! What a warm turn waits for from the store before its provider request:
-//! one round trip, the session's history page (and for a stream, its
-//! stream slot, taken at the same time), counted through the port. The
+//! What a warm turn waits for from the embedded store before its provider
+//! request: one round trip, the session's history page (and for a stream,
+//! its stream slot, taken at the same time), counted through the port. The
 //! rate-limit count and the turn's input are written beside the provider
-//! call, the audit entry and the settle after it.
+//! call, the audit entry and the settle after it. The same check on
+//! DynamoDB in the emulator is in `tests/aws/first_token.rs`.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lambent_ports::store::StoreResult;
-use lambent_ports::{Condition, Item, ItemStore, Key, Page, Query, TxOp, Update};
 use lambent_testkit::app::spawn_app_layered;
 use lambent_testkit::chat::ChatWorld;
-use lambent_testkit::counting::{Call, CountingStore, Meter, Traced};
-use reqwest::Method;
-use serde_json::json;
-
-/// Every write takes this long, so a write the turn does not wait for
-/// ends after the provider has its request; but a stream slot's, which a
-/// stream takes before its provider call (beside its history page): slowed
-/// too, it would let the writes made beside the call end first.
-const SLOW_WRITE: Duration = Duration::from_millis(300);
-
-struct SlowWrites(Arc<dyn ItemStore>);
-
-async fn slowly(key: &Key) {
-    if !key.pk.starts_with("STREAMS#") {
-        tokio::time::sleep(SLOW_WRITE).await;
-    }
-}
-
-#[async_trait]
-impl ItemStore for SlowWrites {
-    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
-        self.0.get(key).await
-    }
-
-    async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
-        slowly(&item.key).await;
-        self.0.put(item, condition).await
-    }
-
-    async fn update(
-        &self,
-        key: &Key,
-        update: Update,
-        condition: Option<Condition>,
-    ) -> StoreResult<Item> {
-        slowly(key).await;
-        self.0.update(key, update, condition).await
-    }
-
-    async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
-        slowly(key).await;
-        self.0.delete(key, condition).await
-    }
-
-    async fn query(&self, query: Query) -> StoreResult<Page> {
-        self.0.query(query).await
-    }
-
-    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        slowly(ops[0].key()).await;
-        self.0.transact(ops).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.0.ping().await
-    }
-}
-
-/// The store calls that ended before the provider saw the turn's request:
-/// with every write slowed down, the calls the turn waited for.
-async fn before_the_provider(
-    w: &ChatWorld,
-    meter: &Arc<Meter>,
-    session: &str,
-    body: serde_json::Value,
-) -> Vec<Traced> {
-    let seen: Arc<Mutex<Option<Vec<Traced>>>> = Arc::default();
-    {
-        let (seen, meter) = (seen.clone(), meter.clone());
-        w.fake.set_responder(move |_| {
-            seen.lock()
-                .unwrap()
-                .get_or_insert_with(|| meter.take_trace());
-            None
-        });
-    }
-    meter.start_trace();
-    let (status, reply) = w
-        .call(
-            Method::POST,
-            &format!("/v1/sessions/{session}/messages"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 200, "{reply}");
-    w.fake.clear_responder();
-    let trace = seen.lock().unwrap().take();
-    trace.expect("the provider was called")
-}
+use lambent_testkit::counting::Meter;
+use lambent_testkit::first_token::{assert_one_round_trip_before_the_provider, slow_and_counted};
 
 #[tokio::test]
 async fn a_warm_turn_waits_for_one_store_round_trip_before_its_provider_request() {
     let meter = Meter::new();
     let layer = {
         let meter = meter.clone();
-        lambent_local::serve::StoreLayer::new(move |inner| {
-            let slow: Arc<dyn ItemStore> = Arc::new(SlowWrites(inner));
-            Arc::new(CountingStore::new(slow, meter.clone())) as Arc<dyn ItemStore>
-        })
+        lambent_local::serve::StoreLayer::new(move |inner| slow_and_counted(inner, &meter))
     };
     // Default settings (the rate limit is on), but caches that stay warm
-    // through the slow writes of the turns below.
+    // through the slow writes of the turns.
     let app = spawn_app_layered(lambent_core::clock::system(), Some(layer), |c| {
         c.auth_cache = Duration::from_secs(600)
     })
     .await;
     let w = ChatWorld::seed(app, "anthropic").await;
-    w.fake
-        .set_default(lambent_fake_provider::Reply::text("noted"));
-    let session = w.session(json!({})).await;
-    // The first turn warms the caches (the key, the agent and its
-    // provider, the session, the user's limit and rate bucket).
-    let (status, _) = w.chat_whole(&session, "hello").await;
-    assert_eq!(status, 200);
-
-    for stream in [false, true] {
-        let body = json!({"content": "and again", "stream": stream});
-        let before = before_the_provider(&w, &meter, &session, body).await;
-        let described: Vec<String> = before
-            .iter()
-            .map(|t| format!("{:?} {}", t.call, t.what))
-            .collect();
-        let history = before
-            .iter()
-            .filter(|t| t.call == Call::Query && t.what.contains("MSG#"))
-            .count();
-        let slot = before
-            .iter()
-            .filter(|t| t.call == Call::Put && t.what.starts_with("STREAMS#"))
-            .count();
-        assert_eq!(history, 1, "stream {stream}: {described:#?}");
-        assert_eq!(slot, usize::from(stream), "stream {stream}: {described:#?}");
-        assert_eq!(
-            before.len(),
-            history + slot,
-            "stream {stream}: the turn waited for more than its history page: {described:#?}"
-        );
-    }
+    assert_one_round_trip_before_the_provider(&w, &meter).await;
 }

@@ -209,6 +209,38 @@ pub async fn spawn_app_layered(
     }
 }
 
+/// Serves the whole app on a state built elsewhere (on AWS services in the
+/// emulator, say, with a wrapped store), with a fresh data directory for
+/// the admin key. Routes only: no queue consumers and no sweeper.
+pub async fn spawn_app_on_state(state: lambent_app::state::State) -> TestApp {
+    let data_dir = tempfile::Builder::new()
+        .prefix("lambent-app-")
+        .tempdir()
+        .unwrap();
+    lambent_local::admin_key::ensure(&state, data_dir.path())
+        .await
+        .unwrap();
+    let app = lambent_local::app::app(state).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.await;
+            })
+            .await?;
+        Ok(())
+    });
+    TestApp {
+        addr,
+        data_dir,
+        client: client(),
+        shutdown: Some(shutdown_tx),
+        server: Some(server),
+    }
+}
+
 /// The Python of scripts/test's venv, which has the official SDKs
 /// (`LAMBENT_TEST_PYTHON`, default `~/.cache/lambent/venv/bin/python`).
 pub fn test_python() -> String {

@@ -4,8 +4,10 @@
 //! and fresh adapters on it ([`emulator`]) or on embedded storage
 //! ([`embedded`]), ports that count and time their calls ([`counting`]) or
 //! fail on purpose ([`faults`]), a store that conflicts on contention as
-//! DynamoDB does ([`contention`]), and
-//! [`eventually`] polling with a deadline.
+//! DynamoDB does ([`contention`]), the store round trips a turn waits for
+//! before its provider request ([`first_token`]), the DynamoDB capacity
+//! units a store's calls would cost ([`units`]), and [`eventually`]
+//! polling with a deadline.
 
 pub mod app;
 pub mod chat;
@@ -15,6 +17,7 @@ pub mod embedded;
 pub mod emulator;
 mod eventually;
 pub mod faults;
+pub mod first_token;
 pub mod units;
 
 pub use eventually::eventually;
