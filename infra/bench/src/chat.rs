@@ -6,10 +6,29 @@ use std::time::Duration;
 
 pub use lambent_llm::sse::{SseEvent, SseParser};
 
-/// Goal: added time to first token at p99, in µs.
-pub const GOAL_ADDED_TTFT_P99_US: f64 = 250.0;
-/// Goal: added latency of a non-streamed call at p99, in µs.
-pub const GOAL_ADDED_WHOLE_P99_US: f64 = 100.0;
+/// A goal on what Lambent adds (through − direct) at p50 and at p99, in µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddedGoal {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Goal (issue 15): added time to first token of a streamed call.
+pub const GOAL_ADDED_TTFT: AddedGoal = AddedGoal {
+    p50_us: 150.0,
+    p99_us: 500.0,
+};
+/// Goal (issue 15): added latency of a whole (non-streamed) call.
+pub const GOAL_ADDED_WHOLE: AddedGoal = AddedGoal {
+    p50_us: 400.0,
+    p99_us: 1500.0,
+};
+/// Goal (issue 15): lambent's resident memory, idle after setup, in KiB.
+pub const GOAL_IDLE_RSS_KIB: u64 = 16 * 1024;
+/// Goal (issue 15): non-streamed calls per second through `lambent serve`
+/// at this concurrency.
+pub const GOAL_CALLS_PER_SEC: f64 = 2000.0;
+pub const GOAL_CONCURRENCY: usize = 64;
 /// Goal: what a streamed tool-call turn adds (to the whole call) minus what
 /// a text turn adds (to its first text), at p50, in µs.
 pub const GOAL_TOOL_MINUS_TEXT_P50_US: f64 = 50.0;
@@ -186,6 +205,26 @@ pub fn stored_reply(history: &[serde_json::Value]) -> String {
     format!("stored: status {status}, {bytes} bytes of text{truncated}, {tokens} output tokens, cost ${cost}")
 }
 
+/// Calls made at some concurrency: how long each took, how long they took
+/// together, and the CPU time lambent used meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Rate {
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+    pub cpu: Option<Duration>,
+}
+
+impl Rate {
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn cpu_per_call(&self) -> Option<Duration> {
+        let calls = u32::try_from(self.latencies.len()).ok()?.max(1);
+        Some(self.cpu? / calls)
+    }
+}
+
 /// The main table of the report: each measure direct and through side by
 /// side, what Lambent adds, the goal and whether it is met.
 pub struct Table(String);
@@ -226,14 +265,14 @@ impl Table {
     }
 
     /// p50, p90 and p99 of the calls each way and what Lambent adds (the
-    /// goal is on p99's), then lambent's CPU time per call.
+    /// goal is on p50's and p99's), then lambent's CPU time per call.
     pub fn latencies(
         &mut self,
         name: &str,
         direct: &[Duration],
         through: &[Duration],
         cpu: Option<Duration>,
-        goal_us: f64,
+        goal: AddedGoal,
     ) {
         let (Some(d), Some(t)) = (Latencies::of(direct), Latencies::of(through)) else {
             return;
@@ -244,8 +283,12 @@ impl Table {
             ("p99", d.p99, t.p99),
         ] {
             let added = (t.as_secs_f64() - d.as_secs_f64()) * 1e6;
-            let goal =
-                (label == "p99").then(|| (format!("added ≤ {goal_us:.0} µs"), added <= goal_us));
+            let goal_us = match label {
+                "p50" => Some(goal.p50_us),
+                "p99" => Some(goal.p99_us),
+                _ => None,
+            };
+            let goal = goal_us.map(|g| (format!("added ≤ {g:.0} µs"), added <= g));
             let measure = format!("{name} {label} ({} calls each)", through.len());
             self.row(&measure, &us(d), &us(t), &format!("{added:+.1} µs"), goal);
         }
@@ -303,6 +346,52 @@ impl Table {
             let measure = format!("tool turn added − text turn added, {label}");
             self.row(&measure, "", "", &format!("{more:+.1} µs"), goal);
         }
+    }
+
+    /// Calls per second at one concurrency, each way, with p50 and p99
+    /// latency and what Lambent adds to them, and lambent's CPU per call;
+    /// the goal is on the through rate at [`GOAL_CONCURRENCY`].
+    pub fn throughput(&mut self, concurrency: usize, direct: &Rate, through: &Rate) {
+        let (Some(d), Some(t)) = (
+            Latencies::of(&direct.latencies),
+            Latencies::of(&through.latencies),
+        ) else {
+            return;
+        };
+        let rate = |r: &Rate, l: &Latencies| {
+            format!(
+                "{:.0} calls/s (p50 {}, p99 {})",
+                r.per_second(),
+                us(l.p50),
+                us(l.p99)
+            )
+        };
+        let added = |d: Duration, t: Duration| (t.as_secs_f64() - d.as_secs_f64()) * 1e6;
+        let cpu = through
+            .cpu_per_call()
+            .map_or_else(String::new, |c| format!("; lambent CPU {} per call", us(c)));
+        let lambent = format!(
+            "p50 {:+.1} µs, p99 {:+.1} µs{cpu}",
+            added(d.p50, t.p50),
+            added(d.p99, t.p99)
+        );
+        let goal = (concurrency == GOAL_CONCURRENCY).then(|| {
+            (
+                format!("≥ {GOAL_CALLS_PER_SEC:.0} calls/s"),
+                through.per_second() >= GOAL_CALLS_PER_SEC,
+            )
+        });
+        let measure = format!(
+            "throughput, non-streamed, {concurrency} at once ({} calls each way)",
+            through.latencies.len()
+        );
+        self.row(
+            &measure,
+            &rate(direct, &d),
+            &rate(through, &t),
+            &lambent,
+            goal,
+        );
     }
 
     pub fn markdown(&self) -> &str {
@@ -468,16 +557,16 @@ mod tests {
             &micros(&[100]),
             &micros(&[200]),
             Some(Duration::from_micros(420)),
-            250.0,
+            GOAL_ADDED_TTFT,
         );
         table.latencies(
             "latency, non-streamed",
             &micros(&[300]),
-            &micros(&[250]),
+            &micros(&[2000]),
             None,
-            100.0,
+            GOAL_ADDED_WHOLE,
         );
-        table.latencies("nothing measured", &[], &[], None, 100.0);
+        table.latencies("nothing measured", &[], &[], None, GOAL_ADDED_WHOLE);
         table.row(
             "RSS per open stream",
             "",
@@ -487,14 +576,42 @@ mod tests {
         );
         let table = table.markdown();
         for line in [
-            "| TTFT, streamed p50 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs |  |  |",
-            "| TTFT, streamed p99 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs | added ≤ 250 µs | yes |",
+            "| TTFT, streamed p50 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs | added ≤ 150 µs | yes |",
+            "| TTFT, streamed p90 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs |  |  |",
+            "| TTFT, streamed p99 (1 calls each) | 100.0 µs | 200.0 µs | +100.0 µs | added ≤ 500 µs | yes |",
             "| TTFT, streamed: lambent CPU time (user + sys) per call |  |  | 420.0 µs |  |  |",
-            "| latency, non-streamed p99 (1 calls each) | 300.0 µs | 250.0 µs | -50.0 µs | added ≤ 100 µs | yes |",
+            "| latency, non-streamed p50 (1 calls each) | 300.0 µs | 2000.0 µs | +1700.0 µs | added ≤ 400 µs | **no** |",
+            "| latency, non-streamed p99 (1 calls each) | 300.0 µs | 2000.0 µs | +1700.0 µs | added ≤ 1500 µs | **no** |",
             "| RSS per open stream |  |  | 70.0 KiB | ≤ 64 KiB | **no** |",
         ] {
             assert!(table.contains(line), "{line} not in\n{table}");
         }
         assert_eq!(table.lines().count(), 2 + 4 + 3 + 1, "{table}");
+    }
+
+    #[test]
+    fn throughput_is_calls_over_their_time_and_its_goal_is_at_64() {
+        let rate = |n: u64, us_each: u64, secs: u64, cpu_ms: Option<u64>| Rate {
+            latencies: micros(&vec![us_each; n as usize]),
+            elapsed: Duration::from_secs(secs),
+            cpu: cpu_ms.map(Duration::from_millis),
+        };
+        let (direct, through) = (rate(4000, 100, 1, None), rate(4000, 300, 2, Some(1200)));
+        assert_eq!(through.per_second(), 2000.0);
+        assert_eq!(through.cpu_per_call(), Some(Duration::from_micros(300)));
+        let mut table = Table::default();
+        table.throughput(16, &direct, &through);
+        table.throughput(64, &direct, &through);
+        table.throughput(64, &direct, &rate(3900, 300, 2, None));
+        table.throughput(64, &Rate::default(), &through);
+        let table = table.markdown();
+        for line in [
+            "| throughput, non-streamed, 16 at once (4000 calls each way) | 4000 calls/s (p50 100.0 µs, p99 100.0 µs) | 2000 calls/s (p50 300.0 µs, p99 300.0 µs) | p50 +200.0 µs, p99 +200.0 µs; lambent CPU 300.0 µs per call |  |  |",
+            "| throughput, non-streamed, 64 at once (4000 calls each way) | 4000 calls/s (p50 100.0 µs, p99 100.0 µs) | 2000 calls/s (p50 300.0 µs, p99 300.0 µs) | p50 +200.0 µs, p99 +200.0 µs; lambent CPU 300.0 µs per call | ≥ 2000 calls/s | yes |",
+            "| throughput, non-streamed, 64 at once (3900 calls each way) | 4000 calls/s (p50 100.0 µs, p99 100.0 µs) | 1950 calls/s (p50 300.0 µs, p99 300.0 µs) | p50 +200.0 µs, p99 +200.0 µs | ≥ 2000 calls/s | **no** |",
+        ] {
+            assert!(table.contains(line), "{line} not in\n{table}");
+        }
+        assert_eq!(table.lines().count(), 2 + 3, "{table}");
     }
 }

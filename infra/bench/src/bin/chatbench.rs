@@ -5,7 +5,8 @@
 //! whole-reply latency, plain routes for context, lambent's RSS idle and per
 //! open stream, while a client stalls on a big reply, and a full-speed read;
 //! and, side by side, a streamed text turn against a turn that is one tool
-//! call; see docs/PERFORMANCE.md. Markdown on stdout, progress on stderr.
+//! call, and non-streamed calls per second at several concurrencies; see
+//! docs/PERFORMANCE.md. Markdown on stdout, progress on stderr.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ enum Phase {
     Streams,
     /// Memory while a client stalls on a big reply; full-speed read.
     Big,
+    /// Non-streamed calls per second at each `--concurrency`.
+    Throughput,
 }
 
 #[derive(Parser, Debug)]
@@ -119,10 +122,19 @@ struct Options {
     /// Bytes of each delta of the big reply.
     #[arg(long, default_value_t = 1024)]
     delta_bytes: usize,
-    /// LAMBENT_RATE_LIMIT_REQUESTS for lambent (0: no rate limiting, so no
-    /// counter write per request).
-    #[arg(long, default_value_t = 0)]
+    /// LAMBENT_RATE_LIMIT_REQUESTS for lambent, per minute (0: no rate
+    /// limiting, so no counter write per request). The default keeps the
+    /// limiter on, as a deployment has it, with a limit the bench's one user
+    /// never reaches (lambent's own default, 600, would refuse it).
+    #[arg(long, default_value_t = 1_000_000)]
     rate_limit: u64,
+    /// How many calls are made at once in the throughput phase, each
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+    concurrency: Vec<usize>,
+    /// Measured non-streamed calls each way at each concurrency.
+    #[arg(long, default_value_t = 6000, default_value_if("quick", "true", "600"))]
+    throughput_calls: usize,
     /// Where the temporary data directory is made [default: the system
     /// temporary directory]. On tmpfs (/dev/shm) SQLite's fsyncs cost nothing.
     #[arg(long)]
@@ -155,9 +167,8 @@ async fn run(o: Options) -> Result<()> {
     world.fake.set_default(latency_reply());
     let mut bench = Bench::new(o, lambent, Box::new(serve), world).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = steady_rss(bench.pid())
-        .await
-        .map_or_else(|| "n/a".into(), mib);
+    let idle_kib = steady_rss(bench.pid()).await;
+    let idle = idle_kib.map_or_else(|| "n/a".into(), mib);
     let only = bench.o.only.clone();
     let runs = |phase| only.is_empty() || only.contains(&phase);
     if runs(Phase::Ttft) {
@@ -169,9 +180,18 @@ async fn run(o: Options) -> Result<()> {
     if runs(Phase::Tools) {
         bench.tool_turns().await?;
     }
+    if runs(Phase::Throughput) {
+        bench.throughput().await?;
+    }
+    let idle_goal = idle_kib.map(|kib| {
+        (
+            format!("≤ {}", mib(GOAL_IDLE_RSS_KIB)),
+            kib <= GOAL_IDLE_RSS_KIB,
+        )
+    });
     bench
         .table
-        .through("RSS of lambent, idle after setup", &idle);
+        .row("RSS of lambent, idle after setup", "", &idle, "", idle_goal);
     let probes = if runs(Phase::Probe) {
         bench.probes().await?
     } else {
@@ -185,12 +205,19 @@ async fn run(o: Options) -> Result<()> {
     }
     bench.lambent.stop();
     println!("{}{probes}", bench.table.markdown());
+    let (t, w) = (GOAL_ADDED_TTFT, GOAL_ADDED_WHOLE);
     println!(
-        "Goals: added TTFT p99 ≤ {GOAL_ADDED_TTFT_P99_US:.0} µs; added non-streamed p99 ≤ \
-         {GOAL_ADDED_WHOLE_P99_US:.0} µs; ≤ {GOAL_KIB_PER_STREAM:.0} KiB per open stream; \
+        "Goals: added TTFT p50 ≤ {:.0} µs, p99 ≤ {:.0} µs; added non-streamed p50 ≤ {:.0} µs, \
+         p99 ≤ {:.0} µs; idle RSS ≤ {}; ≤ {GOAL_KIB_PER_STREAM:.0} KiB per open stream; \
          ≤ {} MiB growth while a client stalls; a tool-call turn adds ≤ \
-         {GOAL_TOOL_MINUS_TEXT_P50_US:.0} µs more than a text turn at p50. Added = through − \
-         direct at the same percentile.",
+         {GOAL_TOOL_MINUS_TEXT_P50_US:.0} µs more than a text turn at p50; ≥ \
+         {GOAL_CALLS_PER_SEC:.0} non-streamed calls/s at {GOAL_CONCURRENCY} at once. Added = \
+         through − direct at the same percentile.",
+        t.p50_us,
+        t.p99_us,
+        w.p50_us,
+        w.p99_us,
+        mib(GOAL_IDLE_RSS_KIB),
         GOAL_STALL_GROWTH_KIB / 1024
     );
     let o = &bench.o;
@@ -382,6 +409,34 @@ impl Seen {
     }
 }
 
+/// Each list of requests on a task of its own, its requests one after the
+/// other, all the tasks at once; how long each request took to its whole
+/// answer.
+async fn run_at_once(tasks: Vec<Vec<RequestBuilder>>) -> Result<Vec<Duration>> {
+    let tasks: Vec<JoinHandle<Result<Vec<Duration>>>> = tasks
+        .into_iter()
+        .map(|requests| {
+            tokio::spawn(async move {
+                let mut took = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let started = Instant::now();
+                    ensure!(
+                        !ok(request).await?.bytes().await?.is_empty(),
+                        "an empty answer"
+                    );
+                    took.push(started.elapsed());
+                }
+                Ok(took)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
 type Restart = Box<dyn Fn() -> Result<LambentProcess>>;
 
 /// The run: options, lambent, the chat world, the measuring client with
@@ -514,8 +569,8 @@ impl Bench {
         let per_call = |(start, end): (Duration, Duration)| (end - start) / calls.max(1) as u32;
         let cpu = cpu_at_start.zip(cpu_time(pid)).map(per_call);
         let (name, goal) = match stream {
-            true => ("TTFT, streamed", GOAL_ADDED_TTFT_P99_US),
-            false => ("latency, non-streamed", GOAL_ADDED_WHOLE_P99_US),
+            true => ("TTFT, streamed", GOAL_ADDED_TTFT),
+            false => ("latency, non-streamed", GOAL_ADDED_WHOLE),
         };
         self.table
             .latencies(name, &samples[0], &samples[1], cpu, goal);
@@ -608,6 +663,83 @@ impl Bench {
         let (status, answer) = self.world.call(Method::PATCH, &agent, Some(body)).await;
         ensure!(status == 200, "taking the tool back: {status} {answer}");
         Ok(())
+    }
+
+    /// Non-streamed calls at each concurrency, direct then through (or the
+    /// other way round, alternating by level): `n` tasks each make their
+    /// share of the calls one after another, each through call in a
+    /// session of its task's own (made beforehand, a new one every
+    /// `--turns-per-session` turns). Every call is billed: the user's
+    /// `/v1/usage` must count each through call once.
+    async fn throughput(&mut self) -> Result<()> {
+        let levels = self.o.concurrency.clone();
+        for (level, &n) in levels.iter().enumerate() {
+            let n = n.max(1);
+            let per_task = self.o.throughput_calls.div_ceil(n);
+            let per_session = self.o.turns_per_session.max(1);
+            let mut sessions = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut own = Vec::new();
+                for _ in 0..per_task.div_ceil(per_session) {
+                    own.push(self.session().await);
+                }
+                sessions.push(own);
+            }
+            let calls_before = self.calls_billed().await?;
+            let mut rates = [Rate::default(), Rate::default()];
+            for via_lambent in [level % 2 == 1, level % 2 == 0] {
+                // A short warm-up at this concurrency opens the connections.
+                let warm: Vec<Vec<RequestBuilder>> = (0..n)
+                    .map(|_| (0..2).map(|_| self.direct(false)).collect())
+                    .collect();
+                run_at_once(warm).await?;
+                let tasks: Vec<Vec<RequestBuilder>> = sessions
+                    .iter()
+                    .map(|own| {
+                        (0..per_task)
+                            .map(|i| match via_lambent {
+                                true => self.through(&own[i / per_session], false),
+                                false => self.direct(false),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let cpu_at_start = cpu_time(self.pid());
+                let started = Instant::now();
+                let latencies = run_at_once(tasks).await?;
+                let elapsed = started.elapsed();
+                let cpu = cpu_at_start
+                    .zip(cpu_time(self.pid()))
+                    .map(|(start, end)| end - start);
+                rates[usize::from(via_lambent)] = Rate {
+                    latencies,
+                    elapsed,
+                    cpu: cpu.filter(|_| via_lambent),
+                };
+            }
+            let billed = self.calls_billed().await? - calls_before;
+            let made = rates[1].latencies.len() as u64;
+            ensure!(
+                billed == made,
+                "{made} calls through lambent at {n} at once, {billed} billed"
+            );
+            eprintln!(
+                "chatbench: throughput at {n} at once: direct {:.0}/s, through {:.0}/s",
+                rates[0].per_second(),
+                rates[1].per_second()
+            );
+            self.table.throughput(n, &rates[0], &rates[1]);
+        }
+        Ok(())
+    }
+
+    /// The calls `/v1/usage` counts for the world's user (all of today's).
+    async fn calls_billed(&self) -> Result<u64> {
+        let (status, usage) = self.world.call(Method::GET, "/v1/usage", None).await;
+        ensure!(status == 200, "reading the usage: {status} {usage}");
+        usage["total"]["calls"]
+            .as_u64()
+            .context("no total.calls in the usage")
     }
 
     /// Sequential calls of each probe, timed to the end of the answer; their table.
