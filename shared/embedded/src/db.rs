@@ -1,5 +1,8 @@
-//! The SQLite database behind the embedded store and queue. One connection,
-//! so writes are serialised and every conditional write is trivially atomic.
+//! The SQLite database behind the embedded store and queue. One connection
+//! writes, so writes are serialised and every conditional write is
+//! trivially atomic; a second one reads what is read outside a write (the
+//! store's gets and queries): in WAL mode it sees every committed write, and
+//! a read waits for no write nor a write for a read.
 //!
 //! How durable a commit is, is the [`Durability`] the database is opened
 //! with. By default (`Normal`) a commit is written to the WAL but not
@@ -88,6 +91,8 @@ const AUTO_CHECKPOINT_PAGES: u32 = 10_000;
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// The reading connection (`query_only`).
+    reader: Arc<Mutex<Connection>>,
     /// Whether a call may run on the caller's thread (no fsync per commit).
     inline: bool,
     /// Dropped with the last clone (after the connection), which stops the
@@ -139,6 +144,9 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         restrict_database_files(path)?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(Duration::from_secs(5))?;
+        reader.pragma_update(None, "query_only", true)?;
         let checkpoints = match durability {
             Durability::Full => {
                 conn.pragma_update(None, "synchronous", "FULL")?;
@@ -152,6 +160,7 @@ impl Db {
         };
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             inline: durability == Durability::Normal,
             _checkpoints: checkpoints,
         })
@@ -168,8 +177,34 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        self.on(&self.conn, f).await
+    }
+
+    /// Runs `f`, which only reads, on the reading connection, as
+    /// [`Db::with`] runs a call on the writing one: it sees every write
+    /// committed before it starts, and neither waits for the other.
+    pub async fn read<T, E>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.on(&self.reader, f).await
+    }
+
+    async fn on<T, E>(
+        &self,
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         if self.inline {
-            match self.conn.try_lock() {
+            match conn.try_lock() {
                 Ok(mut guard) => return f(&mut guard),
                 Err(std::sync::TryLockError::Poisoned(_)) => {
                     return Err(DbError::Worker("database lock poisoned".into()).into())
@@ -177,7 +212,7 @@ impl Db {
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
-        let conn = Arc::clone(&self.conn);
+        let conn = Arc::clone(conn);
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
@@ -324,6 +359,61 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["db.sqlite3"]);
+    }
+
+    /// A read runs while a write holds the writing connection, and sees
+    /// what was committed before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_does_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db.sqlite3")).unwrap();
+        db.with(|conn| {
+            conn.execute(
+                "INSERT INTO items (pk, sk, attrs) VALUES ('P', x'01', '{}')",
+                [],
+            )
+            .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, writing) = tokio::sync::oneshot::channel::<()>();
+        let writer = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.with(move |conn| {
+                    let tx = conn.transaction()?;
+                    tx.execute(
+                        "INSERT INTO items (pk, sk, attrs) VALUES ('P', x'02', '{}')",
+                        [],
+                    )?;
+                    let _ = started.send(());
+                    let _ = held.recv_timeout(Duration::from_secs(10));
+                    tx.commit().map_err(DbError::from)
+                })
+                .await
+            })
+        };
+        writing.await.unwrap();
+        let count = |db: Db| async move {
+            db.read(|conn| {
+                conn.query_row("SELECT count(*) FROM items WHERE pk = 'P'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(DbError::from)
+            })
+            .await
+        };
+        let during = tokio::time::timeout(Duration::from_secs(2), count(db.clone())).await;
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(during.expect("the read waited for the write").unwrap(), 1);
+        assert_eq!(count(db.clone()).await.unwrap(), 2);
+        // The reading connection reads only.
+        let refused = db
+            .read(|conn| conn.execute("DELETE FROM items", []).map_err(DbError::from))
+            .await;
+        assert!(refused.is_err());
     }
 
     /// Many tasks on several threads at once: those that find the

@@ -203,7 +203,7 @@ impl ItemStore for EmbeddedStore {
         validate::key(key)?;
         let key = key.clone();
         let now = self.clock.now_secs();
-        self.db.with(move |conn| load(conn, &key, now)).await
+        self.db.read(move |conn| load(conn, &key, now)).await
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
@@ -241,7 +241,7 @@ impl ItemStore for EmbeddedStore {
         validate::query(&query)?;
         let now = self.clock.now_secs();
         self.db
-            .with(move |conn| {
+            .read(move |conn| {
                 let prefix = query.sk_prefix.as_bytes().to_vec();
                 let end = prefix_end(&prefix);
                 // Bounds: [lower, upper) from the prefix, narrowed by the cursor.
@@ -468,7 +468,7 @@ mod tests {
         let sql_text = super::range_query(true, true, lambent_ports::Order::Ascending);
         let reprepared = store
             .db
-            .with(move |conn| {
+            .read(move |conn| {
                 let stmt = conn.prepare_cached(&sql_text).map_err(super::sql)?;
                 Ok::<_, StoreError>(stmt.get_status(rusqlite::StatementStatus::RePrepare))
             })
