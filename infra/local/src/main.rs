@@ -75,8 +75,23 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Threads for blocking work: the embedded store's calls that find its
+/// connection busy, DNS lookups, file reads. A few are enough, as the store
+/// runs one write and one read at a time, and each thread costs its stack
+/// and its allocator heap: with tokio's default (up to 512), 1,000 streams
+/// opened 64 at a time left 237 such threads, most of the memory per open
+/// stream (docs/PERFORMANCE.md, issue 15).
+const BLOCKING_THREADS: usize = 16;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
     match Cli::parse().command {
         Command::Serve {
