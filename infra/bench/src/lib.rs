@@ -273,8 +273,10 @@ fn elf_bytes_have_symtab(bytes: &[u8]) -> Result<bool> {
     Ok(false)
 }
 
-/// The goals of the issue.
-pub const MAX_RATIO_VS_HELLO: f64 = 1.5;
+/// The goals: instructions to ready at most this many times hello world's
+/// (issue 15; issue 3 had asked for 1.5x, out of reach for a binary that
+/// builds and warms SDK clients: docs/PERFORMANCE.md).
+pub const MAX_RATIO_VS_HELLO: f64 = 10.0;
 /// 6 MB, read strictly as 6 × 10⁶ bytes.
 pub const MAX_ZIPPED_BYTES: u64 = 6_000_000;
 
@@ -495,23 +497,23 @@ mod tests {
         };
         let slow = Measurement {
             binary: "slow".into(),
-            instructions: vec![2_000_000],
+            instructions: vec![10_100_000],
             zipped_bytes: 7_000_000,
             stripped: true,
             ..Measurement::default()
         };
         let fine = Measurement {
             binary: "fine".into(),
-            instructions: vec![1_400_000],
+            instructions: vec![9_900_000],
             zipped_bytes: 5_000_000,
             stripped: true,
             ..Measurement::default()
         };
         let table = markdown_table(&[hello, slow, fine], "hello-lambda");
         assert!(table.contains("| hello-lambda | 1.00 M | 1.00x |"));
-        assert!(table.contains("| slow | 2.00 M | 2.00x |"));
+        assert!(table.contains("| slow | 10.10 M | 10.10x |"));
         assert!(table.contains("no (instructions, size) |"));
-        assert!(table.contains("| fine | 1.40 M | 1.40x |"));
+        assert!(table.contains("| fine | 9.90 M | 9.90x |"));
         assert!(table.ends_with("| yes |\n"));
     }
 }

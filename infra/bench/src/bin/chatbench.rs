@@ -160,8 +160,13 @@ async fn run(o: Options) -> Result<()> {
         .tempdir_in(&data_root)?;
     eprintln!("chatbench: {}; {nofile} files", data.path().display());
     let (dir, rate_limit) = (data.path().to_path_buf(), o.rate_limit.to_string());
+    // The open-streams phase holds all its streams for the world's one
+    // user: the per-user cap (8 by default) is raised to let it, and then
+    // some, as the phase after it restarts lambent while the killed one's
+    // slots are still leased (for a minute).
+    let max_streams = (2 * o.streams + 8).to_string();
     let bin_path = bin.clone();
-    let serve = move || serve(&bin_path, &dir, &rate_limit);
+    let serve = move || serve(&bin_path, &dir, &rate_limit, &max_streams);
     let lambent = serve()?;
     let world = ChatWorld::seed(TestApp::attached(lambent.addr, data), "anthropic").await;
     world.fake.set_default(latency_reply());
@@ -245,12 +250,20 @@ async fn run(o: Options) -> Result<()> {
 
 /// `lambent serve` on embedded storage in `data_dir`, logging to
 /// `lambent.log` there; killed when dropped.
-fn serve(bin: &Path, data_dir: &Path, rate_limit: &str) -> Result<LambentProcess> {
+fn serve(
+    bin: &Path,
+    data_dir: &Path,
+    rate_limit: &str,
+    max_streams: &str,
+) -> Result<LambentProcess> {
     served::serve(
         "chatbench",
         bin,
         data_dir,
-        &[("LAMBENT_RATE_LIMIT_REQUESTS", rate_limit)],
+        &[
+            ("LAMBENT_RATE_LIMIT_REQUESTS", rate_limit),
+            ("LAMBENT_MAX_STREAMS_PER_USER", max_streams),
+        ],
     )
 }
 
