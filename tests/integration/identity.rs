@@ -698,3 +698,42 @@ async fn models_ship_with_prices_and_admins_reprice_them() {
     }
     app.stop().await;
 }
+
+/// A user whose bucket is busy (a request within the last interval) is
+/// counted with one write per request: the bucket's advance, tried first
+/// because this process saw the bucket busy; trying the idle reset first
+/// cost a failed write before it on every such request.
+#[tokio::test]
+async fn a_busy_rate_bucket_takes_one_write_per_request() {
+    use lambent_testkit::counting::{layer, Call, Meter};
+    let meter = Meter::new();
+    // The default limit, 600 a minute: one request every 100 ms refills.
+    let app = lambent_testkit::app::spawn_app_layered(
+        lambent_core::clock::system(),
+        Some(layer(meter.clone())),
+        |c| c.auth_cache = Duration::from_secs(600),
+    )
+    .await;
+    let (_, key) = app.user_with_key("busy", "member").await;
+    assert_eq!(app.call(Method::GET, "/v1/keys", &key, None).await.0, 200);
+    let bucket_writes = |meter: &Meter| {
+        meter
+            .take_trace()
+            .iter()
+            .filter(|t| t.call == Call::Update && t.what.starts_with("RATE#"))
+            .count()
+    };
+    // The bucket is idle again (its count was written beside the request).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    meter.start_trace();
+    // Five requests within one interval: the first finds the bucket idle,
+    // the other four busy. Each count is written beside its request; a
+    // short pause lets it land before the next.
+    for _ in 0..5 {
+        assert_eq!(app.call(Method::GET, "/v1/keys", &key, None).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(bucket_writes(&meter), 5);
+    app.stop().await;
+}

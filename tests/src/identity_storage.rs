@@ -275,6 +275,7 @@ pub async fn rate_limits_hold_across_processes(s: &Storage) {
             user,
             limit,
             (1_800_000_010.0 * 1000.0 + at_secs * 1000.0) as i64,
+            None,
         )
     };
     // Two "processes" share nothing but the store: the whole burst at once.

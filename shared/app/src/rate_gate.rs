@@ -48,20 +48,30 @@ impl RateGate {
         if limit.is_off() {
             return Ok(());
         }
+        let known_tat = self.known_tat(user_id);
         if self.pass_at_once(user_id, limit, now_millis * 1_000) {
             let (gate, store, user) = (self.clone(), store.clone(), user_id.to_owned());
             tokio::spawn(
                 async move {
-                    let written = rate_limits::take(store.as_ref(), &user, limit, now_millis).await;
+                    let written =
+                        rate_limits::take(store.as_ref(), &user, limit, now_millis, known_tat)
+                            .await;
                     gate.written(&user, limit, now_millis * 1_000, true, &written);
                 }
                 .in_current_span(),
             );
             return Ok(());
         }
-        let written = rate_limits::take(store.as_ref(), user_id, limit, now_millis).await;
+        let written =
+            rate_limits::take(store.as_ref(), user_id, limit, now_millis, known_tat).await;
         self.written(user_id, limit, now_millis * 1_000, false, &written);
         written.map(|_| ())
+    }
+
+    /// The bucket's `tat` as this process last saw it written, if it has.
+    fn known_tat(&self, user_id: &str) -> Option<i64> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(user_id).map(|bucket| bucket.tat_us)
     }
 
     /// Whether the bucket, as this process knows it, is at most half full

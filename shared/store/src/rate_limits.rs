@@ -57,12 +57,16 @@ impl Limit {
 
 /// Counts one request of `user_id` at `now_millis`, or answers 429 with
 /// the seconds until the next request would be allowed. Returns the
-/// bucket's `tat` as written (µs; 0 with no limit).
+/// bucket's `tat` as written (µs; 0 with no limit). `known_tat`: the `tat`
+/// the caller last saw; when it is still ahead of now, the bucket is busy,
+/// and the write that counts a busy bucket is tried first (the idle
+/// reset would only fail first: two writes instead of one).
 pub async fn take(
     store: &dyn ItemStore,
     user_id: &str,
     limit: Limit,
     now_millis: i64,
+    known_tat: Option<i64>,
 ) -> Result<i64> {
     if limit.is_off() {
         return Ok(0);
@@ -73,30 +77,36 @@ pub async fn take(
     let key = bucket_key(user_id);
     // Kept a window past the bucket's last use, then DynamoDB's TTL removes it.
     let expires = now_millis / 1_000 + 2 * limit.window_secs as i64 + 1;
+    let busy_first = known_tat.is_some_and(|tat| tat >= now);
     for _ in 0..ATTEMPTS {
-        let idle = Condition::Or(vec![
-            Condition::AttrNotExists("tat".into()),
-            Condition::cmp("tat", Cmp::Lt, now),
-        ]);
-        let reset = Update::new()
-            .set("tat", now + interval)
-            .expire_at(Some(expires));
-        match store.update(&key, reset, Some(idle)).await {
-            Ok(_) => return Ok(now + interval),
-            Err(e) if e.is_condition_failure() => {}
-            Err(e) => return Err(e.into()),
-        }
-        let room = Condition::And(vec![
-            Condition::cmp("tat", Cmp::Ge, now),
-            Condition::cmp("tat", Cmp::Le, now + tolerance),
-        ]);
-        let advance = Update::new()
-            .add("tat", Decimal::from(interval))
-            .expire_at(Some(expires));
-        match store.update(&key, advance, Some(room)).await {
-            Ok(item) => return Ok(tat_of(&item).unwrap_or(now + interval)),
-            Err(e) if e.is_condition_failure() => {}
-            Err(e) => return Err(e.into()),
+        for busy in [busy_first, !busy_first] {
+            let written = match busy {
+                false => {
+                    let idle = Condition::Or(vec![
+                        Condition::AttrNotExists("tat".into()),
+                        Condition::cmp("tat", Cmp::Lt, now),
+                    ]);
+                    let reset = Update::new()
+                        .set("tat", now + interval)
+                        .expire_at(Some(expires));
+                    store.update(&key, reset, Some(idle)).await
+                }
+                true => {
+                    let room = Condition::And(vec![
+                        Condition::cmp("tat", Cmp::Ge, now),
+                        Condition::cmp("tat", Cmp::Le, now + tolerance),
+                    ]);
+                    let advance = Update::new()
+                        .add("tat", Decimal::from(interval))
+                        .expire_at(Some(expires));
+                    store.update(&key, advance, Some(room)).await
+                }
+            };
+            match written {
+                Ok(item) => return Ok(tat_of(&item).unwrap_or(now + interval)),
+                Err(e) if e.is_condition_failure() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         // Neither idle nor with room: full, unless another request moved
         // the bucket between the two writes.
