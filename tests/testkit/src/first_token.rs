@@ -16,29 +16,36 @@ use serde_json::json;
 use crate::chat::ChatWorld;
 use crate::counting::{Call, CountingStore, Meter, Traced};
 
-/// How long every write takes, but a stream slot's: a stream takes its
-/// slot before its provider call (beside its history page), and slowed
-/// too, it would let the writes made beside the call end first.
+/// How long every write takes here, but a stream slot's.
 pub const SLOW_WRITE: Duration = Duration::from_millis(300);
 
-/// A store whose writes take [`SLOW_WRITE`] longer (stream slots' aside).
-pub struct SlowWrites(pub Arc<dyn ItemStore>);
+/// A store whose writes take `delay` longer, but a stream slot's, so a
+/// write a request does not wait for ends after the provider has the
+/// request. A stream takes its slot before its provider call (beside its
+/// history page): slowed too, it would let the writes made beside the call
+/// end first. (`unitsbench` paces its writes with it too.)
+pub struct SlowWrites {
+    pub inner: Arc<dyn ItemStore>,
+    pub delay: Duration,
+}
 
-async fn slowly(key: &Key) {
-    if !key.pk.starts_with("STREAMS#") {
-        tokio::time::sleep(SLOW_WRITE).await;
+impl SlowWrites {
+    async fn slowly(&self, key: &Key) {
+        if !self.delay.is_zero() && !key.pk.starts_with("STREAMS#") {
+            tokio::time::sleep(self.delay).await;
+        }
     }
 }
 
 #[async_trait]
 impl ItemStore for SlowWrites {
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
-        self.0.get(key).await
+        self.inner.get(key).await
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
-        slowly(&item.key).await;
-        self.0.put(item, condition).await
+        self.slowly(&item.key).await;
+        self.inner.put(item, condition).await
     }
 
     async fn update(
@@ -47,32 +54,37 @@ impl ItemStore for SlowWrites {
         update: Update,
         condition: Option<Condition>,
     ) -> StoreResult<Item> {
-        slowly(key).await;
-        self.0.update(key, update, condition).await
+        self.slowly(key).await;
+        self.inner.update(key, update, condition).await
     }
 
     async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
-        slowly(key).await;
-        self.0.delete(key, condition).await
+        self.slowly(key).await;
+        self.inner.delete(key, condition).await
     }
 
     async fn query(&self, query: Query) -> StoreResult<Page> {
-        self.0.query(query).await
+        self.inner.query(query).await
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        slowly(ops[0].key()).await;
-        self.0.transact(ops).await
+        if let Some(op) = ops.first() {
+            self.slowly(op.key()).await;
+        }
+        self.inner.transact(ops).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.0.ping().await
+        self.inner.ping().await
     }
 }
 
-/// `store` with slow writes, counted by `meter`.
+/// `store` with writes [`SLOW_WRITE`] slow, counted by `meter`.
 pub fn slow_and_counted(store: Arc<dyn ItemStore>, meter: &Arc<Meter>) -> Arc<dyn ItemStore> {
-    let slow: Arc<dyn ItemStore> = Arc::new(SlowWrites(store));
+    let slow: Arc<dyn ItemStore> = Arc::new(SlowWrites {
+        inner: store,
+        delay: SLOW_WRITE,
+    });
     Arc::new(CountingStore::new(slow, meter.clone()))
 }
 

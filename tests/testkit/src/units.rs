@@ -448,6 +448,50 @@ struct Made {
     ended: Instant,
 }
 
+impl Made {
+    /// A call that is not a transaction, ending now.
+    fn single(call: u64, started: Instant) -> Made {
+        Made {
+            call,
+            tx_items: 0,
+            started,
+            ended: Instant::now(),
+        }
+    }
+}
+
+/// What a read of `items` items, `bytes` in all, costs (nothing when it
+/// failed).
+fn read_charge<T>(
+    made: &Made,
+    op: Op,
+    key: Key,
+    result: &StoreResult<T>,
+    (bytes, items): (usize, usize),
+) -> Charge {
+    let read_units = if result.is_ok() {
+        read_units(bytes, Consistency::Strong)
+    } else {
+        0.0
+    };
+    Charge {
+        call: made.call,
+        op,
+        key,
+        tx_items: 0,
+        conditional: false,
+        outcome: outcome_of(result),
+        bytes,
+        before: None,
+        after: None,
+        items,
+        write_units: 0,
+        read_units,
+        started: made.started,
+        ended: made.ended,
+    }
+}
+
 /// What a single write costs, from its sizes and how it ended.
 fn write_charge(
     made: &Made,
@@ -497,31 +541,13 @@ impl ItemStore for UnitStore {
     async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
         let (mut open, call, started) = self.open();
         let result = self.inner.get(key).await;
-        let (bytes, items) = match &result {
+        let read = match &result {
             Ok(Some(item)) => (item_size(item), 1),
             _ => (0, 0),
         };
-        let read_units = if result.is_ok() {
-            read_units(bytes, Consistency::Strong)
-        } else {
-            0.0
-        };
-        open.charges.push(Charge {
-            call,
-            op: Op::Get,
-            key: key.clone(),
-            tx_items: 0,
-            conditional: false,
-            outcome: outcome_of(&result),
-            bytes,
-            before: None,
-            after: None,
-            items,
-            write_units: 0,
-            read_units,
-            started,
-            ended: Instant::now(),
-        });
+        let made = Made::single(call, started);
+        open.charges
+            .push(read_charge(&made, Op::Get, key.clone(), &result, read));
         result
     }
 
@@ -539,12 +565,7 @@ impl ItemStore for UnitStore {
             _ => None,
         };
         open.charges.push(write_charge(
-            &Made {
-                call,
-                tx_items: 0,
-                started,
-                ended: Instant::now(),
-            },
+            &Made::single(call, started),
             Op::Put,
             &key,
             conditional,
@@ -567,12 +588,7 @@ impl ItemStore for UnitStore {
         let result = self.inner.update(key, update, condition).await;
         let after = result.as_ref().ok().map(item_size);
         open.charges.push(write_charge(
-            &Made {
-                call,
-                tx_items: 0,
-                started,
-                ended: Instant::now(),
-            },
+            &Made::single(call, started),
             Op::Update,
             key,
             conditional,
@@ -593,12 +609,7 @@ impl ItemStore for UnitStore {
             _ => before,
         };
         open.charges.push(write_charge(
-            &Made {
-                call,
-                tx_items: 0,
-                started,
-                ended: Instant::now(),
-            },
+            &Made::single(call, started),
             Op::Delete,
             key,
             conditional,
@@ -636,27 +647,14 @@ impl ItemStore for UnitStore {
                 items += page.items.len();
             }
         }
-        let read_units = if result.is_ok() {
-            read_units(bytes, Consistency::Strong)
-        } else {
-            0.0
-        };
-        open.charges.push(Charge {
-            call,
-            op: Op::Query,
-            key: partition,
-            tx_items: 0,
-            conditional: false,
-            outcome: outcome_of(&result),
-            bytes,
-            before: None,
-            after: None,
-            items,
-            write_units: 0,
-            read_units,
-            started,
-            ended: Instant::now(),
-        });
+        let made = Made::single(call, started);
+        open.charges.push(read_charge(
+            &made,
+            Op::Query,
+            partition,
+            &result,
+            (bytes, items),
+        ));
         result
     }
 
@@ -794,60 +792,6 @@ impl ItemStore for GatedStore {
         self.inner.query(query).await
     }
     async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        self.inner.transact(ops).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-}
-
-/// A store whose writes, but a stream slot's, take `delay` longer, so a
-/// write a request does not wait for ends after the provider has the
-/// request (as `tests/integration/first_token.rs` slows them). A slot,
-/// which a stream takes beside its history page before its provider call,
-/// slowed too would let the writes made beside the call end first.
-pub struct PacedStore {
-    pub inner: Arc<dyn ItemStore>,
-    pub delay: std::time::Duration,
-}
-
-impl PacedStore {
-    async fn pace(&self, key: &Key) {
-        if !self.delay.is_zero() && !key.pk.starts_with("STREAMS#") {
-            tokio::time::sleep(self.delay).await;
-        }
-    }
-}
-
-#[async_trait]
-impl ItemStore for PacedStore {
-    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, item: Item, condition: Option<Condition>) -> StoreResult<()> {
-        self.pace(&item.key).await;
-        self.inner.put(item, condition).await
-    }
-    async fn update(
-        &self,
-        key: &Key,
-        update: Update,
-        condition: Option<Condition>,
-    ) -> StoreResult<Item> {
-        self.pace(key).await;
-        self.inner.update(key, update, condition).await
-    }
-    async fn delete(&self, key: &Key, condition: Option<Condition>) -> StoreResult<Option<Item>> {
-        self.pace(key).await;
-        self.inner.delete(key, condition).await
-    }
-    async fn query(&self, query: Query) -> StoreResult<Page> {
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        if let Some(op) = ops.first() {
-            self.pace(op.key()).await;
-        }
         self.inner.transact(ops).await
     }
     async fn ping(&self) -> StoreResult<()> {

@@ -11,10 +11,10 @@
 //!    started its run is in flight, so the run's start and the worker's step
 //!    are told apart;
 //! 2. the units ledger ([`UnitStore`]), which times each call and charges it;
-//! 3. a pace that makes every write but a stream slot's take `--pace-ms`
-//!    longer, so a write the request does not wait for ends after the
-//!    fake provider has the request (as `tests/integration/first_token.rs`
-//!    does): each charge is then *before* the provider request (ended
+//! 3. a pace ([`SlowWrites`], as the first-token tests use it) that makes
+//!    every write but a stream slot's take `--pace-ms` longer, so a write
+//!    the request does not wait for ends after the fake provider has the
+//!    request: each charge is then *before* the provider request (ended
 //!    before it: the request waited for it), *beside* it (began before,
 //!    ended after) or *after* it.
 //!
@@ -36,9 +36,9 @@ use lambent_fake_provider::{FakeUsage, Reply};
 use lambent_ports::ItemStore;
 use lambent_testkit::app::{spawn_app_layered, TestApp};
 use lambent_testkit::chat::ChatWorld;
+use lambent_testkit::first_token::SlowWrites;
 use lambent_testkit::units::{
-    self, Charge, GatedStore, Ledger, Op, Outcome, PacedStore, StepGate, StoreLayer, Totals,
-    UnitStore,
+    self, Charge, GatedStore, Ledger, Op, Outcome, StepGate, StoreLayer, Totals, UnitStore,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -131,7 +131,7 @@ async fn measure(o: &Options, aws_prefix: Option<&str>) -> Result<Vec<Measured>>
     let layer = {
         let (ledger, gate) = (ledger.clone(), gate.clone());
         StoreLayer::new(move |inner| {
-            let paced: Arc<dyn ItemStore> = Arc::new(PacedStore { inner, delay: pace });
+            let paced: Arc<dyn ItemStore> = Arc::new(SlowWrites { inner, delay: pace });
             let counted: Arc<dyn ItemStore> = Arc::new(UnitStore::new(paced, ledger.clone()));
             Arc::new(GatedStore {
                 inner: counted,

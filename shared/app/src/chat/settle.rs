@@ -127,10 +127,10 @@ pub struct Settled {
     pub text: String,
     /// The tools the model called, from [`super::complete`] only, like `text`.
     pub tool_calls: Vec<ToolCall>,
-    /// A session turn's reply as this settle stored it, when its
+    /// A session turn's reply item as this settle stored it, when its
     /// transaction wrote it (not when an earlier try or the sweeper did):
-    /// what reading it back would give.
-    pub stored: Option<messages::Message>,
+    /// what reading it back would give ([`messages::message_of_item`]).
+    pub stored: Option<Item>,
 }
 
 /// A settled session turn's reply as its stored message reads, built from
@@ -525,13 +525,13 @@ enum EntryIs {
 /// One transaction that records the call and counts it, redone if the
 /// session went away (counted under a call marker) or the reservation was
 /// released by someone else (counted without it). The cost, and the reply
-/// message it stored (a session turn's, when this transaction wrote it).
+/// item it stored (a session turn's, when this transaction wrote it).
 async fn settle_bill(
     store: &dyn ItemStore,
     bill: &Bill,
     outcome: &Outcome,
     entry: EntryIs,
-) -> Result<(Decimal, Option<messages::Message>)> {
+) -> Result<(Decimal, Option<Item>)> {
     let mut bill = bill.clone();
     let mut entry = match entry {
         EntryIs::Intent if bill.reservation.holds() => EntryIs::Held,
@@ -571,18 +571,11 @@ async fn settle_bill(
         };
         // The reply message, if this transaction writes one (its first op).
         let reply = match (&bill.recorded, ops.first()) {
-            (Recorded::SessionTurn { session_id, .. }, Some(TxOp::Put { item, .. })) => {
-                Some((session_id.clone(), item.clone()))
-            }
+            (Recorded::SessionTurn { .. }, Some(TxOp::Put { item, .. })) => Some(item.clone()),
             _ => None,
         };
         match lambent_store::transact_retrying(store, ops).await {
-            Ok(()) => {
-                let stored = reply.and_then(|(session_id, item)| {
-                    messages::message_of_item(&session_id, &item).ok()
-                });
-                return Ok((cost_usd, stored));
-            }
+            Ok(()) => return Ok((cost_usd, reply)),
             Err(StoreError::TransactionCancelled { failed }) => {
                 if entry == EntryIs::Abandoned && failed.contains(&consumes) {
                     // The call reported its outcome meanwhile: it is alive.

@@ -44,7 +44,7 @@ mod watch;
 pub use run::{Runner, TurnRef};
 
 use lambent_llm::LlmClient;
-use lambent_store::turns;
+use lambent_store::{messages, turns};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -92,8 +92,9 @@ impl TurnMessage {
 /// How a turn that ran in this process ended.
 pub struct Ended {
     pub ending: turns::Ending,
-    /// Its last reply as stored, when this process stored it.
-    pub last_reply: Option<lambent_store::messages::Message>,
+    /// Its last reply as stored, when this process stored it and nobody
+    /// read the turn live.
+    pub last_reply: Option<messages::Message>,
 }
 
 /// A turn running in this process.
@@ -116,6 +117,8 @@ pub fn spawn(
     live: bool,
     hold: impl Send + 'static,
 ) -> Spawned {
+    // A turn answered whole answers with its last reply, as stored.
+    let last_reply = (!live).then(run::LastStored::default);
     let (stop, followed, watching) = watch::start(state, &turn.session_id, &turn.turn_id);
     let (log, live) = log::EventLog::open(
         state,
@@ -127,14 +130,18 @@ pub fn spawn(
         followed,
     );
     let deadline = tokio::time::Instant::now() + state.config.stream_deadline;
-    let last_reply = run::LastStored::default();
-    let runner = Runner::new(state.clone(), llm.clone(), turn, log, stop, deadline)
-        .keeping_last_reply(last_reply.clone());
+    let session_id = turn.session_id.clone();
+    let mut runner = Runner::new(state.clone(), llm.clone(), turn, log, stop, deadline);
+    if let Some(slot) = &last_reply {
+        runner = runner.keeping_last_reply(slot.clone());
+    }
     let ended = tokio::spawn(
         async move {
             let ending = runner.run(first).await;
             drop((watching, hold));
-            let last_reply = last_reply.lock().ok().and_then(|mut last| last.take());
+            let last_reply = last_reply
+                .and_then(|slot| slot.lock().ok().and_then(|mut last| last.take()))
+                .and_then(|item| messages::message_of_item(&session_id, &item).ok());
             Ended { ending, last_reply }
         }
         .in_current_span(),

@@ -133,9 +133,9 @@ pub struct Runner {
     last_reply: Option<LastStored>,
 }
 
-/// The last reply a turn's runner stored, as reading it back would give
-/// it (`None` until one is, or when its settle was finished elsewhere).
-pub type LastStored = std::sync::Arc<std::sync::Mutex<Option<messages::Message>>>;
+/// The item of the last reply a turn's runner stored (`None` until one
+/// is, or when its settle was finished elsewhere).
+pub type LastStored = std::sync::Arc<std::sync::Mutex<Option<lambent_ports::Item>>>;
 
 impl Runner {
     pub fn new(
@@ -544,7 +544,7 @@ impl Runner {
         let text = read.outcome.text.text.clone();
         let status = read.outcome.status;
         let settled = chat::settle(self.state.store.as_ref(), &call, read.outcome).await;
-        let settled = match settled {
+        let mut settled = match settled {
             Ok(settled) => settled,
             Err(e) => {
                 tracing::error!(error = %e, "could not store a reply");
@@ -555,7 +555,7 @@ impl Runner {
         self.replied = true;
         if let Some(slot) = &self.last_reply {
             if let Ok(mut last) = slot.lock() {
-                *last = settled.stored.clone();
+                *last = settled.stored.take();
             }
         }
         if let Some(e) = read.failure {
