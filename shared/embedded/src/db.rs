@@ -14,14 +14,25 @@
 //! thread when the connection is free: with no fsync a call takes
 //! microseconds, less than a hop to a blocking thread and back. `Full`
 //! fsyncs every commit, and so runs every call on a blocking thread.
+//!
+//! Writes commit in groups ([`Db::write`]): a write that finds the writing
+//! connection busy is queued, and whoever holds the connection next runs
+//! every queued write in one transaction, each in a savepoint of its own
+//! (so one that fails is undone alone), and commits once. Under load a
+//! commit's fixed cost, and the WAL pages that concurrent writes share (a
+//! user's items, the audit partition), are paid once per group instead of
+//! once per write; alone, a write is its own group and pays nothing more.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::files;
 
@@ -88,11 +99,30 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// 40 MB, so it bounds the WAL's size without ever being hit in practice.
 const AUTO_CHECKPOINT_PAGES: u32 = 10_000;
 
+/// How many queued writes one group commits at most: a group's first write
+/// waits for the others to run, so a bound keeps that wait short.
+const MAX_GROUP: usize = 64;
+
+/// A queued write: it runs in the group's transaction and returns what to
+/// tell its caller once the group's commit is known (`Err`: the commit's
+/// error). `bool`: whether it succeeded (if not, its savepoint is undone).
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// The writes waiting for the writing connection.
+#[derive(Default)]
+struct Writes {
+    queued: Mutex<VecDeque<Job>>,
+    /// A blocking thread has been asked to run the queue.
+    handed_off: AtomicBool,
+}
+
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// The reading connection (`query_only`).
     reader: Arc<Mutex<Connection>>,
+    writes: Arc<Writes>,
     /// Whether a call may run on the caller's thread (no fsync per commit).
     inline: bool,
     /// Dropped with the last clone (after the connection), which stops the
@@ -161,14 +191,17 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
+            writes: Arc::default(),
             inline: durability == Durability::Normal,
             _checkpoints: checkpoints,
         })
     }
 
-    /// Runs `f` on the connection: on this thread if commits are not
-    /// fsync'd and the connection is free, else on a blocking thread (so a
-    /// caller never blocks its async thread waiting for another's call).
+    /// Runs `f` on the writing connection, outside any group: on this
+    /// thread if commits are not fsync'd and the connection is free, else
+    /// on a blocking thread (so a caller never blocks its async thread
+    /// waiting for another's call). For what manages its own transaction;
+    /// a write that can share one goes through [`Db::write`].
     pub async fn with<T, E>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
@@ -177,7 +210,132 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.on(&self.conn, f).await
+        let out = self.on(&self.conn, f).await;
+        // Writes queued while `f` held the connection are run now.
+        self.run_queued();
+        out
+    }
+
+    /// Runs `f` in a transaction shared with the writes queued beside it,
+    /// in a savepoint of its own: an `Err` undoes what `f` wrote, and only
+    /// that. `Ok` is returned once the transaction has committed. `f` must
+    /// not begin or end a transaction itself.
+    pub async fn write<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (tell, told) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let out = f(conn);
+            let ok = out.is_ok();
+            let reply: Reply = Box::new(move |committed: Result<(), &str>| {
+                let out = match (out, committed) {
+                    (Ok(_), Err(e)) => Err(E::from(DbError::Worker(format!("commit: {e}")))),
+                    (out, _) => out,
+                };
+                let _ = tell.send(out);
+            });
+            (ok, reply)
+        });
+        self.writes
+            .queued
+            .lock()
+            .map_err(|_| E::from(DbError::Worker("write queue poisoned".into())))?
+            .push_back(job);
+        self.run_queued();
+        told.await
+            .map_err(|_| E::from(DbError::Worker("the write was dropped".into())))?
+    }
+
+    /// Runs the queued writes if the writing connection is free: one group
+    /// here (if commits are not fsync'd), the rest on a blocking thread, so
+    /// an async thread never runs other callers' writes for long. Whoever
+    /// holds the connection calls this after letting it go, so a write
+    /// queued meanwhile is never left behind.
+    fn run_queued(&self) {
+        if self.inline {
+            match self.conn.try_lock() {
+                Ok(conn) => {
+                    let group = self.take_group();
+                    if !group.is_empty() {
+                        commit_group(&conn, group);
+                    }
+                }
+                // Its holder runs the queue after it.
+                Err(std::sync::TryLockError::WouldBlock) => return,
+                Err(std::sync::TryLockError::Poisoned(_)) => {
+                    self.fail_queued("database lock poisoned");
+                    return;
+                }
+            }
+        }
+        if self.has_queued() && !self.writes.handed_off.swap(true, Ordering::AcqRel) {
+            let db = self.clone();
+            tokio::task::spawn_blocking(move || db.run_queue_blocking());
+        }
+    }
+
+    /// On a blocking thread: groups until the queue is empty.
+    fn run_queue_blocking(&self) {
+        // Should a write panic, the next caller hands the queue off again.
+        struct Release<'a>(&'a AtomicBool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+        }
+        let _release = Release(&self.writes.handed_off);
+        loop {
+            match self.conn.lock() {
+                Ok(conn) => loop {
+                    let group = self.take_group();
+                    if group.is_empty() {
+                        break;
+                    }
+                    commit_group(&conn, group);
+                },
+                Err(_) => self.fail_queued("database lock poisoned"),
+            }
+            self.writes.handed_off.store(false, Ordering::Release);
+            // A write queued after the last look, whose caller found the
+            // connection held by this thread, is this thread's to run.
+            if !self.has_queued() || self.writes.handed_off.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    fn take_group(&self) -> Vec<Job> {
+        match self.writes.queued.lock() {
+            Ok(mut queued) => {
+                let n = queued.len().min(MAX_GROUP);
+                queued.drain(..n).collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn has_queued(&self) -> bool {
+        self.writes
+            .queued
+            .lock()
+            .map(|q| !q.is_empty())
+            .unwrap_or(false)
+    }
+
+    fn fail_queued(&self, why: &str) {
+        let jobs: Vec<Job> = match self.writes.queued.lock() {
+            Ok(mut queued) => queued.drain(..).collect(),
+            Err(_) => return,
+        };
+        // Dropping a job drops its caller's sender: the caller is told.
+        tracing::error!(writes = jobs.len(), "{why}: queued writes failed");
     }
 
     /// Runs `f`, which only reads, on the reading connection, as
@@ -222,6 +380,69 @@ impl Db {
         .await
         .map_err(|e| E::from(DbError::Worker(e.to_string())))?
     }
+}
+
+/// Runs `group` in one transaction, each write in a savepoint of its own
+/// (but a write alone, which the transaction's rollback undoes), commits,
+/// and tells each caller. If the transaction cannot begin, a savepoint
+/// cannot be undone or the commit fails, nothing of the group is written
+/// and every caller is told so.
+fn commit_group(conn: &Connection, group: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs tells their callers the write was dropped.
+        tracing::error!(error = %e, writes = group.len(), "a group of writes could not begin");
+        return;
+    }
+    let alone = group.len() == 1;
+    let mut replies = Vec::with_capacity(group.len());
+    let mut failed_alone = false;
+    let mut broken: Option<String> = None;
+    for job in group {
+        if broken.is_some() {
+            // Not run: its caller is told the group's error.
+            drop(job);
+            continue;
+        }
+        if alone {
+            let (ok, reply) = job(conn);
+            failed_alone = !ok;
+            replies.push(reply);
+            continue;
+        }
+        if let Err(e) = savepoint(conn, "SAVEPOINT w") {
+            broken = Some(e.to_string());
+            drop(job);
+            continue;
+        }
+        let (ok, reply) = job(conn);
+        let end = match ok {
+            true => savepoint(conn, "RELEASE w"),
+            false => savepoint(conn, "ROLLBACK TO w").and_then(|()| savepoint(conn, "RELEASE w")),
+        };
+        if let Err(e) = end {
+            broken = Some(e.to_string());
+        }
+        replies.push(reply);
+    }
+    let committed = match (broken, failed_alone) {
+        (Some(e), _) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+        // A write alone that failed: nothing of it is kept.
+        (None, true) => conn.execute_batch("ROLLBACK").map_err(|e| e.to_string()),
+        (None, false) => conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        }),
+    };
+    for reply in replies {
+        reply(committed.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+fn savepoint(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// The thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] on a
@@ -460,5 +681,170 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(total, "3200");
+    }
+
+    /// Holds the writing connection on a task of its own until `release`
+    /// is sent, so writes made meanwhile queue up.
+    async fn hold_connection(
+        db: &Db,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, holding) = tokio::sync::oneshot::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.with(move |_conn| -> Result<(), DbError> {
+                    let _ = started.send(());
+                    let _ = held.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+                .unwrap()
+            })
+        };
+        holding.await.unwrap();
+        (release, holder)
+    }
+
+    async fn until_queued(db: &Db, n: usize) {
+        while db.writes.queued.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn insert(conn: &Connection, sk: &str) -> Result<(), DbError> {
+        conn.execute(
+            "INSERT INTO items (pk, sk, attrs) VALUES ('G', ?1, '{}')",
+            rusqlite::params![sk.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// Writes queued behind a busy connection commit together: the second
+    /// sees the first's row, which another connection does not see yet;
+    /// a write that fails in the group is undone alone, and its caller
+    /// alone gets the error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_commit_as_one_group_and_a_failed_one_alone_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let db = Db::open(&path).unwrap();
+        let outside = Connection::open(&path).unwrap();
+        let outside = Arc::new(Mutex::new(outside));
+        let (release, holder) = hold_connection(&db).await;
+
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(|conn| insert(conn, "a")).await }
+        });
+        until_queued(&db, 1).await;
+        let failing = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|conn| {
+                    insert(conn, "b")?;
+                    Err::<(), _>(DbError::Worker("refused".into()))
+                })
+                .await
+            }
+        });
+        until_queued(&db, 2).await;
+        let third = tokio::spawn({
+            let db = db.clone();
+            let outside = Arc::clone(&outside);
+            async move {
+                db.write(move |conn| {
+                    let in_group: i64 =
+                        conn.query_row("SELECT count(*) FROM items WHERE pk = 'G'", [], |r| {
+                            r.get(0)
+                        })?;
+                    let committed: i64 = outside.lock().unwrap().query_row(
+                        "SELECT count(*) FROM items WHERE pk = 'G'",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    insert(conn, "c")?;
+                    Ok::<_, DbError>((in_group, committed))
+                })
+                .await
+            }
+        });
+        until_queued(&db, 3).await;
+        release.send(()).unwrap();
+        holder.await.unwrap();
+
+        first.await.unwrap().unwrap();
+        let err = failing.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("refused"), "{err}");
+        // The third saw the first's row (the second's was undone), none of
+        // it committed yet: the three ran in one transaction.
+        assert_eq!(third.await.unwrap().unwrap(), (1, 0));
+        let rows: Vec<Vec<u8>> = {
+            let conn = outside.lock().unwrap();
+            let mut stmt = conn
+                .prepare("SELECT sk FROM items WHERE pk = 'G' ORDER BY sk")
+                .unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        assert_eq!(rows, [b"a".to_vec(), b"c".to_vec()]);
+    }
+
+    /// Many writers at once, on the default durability and on `Full` (whose
+    /// groups always run on a blocking thread): every write lands once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_grouped_writes_each_land_once() {
+        for durability in [Durability::Normal, Durability::Full] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_with(&dir.path().join("db.sqlite3"), durability).unwrap();
+            db.write(|conn| {
+                conn.execute(
+                    "INSERT INTO items (pk, sk, attrs) VALUES ('N', x'00', '0')",
+                    [],
+                )
+                .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        for j in 0..20 {
+                            // Every fifth write fails after writing: undone.
+                            let fails = (i + j) % 5 == 0;
+                            let out = db
+                                .write(move |conn| {
+                                    conn.execute(
+                                        "UPDATE items SET attrs = CAST(attrs AS INTEGER) + 1 WHERE pk = 'N'",
+                                        [],
+                                    )?;
+                                    match fails {
+                                        true => Err(DbError::Worker("no".into())),
+                                        false => Ok(()),
+                                    }
+                                })
+                                .await;
+                            assert_eq!(out.is_err(), fails);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let total: String = db
+                .read(|conn| {
+                    conn.query_row("SELECT attrs FROM items WHERE pk = 'N'", [], |r| r.get(0))
+                        .map_err(DbError::from)
+                })
+                .await
+                .unwrap();
+            let expected = (0..32)
+                .flat_map(|i| (0..20).map(move |j| (i + j) % 5 != 0))
+                .filter(|ok| *ok)
+                .count();
+            assert_eq!(total, expected.to_string(), "{durability:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 use tokio::sync::Notify;
 
 use super::db::{Db, DbError};
@@ -40,11 +40,8 @@ impl EmbeddedQueue {
     ) -> QueueResult<Vec<Received>> {
         let max_receives = self.max_receives;
         self.db
-            .with(move |conn| {
+            .write(move |tx| {
                 let now = now_epoch_millis();
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql)?;
                 let mut received = Vec::new();
                 loop {
                     let candidates: Vec<(i64, String, String, u32)> = {
@@ -99,7 +96,6 @@ impl EmbeddedQueue {
                         break;
                     }
                 }
-                tx.commit().map_err(sql)?;
                 Ok(received)
             })
             .await
@@ -124,7 +120,7 @@ impl Queue for EmbeddedQueue {
         let body = body.to_owned();
         let message_id = id.clone();
         self.db
-            .with(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "INSERT INTO queue_messages (id, queue, body, visible_at_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![
@@ -168,7 +164,7 @@ impl Queue for EmbeddedQueue {
         let receipt = receipt.to_owned();
         let deleted = self
             .db
-            .with(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
                     params![queue.as_str(), receipt],
@@ -194,7 +190,7 @@ impl Queue for EmbeddedQueue {
         let receipt = receipt.to_owned();
         let changed = self
             .db
-            .with(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "UPDATE queue_messages SET visible_at_ms = ?1 WHERE queue = ?2 AND receipt = ?3",
                     params![

@@ -3,7 +3,7 @@
 //! order) and a prefix is a byte range.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db::{Db, DbError};
 use super::eval;
@@ -100,7 +100,7 @@ fn check(condition: Option<&Condition>, current: Option<&Item>) -> bool {
 /// larger than DynamoDB's 400 KB (the caller then drops the transaction, so
 /// nothing is written). Returns the item written (puts and updates) or
 /// removed (deletes).
-fn write_one(tx: &Transaction<'_>, op: &TxOp, now: i64) -> StoreResult<Option<Item>> {
+fn write_one(tx: &Connection, op: &TxOp, now: i64) -> StoreResult<Option<Item>> {
     let current = load(tx, op.key(), now)?;
     if !holds(op, current.as_ref()) {
         return Err(StoreError::ConditionFailed);
@@ -120,7 +120,7 @@ fn holds(op: &TxOp, current: Option<&Item>) -> bool {
 
 /// Writes `op`, whose condition held over `current` (the item at its key,
 /// read in this transaction).
-fn apply_one(tx: &Transaction<'_>, op: &TxOp, current: Option<Item>) -> StoreResult<Option<Item>> {
+fn apply_one(tx: &Connection, op: &TxOp, current: Option<Item>) -> StoreResult<Option<Item>> {
     match op {
         TxOp::Put { item, .. } => {
             save(tx, item)?;
@@ -146,16 +146,7 @@ fn apply_one(tx: &Transaction<'_>, op: &TxOp, current: Option<Item>) -> StoreRes
 impl EmbeddedStore {
     async fn write(&self, op: TxOp) -> StoreResult<Option<Item>> {
         let now = self.clock.now_secs();
-        self.db
-            .with(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql)?;
-                let out = write_one(&tx, &op, now)?;
-                tx.commit().map_err(sql)?;
-                Ok(out)
-            })
-            .await
+        self.db.write(move |tx| write_one(tx, &op, now)).await
     }
 }
 
@@ -296,30 +287,27 @@ impl ItemStore for EmbeddedStore {
         validate::transaction(&ops)?;
         let now = self.clock.now_secs();
         self.db
-            .with(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql)?;
+            .write(move |tx| {
                 // Check every condition first, as DynamoDB does, so the error
                 // lists all the operations that failed; then write, from the
                 // items read for the check (no two operations share a key).
                 let mut failed = Vec::new();
                 let mut currents = Vec::with_capacity(ops.len());
                 for (i, op) in ops.iter().enumerate() {
-                    let current = load(&tx, op.key(), now)?;
+                    let current = load(tx, op.key(), now)?;
                     if !holds(op, current.as_ref()) {
                         failed.push(i);
                     }
                     currents.push(current);
                 }
                 if !failed.is_empty() {
-                    // Dropping the transaction rolls it back: nothing is written.
                     return Err(StoreError::TransactionCancelled { failed });
                 }
+                // An error part way (an update over 400 KB) undoes the
+                // writes before it: the group runs each write in a savepoint.
                 for (op, current) in ops.iter().zip(currents) {
-                    apply_one(&tx, op, current)?;
+                    apply_one(tx, op, current)?;
                 }
-                tx.commit().map_err(sql)?;
                 Ok(())
             })
             .await
