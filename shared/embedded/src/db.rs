@@ -1,8 +1,9 @@
 //! The SQLite database behind the embedded store and queue. One connection
 //! writes, so writes are serialised and every conditional write is
-//! trivially atomic; a second one reads what is read outside a write (the
-//! store's gets and queries): in WAL mode it sees every committed write, and
-//! a read waits for no write nor a write for a read.
+//! trivially atomic; others (one per core, and one more) read what is read
+//! outside a write (the store's gets and queries): in WAL mode each sees
+//! every committed write, and a read waits for no write nor a write for a
+//! read.
 //!
 //! How durable a commit is, is the [`Durability`] the database is opened
 //! with. By default (`Normal`) a commit is written to the WAL but not
@@ -26,7 +27,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,6 +91,12 @@ pub enum Durability {
     Full,
 }
 
+/// The reading connections: one per core, and one more (at least 2), so a
+/// read on an async thread rarely finds them all busy.
+fn reading_connections() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
+}
+
 /// How often the background thread checkpoints the WAL (and fsyncs it)
 /// under [`Durability::Normal`]: the most a power loss can cost.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -120,9 +127,12 @@ struct Writes {
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
-    /// The reading connection (`query_only`).
-    reader: Arc<Mutex<Connection>>,
+    /// The reading connections (`query_only`): as many as reads can run
+    /// at once on this machine's cores, and one more.
+    readers: Arc<[Arc<Mutex<Connection>>]>,
     writes: Arc<Writes>,
+    /// Which reading connection a read that finds them all busy waits for.
+    next_reader: Arc<AtomicUsize>,
     /// Whether a call may run on the caller's thread (no fsync per commit).
     inline: bool,
     /// Dropped with the last clone (after the connection), which stops the
@@ -174,9 +184,14 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         restrict_database_files(path)?;
-        let reader = Connection::open(path)?;
-        reader.busy_timeout(Duration::from_secs(5))?;
-        reader.pragma_update(None, "query_only", true)?;
+        let readers = (0..reading_connections())
+            .map(|_| {
+                let reader = Connection::open(path)?;
+                reader.busy_timeout(Duration::from_secs(5))?;
+                reader.pragma_update(None, "query_only", true)?;
+                Ok(Arc::new(Mutex::new(reader)))
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
         let checkpoints = match durability {
             Durability::Full => {
                 conn.pragma_update(None, "synchronous", "FULL")?;
@@ -190,7 +205,8 @@ impl Db {
         };
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: readers.into(),
+            next_reader: Arc::default(),
             writes: Arc::default(),
             inline: durability == Durability::Normal,
             _checkpoints: checkpoints,
@@ -338,9 +354,11 @@ impl Db {
         tracing::error!(writes = jobs.len(), "{why}: queued writes failed");
     }
 
-    /// Runs `f`, which only reads, on the reading connection, as
+    /// Runs `f`, which only reads, on a reading connection, as
     /// [`Db::with`] runs a call on the writing one: it sees every write
-    /// committed before it starts, and neither waits for the other.
+    /// committed before it starts, and neither waits for the other. The
+    /// first free connection takes it, on this thread; if all are busy, the
+    /// next in turn on a blocking thread.
     pub async fn read<T, E>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
@@ -349,7 +367,15 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.on(&self.reader, f).await
+        if self.inline {
+            for reader in self.readers.iter() {
+                if let Ok(mut guard) = reader.try_lock() {
+                    return f(&mut guard);
+                }
+            }
+        }
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.on(&self.readers[turn], f).await
     }
 
     async fn on<T, E>(
