@@ -342,7 +342,15 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
             },
             cost_usd: d("0.25"),
         };
-        store.transact(usage::aggregate_ops(&facts)).await.unwrap();
+        store
+            .transact(vec![usage::pending_op(&facts)])
+            .await
+            .unwrap();
+        // The first three folded into the aggregates, the rest still
+        // pending: a report reads both.
+        if day == "2026-11-01" && agent == "agt_b" {
+            fold_everything(store).await;
+        }
     }
     let scope = Scope::User(owner.clone());
     let (days, total) = usage::report(store, &scope, Dimension::Day, "2026-11-01", "2026-11-30")
@@ -370,9 +378,10 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
     assert_eq!(total.calls, 0);
 }
 
-/// The deployment's aggregates are spread over shards by call ID (so no
-/// item is written by every call) and summed when read, with those kept in
-/// the one partition of before.
+/// The deployment's aggregates (and the pending entries they are folded
+/// from) are spread over shards by call ID, so no item is written by every
+/// call, and summed when read, with those kept in the one partition of
+/// before.
 pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s: &Storage) {
     use lambent_ports::{Key, Update};
     let store = s.store.as_ref();
@@ -382,7 +391,7 @@ pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s:
     let owner = user(s, "sharded").await;
     for n in 0..40 {
         let call_id = format!("call_sharded_{n}");
-        let facts = CallFacts {
+        let op = usage::pending_op(&CallFacts {
             call_id: &call_id,
             owner: &owner,
             agent_id: Some("agt_sharded"),
@@ -394,19 +403,21 @@ pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s:
                 ..Usage::default()
             },
             cost_usd: d("0.01"),
-        };
-        let ops = usage::aggregate_ops(&facts);
-        let deployment: Vec<_> = ops
-            .iter()
-            .map(|op| op.key().pk.clone())
-            .filter(|pk| pk.starts_with("USAGE#"))
-            .collect();
-        assert_eq!(deployment.len(), 4, "{deployment:?}");
-        assert!(deployment.iter().all(|pk| pk == &deployment[0]));
-        shards.insert(deployment[0].clone());
-        store.transact(ops).await.unwrap();
+        });
+        assert!(op.key().pk.starts_with("USAGE#"), "{}", op.key());
+        shards.insert(op.key().pk.clone());
+        store.transact(vec![op]).await.unwrap();
     }
     assert!(shards.len() > 4, "40 calls in {} shards", shards.len());
+    fold_everything(store).await;
+    // Each shard's calls were folded into that shard's aggregates.
+    for pk in &shards {
+        let folded = store
+            .get(&Key::new(pk.as_str(), format!("USAGE#DAY#{day}#-")))
+            .await
+            .unwrap();
+        assert!(folded.is_some(), "no aggregate in {pk}");
+    }
     // An aggregate from before the shards.
     store
         .update(
@@ -438,6 +449,203 @@ pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s:
         .await
         .unwrap();
     assert_eq!(mine.calls, 40);
+}
+
+/// Folds every shard's pending usage entries into the aggregates.
+async fn fold_everything(store: &dyn lambent_ports::ItemStore) -> usize {
+    let mut folded = 0;
+    for shard in 0..usage::SHARDS {
+        folded += usage::fold(store, shard, usize::MAX).await.unwrap();
+    }
+    folded
+}
+
+fn a_call<'a>(call_id: &'a str, owner: &'a str, session: &'a str, day: &'a str) -> CallFacts<'a> {
+    CallFacts {
+        call_id,
+        owner,
+        agent_id: Some("agt_folded"),
+        session_id: Some(session),
+        model: "m",
+        day,
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+            cache_read_tokens: 2,
+            cache_write_tokens: 1,
+            cache_write_1h_tokens: 0,
+        },
+        cost_usd: d("0.0000001"),
+    }
+}
+
+/// Every report of a user and of the deployment, by each dimension.
+async fn every_report(
+    store: &dyn lambent_ports::ItemStore,
+    owner: &str,
+    day: &str,
+) -> Vec<(Vec<usage::Group>, usage::Totals)> {
+    let mut all = Vec::new();
+    for scope in [Scope::User(owner.to_owned()), Scope::Everyone] {
+        for dimension in [
+            Dimension::Day,
+            Dimension::Agent,
+            Dimension::Model,
+            Dimension::Session,
+            Dimension::User,
+        ] {
+            all.push(
+                usage::report(store, &scope, dimension, day, day)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    all
+}
+
+/// A call's pending usage counts in every report at once, and the same
+/// once folded into the aggregates: the fold moves it, exactly once (a
+/// second fold finds nothing; the entries are gone).
+pub async fn pending_usage_counts_the_same_before_and_after_its_fold(s: &Storage) {
+    let store = s.store.as_ref();
+    let owner = user(s, "folded").await;
+    // A day no other test writes.
+    let day = "2001-03-04";
+    for n in 0..30 {
+        let call_id = format!("call_folded_{n}");
+        let session = format!("ses_folded_{}", n % 3);
+        let facts = a_call(&call_id, &owner, &session, day);
+        store
+            .transact(vec![usage::pending_op(&facts)])
+            .await
+            .unwrap();
+    }
+    let pending = every_report(store, &owner, day).await;
+    let (sessions, total) = &pending[3];
+    assert_eq!(total.calls, 30);
+    assert_eq!(total.input_tokens, 300);
+    assert_eq!(total.cost_usd, d("0.000003"));
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(
+        pending[0].1, pending[5].1,
+        "the user's and the deployment's days differ"
+    );
+    assert_eq!(
+        pending[9].0.len(),
+        1,
+        "one user in the deployment's report by user"
+    );
+
+    assert_eq!(fold_everything(store).await, 30);
+    assert_eq!(every_report(store, &owner, day).await, pending);
+    assert_eq!(fold_everything(store).await, 0);
+    assert_eq!(every_report(store, &owner, day).await, pending);
+}
+
+/// A store that, once, folds every pending entry just before it answers a
+/// report's first read of pending entries: the fold lands between the
+/// report's read of the aggregates and its read of what is pending.
+struct FoldingMidReport {
+    inner: std::sync::Arc<dyn lambent_ports::ItemStore>,
+    folded: tokio::sync::Mutex<Option<usize>>,
+}
+
+#[async_trait::async_trait]
+impl lambent_ports::ItemStore for FoldingMidReport {
+    async fn get(
+        &self,
+        key: &lambent_ports::Key,
+    ) -> lambent_ports::store::StoreResult<Option<lambent_ports::Item>> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        item: lambent_ports::Item,
+        condition: Option<lambent_ports::Condition>,
+    ) -> lambent_ports::store::StoreResult<()> {
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &lambent_ports::Key,
+        update: lambent_ports::Update,
+        condition: Option<lambent_ports::Condition>,
+    ) -> lambent_ports::store::StoreResult<lambent_ports::Item> {
+        self.inner.update(key, update, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &lambent_ports::Key,
+        condition: Option<lambent_ports::Condition>,
+    ) -> lambent_ports::store::StoreResult<Option<lambent_ports::Item>> {
+        self.inner.delete(key, condition).await
+    }
+    async fn query(
+        &self,
+        query: lambent_ports::Query,
+    ) -> lambent_ports::store::StoreResult<lambent_ports::Page> {
+        if query.sk_prefix.starts_with("PENDING#") {
+            let mut folded = self.folded.lock().await;
+            if folded.is_none() {
+                *folded = Some(fold_everything(self.inner.as_ref()).await);
+            }
+        }
+        self.inner.query(query).await
+    }
+    async fn transact(
+        &self,
+        ops: Vec<lambent_ports::TxOp>,
+    ) -> lambent_ports::store::StoreResult<()> {
+        self.inner.transact(ops).await
+    }
+    async fn ping(&self) -> lambent_ports::store::StoreResult<()> {
+        self.inner.ping().await
+    }
+}
+
+/// A fold that lands while a report reads would move calls from what the
+/// report reads second to what it read first (counted in neither) or the
+/// other way (counted twice); the shards' fold counts, read before and
+/// after, make the report read again, so it is exact all the same.
+pub async fn a_report_that_meets_a_fold_stays_exact(s: &Storage) {
+    let owner = user(s, "raced").await;
+    let day = "2001-04-05";
+    for n in 0..20 {
+        let call_id = format!("call_raced_{n}");
+        let facts = a_call(&call_id, &owner, "ses_raced", day);
+        s.store
+            .transact(vec![usage::pending_op(&facts)])
+            .await
+            .unwrap();
+    }
+    for (scope, calls) in [(Scope::User(owner.clone()), 20), (Scope::Everyone, 40)] {
+        let racing = FoldingMidReport {
+            inner: s.store.clone(),
+            folded: tokio::sync::Mutex::new(None),
+        };
+        let (groups, total) = usage::report(&racing, &scope, Dimension::Session, day, day)
+            .await
+            .unwrap();
+        assert!(
+            racing.folded.lock().await.is_some(),
+            "no fold met the report"
+        );
+        assert_eq!(total.calls, calls, "{scope:?}");
+        assert_eq!(total.input_tokens, calls * 10, "{scope:?}");
+        assert_eq!(groups.len(), 1, "{scope:?}");
+        // Another 20 pending (and 20 folded) for the deployment's report.
+        if calls == 20 {
+            for n in 20..40 {
+                let call_id = format!("call_raced_{n}");
+                let facts = a_call(&call_id, &owner, "ses_raced", day);
+                s.store
+                    .transact(vec![usage::pending_op(&facts)])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }
 
 pub async fn a_tool_conversation_is_stored_and_read_back_as_turns(s: &Storage) {

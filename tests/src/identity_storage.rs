@@ -23,7 +23,7 @@ const CANARY: &str = "sk-CANARY-9d8c7b6a5f4e3d2c1b0a";
 
 /// The adapters under test and a way to read every byte they stored.
 pub struct Storage {
-    pub store: Box<dyn ItemStore>,
+    pub store: std::sync::Arc<dyn ItemStore>,
     pub cipher: Box<dyn KeyCipher>,
     raw: Raw,
     _dir: Option<tempfile::TempDir>,
@@ -44,7 +44,7 @@ impl Storage {
         let cipher =
             lambent_embedded::LocalCipher::open_or_create(&dir.path().join("master.key")).unwrap();
         Storage {
-            store: Box::new(lambent_embedded::EmbeddedStore::new(db)),
+            store: std::sync::Arc::new(lambent_embedded::EmbeddedStore::new(db)),
             cipher: Box::new(cipher),
             raw: Raw::Files(dir.path().to_path_buf()),
             _dir: Some(dir),
@@ -55,7 +55,7 @@ impl Storage {
         let sdk = lambent_testkit::emulator::sdk().await;
         let made = lambent_testkit::emulator::provision(&sdk).await;
         Storage {
-            store: Box::new(lambent_aws::DynamoStore::from_conf(&sdk, &made.table)),
+            store: std::sync::Arc::new(lambent_aws::DynamoStore::from_conf(&sdk, &made.table)),
             cipher: Box::new(lambent_aws::KmsCipher::from_conf(&sdk, &made.kms_key_id)),
             raw: Raw::Table {
                 sdk: Box::new(sdk),

@@ -123,10 +123,10 @@ pub async fn a_settle_left_by_an_outage_is_finished_once_by_the_sweeper(flow: &F
     let (reserved, _) = month(flow).await;
     assert!(reserved > Decimal::ZERO);
 
-    // The aggregates cannot be written: every try of the settle fails.
+    // The call's usage cannot be written: every try of the settle fails.
     let faults = Faults::new();
     faults.fail_writes(
-        |k| k.sk.starts_with("USAGE#"),
+        |k| k.sk.starts_with("PENDING#"),
         0,
         u64::MAX,
         Fault::Unavailable,
@@ -158,14 +158,24 @@ pub async fn a_settle_whose_answer_is_lost_counts_once(flow: &Flow) {
     let call = prepared(flow).await;
     let faults = Faults::new();
     // The settle lands, but its caller hears a timeout and tries again.
-    faults.fail_writes(|k| k.sk.starts_with("USAGE#"), 0, 1, Fault::LostAnswer);
+    faults.fail_writes(|k| k.sk.starts_with("PENDING#"), 0, 1, Fault::LostAnswer);
     let faulty = FaultyStore::new(flow.state.store.clone(), faults.clone());
     let settled = chat::settle(&faulty, &call, outcome()).await.unwrap();
     assert_eq!(faults.injected(), 1);
     assert_eq!(flow.billed_today().await, (settled.cost_usd, 1));
     assert_eq!(month(flow).await, (settled.cost_usd, settled.cost_usd));
+    // Nothing was left for the sweeper but to fold the call's usage, once.
     let swept = sweeper::sweep(&later(flow, Duration::from_secs(3600))).await;
-    assert_eq!(swept, sweeper::Swept::default());
+    assert_eq!(swept, folded_one());
+    assert_eq!(flow.billed_today().await, (settled.cost_usd, 1));
+}
+
+/// A pass that only folded one call's pending usage.
+fn folded_one() -> sweeper::Swept {
+    sweeper::Swept {
+        folded: 1,
+        ..sweeper::Swept::default()
+    }
 }
 
 pub async fn a_settle_that_conflicts_on_contention_is_retried_and_counts_once(flow: &Flow) {
@@ -173,15 +183,16 @@ pub async fn a_settle_that_conflicts_on_contention_is_retried_and_counts_once(fl
     let faults = Faults::new();
     // Twice cancelled as DynamoDB cancels a transaction racing another on
     // the same items; the third try lands.
-    faults.fail_writes(|k| k.sk.starts_with("USAGE#"), 0, 2, Fault::Conflict);
+    faults.fail_writes(|k| k.sk.starts_with("PENDING#"), 0, 2, Fault::Conflict);
     let faulty = FaultyStore::new(flow.state.store.clone(), faults.clone());
     let settled = chat::settle(&faulty, &call, outcome()).await.unwrap();
     assert_eq!(faults.injected(), 2);
     assert_eq!(flow.billed_today().await, (settled.cost_usd, 1));
     assert_eq!(month(flow).await, (settled.cost_usd, settled.cost_usd));
-    // Nothing was left for the sweeper.
+    // Nothing was left for the sweeper but to fold the call's usage.
     let swept = sweeper::sweep(&later(flow, Duration::from_secs(3600))).await;
-    assert_eq!(swept, sweeper::Swept::default());
+    assert_eq!(swept, folded_one());
+    assert_eq!(flow.billed_today().await, (settled.cost_usd, 1));
 }
 
 pub async fn an_abandoned_reservation_is_released_after_the_stale_time(flow: &Flow) {

@@ -208,6 +208,13 @@ pub async fn run(
         state.config.sweep_every,
         stop_rx.clone(),
     )));
+    // Calls' pending usage, folded more often than a sweep: the entries a
+    // usage report reads beside the aggregates stay few.
+    consumers.push(tokio::spawn(lambent_app::sweeper::fold_every(
+        state.clone(),
+        state.config.fold_every,
+        stop_rx.clone(),
+    )));
     tracing::info!(%bound, backend = ?options.backend, data_dir = %options.data_dir.display(), "lambent serving");
     on_ready(bound);
 

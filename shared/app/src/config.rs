@@ -76,6 +76,9 @@ pub struct Config {
     /// How often `lambent serve` runs a sweeper pass (on AWS, the schedule
     /// of the sweeper function).
     pub sweep_every: Duration,
+    /// How often `lambent serve` folds the calls' pending usage into the
+    /// aggregates between sweeper passes (on AWS, each sweeper pass folds).
+    pub fold_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,7 @@ impl Default for Config {
             // longest step backoff (15 min).
             sweep_stale: Duration::from_secs(1_200),
             sweep_every: Duration::from_secs(60),
+            fold_every: Duration::from_secs(1),
         }
     }
 }
@@ -254,6 +258,9 @@ impl Config {
             sweep_every: number(env, "LAMBENT_SWEEP_EVERY_SECS", 1..=3_600)?
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.sweep_every),
+            fold_every: number(env, "LAMBENT_FOLD_EVERY_SECS", 1..=3_600)?
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.fold_every),
         })
     }
 }

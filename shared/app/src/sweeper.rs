@@ -13,7 +13,10 @@
 //!   expired lease) across two looks at least that far apart: its message
 //!   was lost or dead-lettered;
 //! - fails a run whose stranded step has used all its attempts;
-//! - forgets runs that have finished.
+//! - forgets runs that have finished;
+//! - folds the calls' pending usage entries into the aggregates
+//!   ([`lambent_store::usage::fold`]; `lambent serve` also folds every
+//!   `LAMBENT_FOLD_EVERY_SECS` on its own).
 //!
 //! Every action is a conditional write of the same protocol the requests
 //! use, so a pass is idempotent and may run beside live traffic or another
@@ -26,6 +29,7 @@ use lambent_ports::queue::QueueName;
 use lambent_store::ledger::{self, Intent};
 use lambent_store::runs::{self, RunStatus, StepMessage, StepStatus};
 use lambent_store::turns::{self, TurnStatus};
+use lambent_store::usage;
 
 use crate::chat;
 use crate::state::State;
@@ -37,6 +41,9 @@ const PAGE: usize = 50;
 /// A settle intent younger than this may be a settle in progress: left for
 /// the next pass.
 const INTENT_GRACE: Duration = Duration::from_secs(10);
+/// Pending usage entries of one shard a fold takes at most: a pass ends,
+/// and what is left waits for the next (reports read it meanwhile).
+const MAX_FOLD_PER_SHARD: usize = 10_000;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,6 +60,8 @@ pub struct Swept {
     pub forgotten_runs: u32,
     /// Agent turns whose runner died, handed to the worker.
     pub requeued_turns: u32,
+    /// Calls' pending usage entries folded into the aggregates.
+    pub folded: u32,
     /// Actions that failed (each is tried again by the next pass).
     pub errors: u32,
 }
@@ -78,10 +87,49 @@ pub async fn sweep(state: &State) -> Swept {
             swept.errors += 1;
         }
     }
+    let (folded, errors) = fold_usage(state).await;
+    swept.folded = folded;
+    swept.errors += errors;
     if swept != Swept::default() {
         tracing::info!(?swept, "sweeper pass");
     }
     swept
+}
+
+/// Folds every shard's pending usage entries into the aggregates: how many,
+/// and how many shards failed (each is folded again by the next pass).
+pub async fn fold_usage(state: &State) -> (u32, u32) {
+    let store = state.store.as_ref();
+    let (mut folded, mut errors) = (0, 0);
+    for shard in 0..usage::SHARDS {
+        match usage::fold(store, shard, MAX_FOLD_PER_SHARD).await {
+            Ok(n) => folded += n as u32,
+            Err(e) => {
+                tracing::warn!(error = %e, shard, "folding pending usage failed");
+                errors += 1;
+            }
+        }
+    }
+    (folded, errors)
+}
+
+/// Folds pending usage every `every` until `stop` turns true: `lambent
+/// serve`'s folder, between its sweeper passes.
+pub async fn fold_every(
+    state: State,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        fold_usage(&state).await;
+    }
 }
 
 /// Hands to the worker each unfinished turn whose runner's lease ran out a

@@ -1,16 +1,26 @@
 //! Costs and their aggregates. A call's cost is computed from its token
-//! counts and the model's prices, as an exact decimal; it is then added to
-//! aggregates per UTC day and per agent, model and session (and, for the
-//! deployment, per user too) with atomic ADDs, in the same transaction as the
-//! record that makes the call counted once (its assistant message, or a call
-//! marker). Aggregates are keyed `USAGE#<dimension>#<day>#<value>`, so a date
-//! range of one dimension is one query that starts at its first day.
+//! counts and the model's prices, as an exact decimal. The call's settle
+//! writes one **pending entry** (its usage, its day, agent, model, session
+//! and owner) in the same transaction as the record that makes the call
+//! counted once (its assistant message, or a call marker). A **fold** (the
+//! sweeper's, and in `lambent serve` a task every second) later adds pending
+//! entries to the aggregates, per UTC day and per agent, model and session
+//! (and, for the deployment, per user too), and deletes them, in one
+//! transaction. Aggregates are keyed `USAGE#<dimension>#<day>#<value>`, so a
+//! date range of one dimension is one query that starts at its first day.
 //!
-//! The deployment's aggregates are spread over [`SHARDS`] partitions
-//! (`USAGE#<shard>`, by call ID) and summed when read: every call writes
-//! them, and on DynamoDB concurrent transactions that touch one item cancel
-//! each other, so one deployment-wide item would let one call settle at a
-//! time.
+//! So a call writes one item for its usage instead of nine: the settle stays
+//! small (on DynamoDB, 2 write units instead of 18), and a fold adds a batch
+//! of calls to each aggregate once.
+//!
+//! The deployment's aggregates and the pending entries are spread over
+//! [`SHARDS`] partitions (`USAGE#<shard>`, by call ID), summed when read, so
+//! no item is written by every call (on DynamoDB, concurrent transactions
+//! that touch one item cancel each other). A report reads the folded
+//! aggregates and the pending entries; each shard's fold count
+//! (`USAGE#<shard>/FOLDS`), read before and after, tells it that no fold
+//! moved entries between the two reads, so a report is exact whenever it
+//! is read.
 
 use std::collections::BTreeMap;
 
@@ -20,12 +30,22 @@ use serde::Serialize;
 use super::models::Prices;
 use super::users;
 use lambent_core::chat::Usage;
-use lambent_core::error::Result;
-use lambent_ports::store::MAX_PAGE_SIZE;
+use lambent_core::error::{Error, Result};
+use lambent_ports::store::{Condition, MAX_PAGE_SIZE, MAX_TRANSACTION_ITEMS};
 use lambent_ports::{Item, ItemStore, Key, Query, StoreCursor, TxOp, Update};
 
-/// The partitions the deployment's aggregates are spread over.
+/// The partitions the deployment's aggregates and the pending entries are
+/// spread over.
 pub const SHARDS: u32 = 16;
+/// The sort-key prefix of a pending entry: `PENDING#<owner>#<call_id>`.
+const PENDING: &str = "PENDING#";
+/// The sort key of a shard's fold count.
+const FOLDS: &str = "FOLDS";
+/// Pending entries a fold reads at a time (its transaction also holds their
+/// aggregates, at most 100 items in all).
+const FOLD_PAGE: usize = 40;
+/// Reads of a report that a fold may disturb, before it gives up.
+const REPORT_ATTEMPTS: u32 = 5;
 /// Where the deployment's aggregates were kept before they were sharded:
 /// still read, never written.
 const UNSHARDED_PARTITION: &str = "USAGE";
@@ -110,49 +130,189 @@ fn aggregate_key(pk: &str, dimension: Dimension, day: &str, value: &str) -> Key 
     Key::new(pk, format!("USAGE#{}#{day}#{value}", dimension.tag()))
 }
 
-fn add_call(facts: &CallFacts<'_>) -> Update {
+/// The write that counts one call: its pending entry, in the shard of its
+/// call ID. It must go in one transaction with the call's create-only
+/// record; a fold adds it to the aggregates later.
+pub fn pending_op(facts: &CallFacts<'_>) -> TxOp {
     let u = facts.usage;
-    Update::new()
-        .add("calls", Decimal::ONE)
-        .add("input_tokens", Decimal::from(u.input_tokens))
-        .add("output_tokens", Decimal::from(u.output_tokens))
-        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
-        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
-        .add("cost_usd", facts.cost_usd)
+    let mut item = Item::new(Key::new(
+        deployment_partition(crate::shard_of(facts.call_id, SHARDS)),
+        format!("{PENDING}{}#{}", facts.owner, facts.call_id),
+    ))
+    .with("owner", facts.owner)
+    .with("agent", facts.agent_id.unwrap_or(NO_AGENT))
+    .with("model", facts.model)
+    .with("day", facts.day)
+    .with("calls", Decimal::ONE)
+    .with("input_tokens", Decimal::from(u.input_tokens))
+    .with("output_tokens", Decimal::from(u.output_tokens))
+    .with("cache_read_tokens", Decimal::from(u.cache_read_tokens))
+    .with("cache_write_tokens", Decimal::from(u.cache_write_tokens))
+    .with("cost_usd", facts.cost_usd);
+    if let Some(session) = facts.session_id {
+        item = item.with("session", session);
+    }
+    TxOp::Put {
+        item,
+        condition: None,
+    }
 }
 
-/// The ADDs that count one call in every aggregate it belongs to. They must
-/// go in one transaction with the call's create-only record.
-pub fn aggregate_ops(facts: &CallFacts<'_>) -> Vec<TxOp> {
-    let user_pk = users::partition(facts.owner);
-    let deployment_pk = deployment_partition(crate::shard_of(facts.call_id, SHARDS));
-    let mut keys = Vec::with_capacity(9);
-    for pk in [user_pk.as_str(), deployment_pk.as_str()] {
-        keys.push(aggregate_key(pk, Dimension::Day, facts.day, WHOLE_DAY));
-        keys.push(aggregate_key(
-            pk,
-            Dimension::Agent,
-            facts.day,
-            facts.agent_id.unwrap_or(NO_AGENT),
-        ));
-        keys.push(aggregate_key(pk, Dimension::Model, facts.day, facts.model));
-        if let Some(session) = facts.session_id {
-            keys.push(aggregate_key(pk, Dimension::Session, facts.day, session));
+/// A pending entry, as a fold and a report read it.
+struct Pending {
+    owner: String,
+    agent: String,
+    model: String,
+    day: String,
+    session: Option<String>,
+    totals: Totals,
+}
+
+impl Pending {
+    fn of(item: &Item) -> Result<Pending> {
+        let mut totals = Totals::default();
+        totals.add_item(item);
+        Ok(Pending {
+            owner: crate::text(item, "owner")?,
+            agent: crate::text(item, "agent")?,
+            model: crate::text(item, "model")?,
+            day: crate::text(item, "day")?,
+            session: crate::opt_text(item, "session"),
+            totals,
+        })
+    }
+
+    /// The group of `dimension` it counts in, in the user's partition
+    /// (`deployment`: false) or the deployment's; `None` where it has no
+    /// aggregate (a call without a session; users, per user).
+    fn group(&self, dimension: Dimension, deployment: bool) -> Option<&str> {
+        match dimension {
+            Dimension::Day => Some(WHOLE_DAY),
+            Dimension::Agent => Some(&self.agent),
+            Dimension::Model => Some(&self.model),
+            Dimension::Session => self.session.as_deref(),
+            Dimension::User => deployment.then_some(self.owner.as_str()),
         }
     }
-    keys.push(aggregate_key(
-        &deployment_pk,
-        Dimension::User,
-        facts.day,
-        facts.owner,
-    ));
-    keys.into_iter()
-        .map(|key| TxOp::Update {
-            key,
-            update: add_call(facts),
+
+    /// Every aggregate it is added to: the user's and the deployment's
+    /// (in `deployment_pk`, the shard it waits in).
+    fn aggregate_keys(&self, deployment_pk: &str) -> Vec<Key> {
+        let user_pk = users::partition(&self.owner);
+        let mut keys = Vec::with_capacity(9);
+        for (pk, deployment) in [(user_pk.as_str(), false), (deployment_pk, true)] {
+            for dimension in DIMENSIONS {
+                if let Some(value) = self.group(dimension, deployment) {
+                    keys.push(aggregate_key(pk, dimension, &self.day, value));
+                }
+            }
+        }
+        keys
+    }
+}
+
+const DIMENSIONS: [Dimension; 5] = [
+    Dimension::Day,
+    Dimension::Agent,
+    Dimension::Model,
+    Dimension::Session,
+    Dimension::User,
+];
+
+fn add_totals(totals: &Totals) -> Update {
+    Update::new()
+        .add("calls", Decimal::from(totals.calls))
+        .add("input_tokens", Decimal::from(totals.input_tokens))
+        .add("output_tokens", Decimal::from(totals.output_tokens))
+        .add("cache_read_tokens", Decimal::from(totals.cache_read_tokens))
+        .add(
+            "cache_write_tokens",
+            Decimal::from(totals.cache_write_tokens),
+        )
+        .add("cost_usd", totals.cost_usd)
+}
+
+fn folds_key(shard: u32) -> Key {
+    Key::new(deployment_partition(shard), FOLDS)
+}
+
+/// Folds up to `max` pending entries of `shard` into the aggregates, a
+/// transaction per batch: the aggregates' ADDs, the entries' deletes (each
+/// on condition that it still exists, so two folds of one entry cannot both
+/// land) and the shard's fold count. Returns how many were folded; stops
+/// early, without an error, when another fold of the shard got there first.
+pub async fn fold(store: &dyn ItemStore, shard: u32, max: usize) -> Result<usize> {
+    let pk = deployment_partition(shard);
+    let mut folded = 0;
+    while folded < max {
+        let page = store
+            .query(
+                Query::partition(pk.as_str())
+                    .prefix(PENDING)
+                    .limit(FOLD_PAGE.min(max - folded)),
+            )
+            .await?;
+        if page.items.is_empty() {
+            break;
+        }
+        let mut sums: BTreeMap<Key, Totals> = BTreeMap::new();
+        let mut deletes = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            let pending = Pending::of(item)?;
+            let keys = pending.aggregate_keys(&pk);
+            let new = keys.iter().filter(|k| !sums.contains_key(*k)).count();
+            // The aggregates, the deletes and the fold count, within a
+            // transaction's 100 items.
+            if sums.len() + new + deletes.len() + 2 > MAX_TRANSACTION_ITEMS {
+                break;
+            }
+            for key in keys {
+                sums.entry(key).or_default().add(&pending.totals);
+            }
+            deletes.push(TxOp::Delete {
+                key: item.key.clone(),
+                condition: Some(Condition::Exists),
+            });
+        }
+        let batch = deletes.len();
+        let mut ops: Vec<TxOp> = sums
+            .into_iter()
+            .map(|(key, totals)| TxOp::Update {
+                key,
+                update: add_totals(&totals),
+                condition: None,
+            })
+            .collect();
+        ops.extend(deletes);
+        ops.push(TxOp::Update {
+            key: folds_key(shard),
+            update: Update::new().add("folds", Decimal::ONE),
             condition: None,
+        });
+        match crate::transact_retrying(store, ops).await {
+            Ok(()) => folded += batch,
+            // Another fold took these entries (or some of them) first.
+            Err(e) if e.is_condition_failure() => break,
+            Err(e) => return Err(e.into()),
+        }
+        if page.next.is_none() && batch == page.items.len() {
+            break;
+        }
+    }
+    Ok(folded)
+}
+
+/// Every shard's fold count, at once.
+async fn fold_counts(store: &dyn ItemStore) -> Result<Vec<Decimal>> {
+    let keys: Vec<Key> = (0..SHARDS).map(folds_key).collect();
+    let items = futures::future::try_join_all(keys.iter().map(|k| store.get(k))).await?;
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            item.and_then(|i| i.get_decimal("folds"))
+                .unwrap_or_default()
         })
-        .collect()
+        .collect())
 }
 
 /// Whose usage a report covers.
@@ -219,6 +379,37 @@ pub async fn report(
     from: &str,
     to: &str,
 ) -> Result<(Vec<Group>, Totals)> {
+    for _ in 0..REPORT_ATTEMPTS {
+        let before = fold_counts(store).await?;
+        let (folded, pending) = futures::future::try_join(
+            read_aggregates(store, scope, dimension, from, to),
+            read_pending(store, scope, dimension, from, to),
+        )
+        .await?;
+        // A fold between the two looks may have moved entries from one read
+        // to the other: read again.
+        if fold_counts(store).await? == before {
+            let mut groups = folded;
+            for (group, totals) in pending {
+                groups.entry(group).or_default().add(&totals);
+            }
+            return Ok(assemble(groups, dimension));
+        }
+    }
+    Err(Error::Unavailable(
+        "usage kept being folded while it was read".into(),
+    ))
+}
+
+/// The folded aggregates of `dimension` between `from` and `to`: the
+/// scope's partitions (the user's, or every deployment shard) read at once.
+async fn read_aggregates(
+    store: &dyn ItemStore,
+    scope: &Scope,
+    dimension: Dimension,
+    from: &str,
+    to: &str,
+) -> Result<BTreeMap<String, Totals>> {
     let partitions: Vec<String> = match scope {
         Scope::User(owner) => vec![users::partition(owner)],
         Scope::Everyone => deployment_partitions().collect(),
@@ -235,6 +426,67 @@ pub async fn report(
             groups.entry(group).or_default().add(&totals);
         }
     }
+    Ok(groups)
+}
+
+/// The pending entries of the scope (a user's: the prefix of their ID in
+/// each shard) between `from` and `to`, grouped as their aggregates will be.
+async fn read_pending(
+    store: &dyn ItemStore,
+    scope: &Scope,
+    dimension: Dimension,
+    from: &str,
+    to: &str,
+) -> Result<BTreeMap<String, Totals>> {
+    let (prefix, deployment) = match scope {
+        Scope::User(owner) => (format!("{PENDING}{owner}#"), false),
+        Scope::Everyone => (PENDING.to_owned(), true),
+    };
+    let shards = futures::future::try_join_all(
+        (0..SHARDS).map(|shard| read_all(store, deployment_partition(shard), &prefix)),
+    )
+    .await?;
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    for item in shards.iter().flatten() {
+        let pending = Pending::of(item)?;
+        if pending.day.as_str() < from || pending.day.as_str() > to {
+            continue;
+        }
+        let group = match (dimension, pending.group(dimension, deployment)) {
+            (_, None) => continue,
+            (Dimension::Day, Some(_)) => pending.day.as_str(),
+            (_, Some(value)) => value,
+        };
+        groups
+            .entry(group.to_owned())
+            .or_default()
+            .add(&pending.totals);
+    }
+    Ok(groups)
+}
+
+/// Every item of `pk` under `prefix`, page by page.
+async fn read_all(store: &dyn ItemStore, pk: String, prefix: &str) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .query(
+                Query::partition(pk.as_str())
+                    .prefix(prefix)
+                    .limit(MAX_PAGE_SIZE)
+                    .after(after.take()),
+            )
+            .await?;
+        items.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
+fn assemble(groups: BTreeMap<String, Totals>, dimension: Dimension) -> (Vec<Group>, Totals) {
     let mut total = Totals::default();
     let groups = groups
         .into_iter()
@@ -248,7 +500,7 @@ pub async fn report(
         })
         .collect();
     total.cost_usd = total.cost_usd.normalize();
-    Ok((groups, total))
+    (groups, total)
 }
 
 /// The groups of `dimension` between `from` and `to` in partition `pk`.

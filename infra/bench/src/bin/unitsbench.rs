@@ -128,11 +128,14 @@ async fn measure(o: &Options, aws_prefix: Option<&str>) -> Result<Vec<Measured>>
     let ledger = Ledger::new();
     let gate = Arc::new(StepGate::default());
     let pace = Duration::from_millis(o.pace_ms);
+    // The counted store, kept to fold the calls' pending usage at the end.
+    let counted_store: Arc<std::sync::OnceLock<Arc<dyn ItemStore>>> = Arc::default();
     let layer = {
-        let (ledger, gate) = (ledger.clone(), gate.clone());
+        let (ledger, gate, kept) = (ledger.clone(), gate.clone(), counted_store.clone());
         StoreLayer::new(move |inner| {
             let paced: Arc<dyn ItemStore> = Arc::new(SlowWrites { inner, delay: pace });
             let counted: Arc<dyn ItemStore> = Arc::new(UnitStore::new(paced, ledger.clone()));
+            let _ = kept.set(counted.clone());
             Arc::new(GatedStore {
                 inner: counted,
                 gate: gate.clone(),
@@ -140,10 +143,12 @@ async fn measure(o: &Options, aws_prefix: Option<&str>) -> Result<Vec<Measured>>
         })
     };
     // Default settings (the rate limit on), but caches that stay warm
-    // through the paced writes and no sweeper pass in the middle.
+    // through the paced writes, and no sweeper pass or usage fold in the
+    // middle: (d) folds at the end.
     let configure = |c: &mut lambent_app::config::Config| {
         c.auth_cache = Duration::from_secs(3_600);
         c.sweep_every = Duration::from_secs(24 * 3_600);
+        c.fold_every = Duration::from_secs(3_600);
     };
     let app: TestApp = match aws_prefix {
         None => spawn_app_layered(lambent_core::clock::system(), Some(layer), configure).await,
@@ -246,6 +251,30 @@ async fn measure(o: &Options, aws_prefix: Option<&str>) -> Result<Vec<Measured>>
         charges: step,
         provider_at,
         goal: true,
+    });
+
+    // (d) The fold of every call above (warm-ups too) into the aggregates,
+    // off the calls' path, as the sweeper or `lambent serve`'s folder does.
+    ledger.settled(quiet).await;
+    eprintln!("unitsbench: the fold of the calls' pending usage");
+    let store = counted_store.get().context("the store was never layered")?;
+    let mark = ledger.mark();
+    let mut folded = 0;
+    for shard in 0..lambent_store::usage::SHARDS {
+        folded += lambent_store::usage::fold(store.as_ref(), shard, usize::MAX).await?;
+    }
+    ledger.settled(quiet).await;
+    let calls = 3 * (o.warmup + 1);
+    ensure!(folded == calls, "folded {folded} calls, made {calls}");
+    out.push(Measured {
+        name: if calls == 9 {
+            "(d) the fold of the 9 calls above (off the path)"
+        } else {
+            "(d) the fold of the calls above (off the path)"
+        },
+        charges: ledger.since(mark),
+        provider_at: None,
+        goal: false,
     });
     Ok(out)
 }

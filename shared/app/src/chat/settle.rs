@@ -1,5 +1,6 @@
 //! A call's accounting once its reply is in: the reply stored, its cost
-//! counted in every aggregate and its reservation settled, exactly once
+//! counted (its pending usage entry, which a fold adds to every aggregate:
+//! [`lambent_store::usage`]) and its reservation settled, exactly once
 //! whatever fails.
 //!
 //! The settle is one transaction on the call ledger
@@ -273,8 +274,9 @@ impl Prepared {
 }
 
 /// What a call costs and the writes that count it: the month's
-/// reservation settled to the cost, the usage aggregates (day, agent,
-/// model, session; the user's and the deployment's) and, if it holds a
+/// reservation settled to the cost, the call's pending usage entry (which
+/// a fold adds to the aggregates: day, agent, model, session; the user's
+/// and the deployment's) and, if it holds a
 /// reservation, the consumption of its ledger entry (last). Every account
 /// of every kind of call writes these, in the transaction of its
 /// create-only record.
@@ -304,8 +306,12 @@ fn count_ops(bill: &Bill, used: &Usage) -> (Decimal, Vec<TxOp>) {
         usage: *used,
         cost_usd,
     };
-    let mut ops = vec![budgets::settle_month_op(&bill.reservation, cost_usd)];
-    ops.extend(usage::aggregate_ops(&facts));
+    let ops = vec![
+        budgets::settle_month_op(&bill.reservation, cost_usd),
+        // Added to the day's, agent's, model's and session's aggregates by
+        // a later fold, off the call's path.
+        usage::pending_op(&facts),
+    ];
     (cost_usd, ops)
 }
 

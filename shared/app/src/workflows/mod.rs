@@ -11,7 +11,8 @@
 //!    `running` under a lease that ran out) and returns all it needs;
 //! 2. the model call, with the step's budget reserved first;
 //! 3. **checkpoint**: one transaction stores the output and cost on the
-//!    step, counts them in the run, the month and the usage aggregates, and
+//!    step, counts them in the run, the month and the usage (its pending
+//!    entry, folded into the aggregates later), and
 //!    passes the output to the successors, guarded by the step's move to
 //!    `succeeded`: a redelivery finds it done and only moves on;
 //! 4. **enqueue** the successors that are ready, each once;
