@@ -41,9 +41,9 @@ const PAGE: usize = 50;
 /// A settle intent younger than this may be a settle in progress: left for
 /// the next pass.
 const INTENT_GRACE: Duration = Duration::from_secs(10);
-/// Pending usage entries of one shard a fold takes at most: a pass ends,
-/// and what is left waits for the next (reports read it meanwhile).
-const MAX_FOLD_PER_SHARD: usize = 10_000;
+/// Pending usage entries a fold takes at most: a pass ends, and what is
+/// left waits for the next (reports read it meanwhile).
+const MAX_FOLD: usize = 100_000;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,21 +96,16 @@ pub async fn sweep(state: &State) -> Swept {
     swept
 }
 
-/// Folds every shard's pending usage entries into the aggregates: how many,
-/// and how many shards failed (each is folded again by the next pass).
+/// Folds the pending usage entries into the aggregates: how many, and
+/// whether it failed (the next pass folds again).
 pub async fn fold_usage(state: &State) -> (u32, u32) {
-    let store = state.store.as_ref();
-    let (mut folded, mut errors) = (0, 0);
-    for shard in 0..usage::SHARDS {
-        match usage::fold(store, shard, MAX_FOLD_PER_SHARD).await {
-            Ok(n) => folded += n as u32,
-            Err(e) => {
-                tracing::warn!(error = %e, shard, "folding pending usage failed");
-                errors += 1;
-            }
+    match usage::fold(state.store.as_ref(), MAX_FOLD).await {
+        Ok(n) => (n as u32, 0),
+        Err(e) => {
+            tracing::warn!(error = %e, "folding pending usage failed");
+            (0, 1)
         }
     }
-    (folded, errors)
 }
 
 /// Folds pending usage every `every` until `stop` turns true: `lambent

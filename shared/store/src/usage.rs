@@ -41,8 +41,9 @@ pub const SHARDS: u32 = 16;
 const PENDING: &str = "PENDING#";
 /// The sort key of a shard's fold count.
 const FOLDS: &str = "FOLDS";
-/// Pending entries a fold reads at a time (its transaction also holds their
-/// aggregates, at most 100 items in all).
+/// Pending entries a fold reads of each shard at a time; it commits them in
+/// transactions of at most 100 items (their aggregates, their deletes and
+/// the fold counts).
 const FOLD_PAGE: usize = 40;
 /// Reads of a report that a fold may disturb, before it gives up.
 const REPORT_ATTEMPTS: u32 = 5;
@@ -236,70 +237,97 @@ fn folds_key(shard: u32) -> Key {
     Key::new(deployment_partition(shard), FOLDS)
 }
 
-/// Folds up to `max` pending entries of `shard` into the aggregates, a
-/// transaction per batch: the aggregates' ADDs, the entries' deletes (each
-/// on condition that it still exists, so two folds of one entry cannot both
-/// land) and the shard's fold count. Returns how many were folded; stops
-/// early, without an error, when another fold of the shard got there first.
-pub async fn fold(store: &dyn ItemStore, shard: u32, max: usize) -> Result<usize> {
-    let pk = deployment_partition(shard);
+/// Folds up to `max` pending entries into the aggregates, a transaction per
+/// batch of entries from every shard: the aggregates' ADDs (the
+/// deployment's in the shard of the batch's first entry: a report sums the
+/// shards), the entries' deletes (each on condition that it still exists,
+/// so two folds of one entry cannot both land) and the fold count of each
+/// shard it takes entries from. Returns how many were folded; stops early,
+/// without an error, when another fold got to an entry first.
+pub async fn fold(store: &dyn ItemStore, max: usize) -> Result<usize> {
     let mut folded = 0;
     while folded < max {
-        let page = store
-            .query(
-                Query::partition(pk.as_str())
-                    .prefix(PENDING)
-                    .limit(FOLD_PAGE.min(max - folded)),
-            )
-            .await?;
-        if page.items.is_empty() {
+        let pages = futures::future::try_join_all((0..SHARDS).map(|shard| async move {
+            let page = store
+                .query(
+                    Query::partition(deployment_partition(shard))
+                        .prefix(PENDING)
+                        .limit(FOLD_PAGE),
+                )
+                .await?;
+            Ok::<_, lambent_ports::StoreError>((shard, page))
+        }))
+        .await?;
+        let more = pages.iter().any(|(_, page)| page.next.is_some());
+        let mut entries: Vec<(u32, Item)> = pages
+            .into_iter()
+            .flat_map(|(shard, page)| page.items.into_iter().map(move |item| (shard, item)))
+            .collect();
+        entries.truncate(max - folded);
+        if entries.is_empty() {
             break;
         }
-        let mut sums: BTreeMap<Key, Totals> = BTreeMap::new();
-        let mut deletes = Vec::with_capacity(page.items.len());
-        for item in &page.items {
-            let pending = Pending::of(item)?;
-            let keys = pending.aggregate_keys(&pk);
-            let new = keys.iter().filter(|k| !sums.contains_key(*k)).count();
-            // The aggregates, the deletes and the fold count, within a
-            // transaction's 100 items.
-            if sums.len() + new + deletes.len() + 2 > MAX_TRANSACTION_ITEMS {
-                break;
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let (ops, taken) = fold_batch(rest)?;
+            match crate::transact_retrying(store, ops).await {
+                Ok(()) => folded += taken,
+                // Another fold took these entries (or some of them) first.
+                Err(e) if e.is_condition_failure() => return Ok(folded),
+                Err(e) => return Err(e.into()),
             }
-            for key in keys {
-                sums.entry(key).or_default().add(&pending.totals);
-            }
-            deletes.push(TxOp::Delete {
-                key: item.key.clone(),
-                condition: Some(Condition::Exists),
-            });
+            rest = &rest[taken..];
         }
-        let batch = deletes.len();
-        let mut ops: Vec<TxOp> = sums
-            .into_iter()
-            .map(|(key, totals)| TxOp::Update {
-                key,
-                update: add_totals(&totals),
-                condition: None,
-            })
-            .collect();
-        ops.extend(deletes);
-        ops.push(TxOp::Update {
-            key: folds_key(shard),
-            update: Update::new().add("folds", Decimal::ONE),
-            condition: None,
-        });
-        match crate::transact_retrying(store, ops).await {
-            Ok(()) => folded += batch,
-            // Another fold took these entries (or some of them) first.
-            Err(e) if e.is_condition_failure() => break,
-            Err(e) => return Err(e.into()),
-        }
-        if page.next.is_none() && batch == page.items.len() {
+        if !more {
             break;
         }
     }
     Ok(folded)
+}
+
+/// One fold transaction over the first of `entries` (at least one), within
+/// a transaction's 100 items; and how many entries it takes.
+fn fold_batch(entries: &[(u32, Item)]) -> Result<(Vec<TxOp>, usize)> {
+    let deployment_pk = deployment_partition(entries[0].0);
+    let mut sums: BTreeMap<Key, Totals> = BTreeMap::new();
+    let mut shards = std::collections::BTreeSet::new();
+    let mut deletes = Vec::new();
+    for (shard, item) in entries {
+        let pending = Pending::of(item)?;
+        let keys = pending.aggregate_keys(&deployment_pk);
+        let new = keys.iter().filter(|k| !sums.contains_key(*k)).count();
+        let new_shard = usize::from(!shards.contains(shard));
+        if !deletes.is_empty()
+            && sums.len() + new + deletes.len() + 1 + shards.len() + new_shard
+                > MAX_TRANSACTION_ITEMS
+        {
+            break;
+        }
+        for key in keys {
+            sums.entry(key).or_default().add(&pending.totals);
+        }
+        shards.insert(*shard);
+        deletes.push(TxOp::Delete {
+            key: item.key.clone(),
+            condition: Some(Condition::Exists),
+        });
+    }
+    let taken = deletes.len();
+    let mut ops: Vec<TxOp> = sums
+        .into_iter()
+        .map(|(key, totals)| TxOp::Update {
+            key,
+            update: add_totals(&totals),
+            condition: None,
+        })
+        .collect();
+    ops.extend(deletes);
+    ops.extend(shards.into_iter().map(|shard| TxOp::Update {
+        key: folds_key(shard),
+        update: Update::new().add("folds", Decimal::ONE),
+        condition: None,
+    }));
+    Ok((ops, taken))
 }
 
 /// Every shard's fold count, at once.

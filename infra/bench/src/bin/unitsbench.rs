@@ -259,10 +259,7 @@ async fn measure(o: &Options, aws_prefix: Option<&str>) -> Result<Vec<Measured>>
     eprintln!("unitsbench: the fold of the calls' pending usage");
     let store = counted_store.get().context("the store was never layered")?;
     let mark = ledger.mark();
-    let mut folded = 0;
-    for shard in 0..lambent_store::usage::SHARDS {
-        folded += lambent_store::usage::fold(store.as_ref(), shard, usize::MAX).await?;
-    }
+    let folded = lambent_store::usage::fold(store.as_ref(), usize::MAX).await?;
     ledger.settled(quiet).await;
     let calls = 3 * (o.warmup + 1);
     ensure!(folded == calls, "folded {folded} calls, made {calls}");
