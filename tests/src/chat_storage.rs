@@ -533,6 +533,38 @@ pub async fn pending_usage_counts_the_same_before_and_after_its_fold(s: &Storage
     assert_eq!(every_report(store, &owner, day).await, pending);
 }
 
+/// A user deleted before their last calls were folded: the fold counts
+/// those calls in the deployment's aggregates and puts nothing back in the
+/// partition the deletion emptied.
+pub async fn a_deleted_users_pending_usage_is_folded_for_the_deployment_only(s: &Storage) {
+    let store = s.store.as_ref();
+    let owner = user(s, "leaving").await;
+    let day = "2001-05-06";
+    for n in 0..3 {
+        let call_id = format!("call_leaving_{n}");
+        let facts = a_call(&call_id, &owner, "ses_leaving", day);
+        store
+            .transact(vec![usage::pending_op(&facts)])
+            .await
+            .unwrap();
+    }
+    lambent_store::users::delete(store, &owner).await.unwrap();
+    assert_eq!(fold_everything(store).await, 3);
+    let left = store
+        .query(lambent_ports::Query::partition(
+            lambent_store::users::partition(&owner),
+        ))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "{:#?}", left.items);
+    let (users, total) = usage::report(store, &Scope::Everyone, Dimension::User, day, day)
+        .await
+        .unwrap();
+    assert_eq!(total.calls, 3);
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].key.as_deref(), Some(owner.as_str()));
+}
+
 /// A store that, once, folds every pending entry just before it answers a
 /// report's first read of pending entries: the fold lands between the
 /// report's read of the aggregates and its read of what is pending.

@@ -98,6 +98,7 @@ macro_rules! backend_suites {
                 a_deployment_report_sums_every_shard_and_the_unsharded_partition,
                 pending_usage_counts_the_same_before_and_after_its_fold,
                 a_report_that_meets_a_fold_stays_exact,
+                a_deleted_users_pending_usage_is_folded_for_the_deployment_only,
                 a_tool_conversation_is_stored_and_read_back_as_turns,
                 a_large_image_is_stored_across_items,
             );

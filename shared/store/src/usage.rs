@@ -3,7 +3,7 @@
 //! writes one **pending entry** (its usage, its day, agent, model, session
 //! and owner) in the same transaction as the record that makes the call
 //! counted once (its assistant message, or a call marker). A **fold** (the
-//! sweeper's, and in `lambent serve` a task every second) later adds pending
+//! sweeper's, and in `lambent serve` a task every few seconds) later adds pending
 //! entries to the aggregates, per UTC day and per agent, model and session
 //! (and, for the deployment, per user too), and deletes them, in one
 //! transaction. Aggregates are keyed `USAGE#<dimension>#<day>#<value>`, so a
@@ -196,12 +196,18 @@ impl Pending {
         }
     }
 
-    /// Every aggregate it is added to: the user's and the deployment's
-    /// (in `deployment_pk`, the shard it waits in).
-    fn aggregate_keys(&self, deployment_pk: &str) -> Vec<Key> {
+    /// Every aggregate it is added to: the deployment's (in
+    /// `deployment_pk`, the shard its fold writes them in) and, if the user
+    /// still exists, the user's (a deleted user's partition stays empty).
+    fn aggregate_keys(&self, deployment_pk: &str, user_exists: bool) -> Vec<Key> {
         let user_pk = users::partition(&self.owner);
         let mut keys = Vec::with_capacity(9);
-        for (pk, deployment) in [(user_pk.as_str(), false), (deployment_pk, true)] {
+        let partitions = [(user_pk.as_str(), false), (deployment_pk, true)];
+        let partitions = match user_exists {
+            true => &partitions[..],
+            false => &partitions[1..],
+        };
+        for &(pk, deployment) in partitions {
             for dimension in DIMENSIONS {
                 if let Some(value) = self.group(dimension, deployment) {
                     keys.push(aggregate_key(pk, dimension, &self.day, value));
@@ -267,9 +273,10 @@ pub async fn fold(store: &dyn ItemStore, max: usize) -> Result<usize> {
         if entries.is_empty() {
             break;
         }
+        let live = live_owners(store, &entries).await?;
         let mut rest = entries.as_slice();
         while !rest.is_empty() {
-            let (ops, taken) = fold_batch(rest)?;
+            let (ops, taken) = fold_batch(rest, &live)?;
             match crate::transact_retrying(store, ops).await {
                 Ok(()) => folded += taken,
                 // Another fold took these entries (or some of them) first.
@@ -285,16 +292,40 @@ pub async fn fold(store: &dyn ItemStore, max: usize) -> Result<usize> {
     Ok(folded)
 }
 
+/// The owners of `entries` who still exist: a deleted user's calls are
+/// folded into the deployment's aggregates only, so the fold does not put
+/// items back in the partition the user's deletion emptied.
+async fn live_owners(
+    store: &dyn ItemStore,
+    entries: &[(u32, Item)],
+) -> Result<std::collections::BTreeSet<String>> {
+    let owners: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|(_, item)| item.get_str("owner"))
+        .collect();
+    let found =
+        futures::future::try_join_all(owners.iter().map(|owner| users::get(store, owner))).await?;
+    Ok(owners
+        .into_iter()
+        .zip(found)
+        .filter(|(_, user)| user.is_some())
+        .map(|(owner, _)| owner.to_owned())
+        .collect())
+}
+
 /// One fold transaction over the first of `entries` (at least one), within
 /// a transaction's 100 items; and how many entries it takes.
-fn fold_batch(entries: &[(u32, Item)]) -> Result<(Vec<TxOp>, usize)> {
+fn fold_batch(
+    entries: &[(u32, Item)],
+    live: &std::collections::BTreeSet<String>,
+) -> Result<(Vec<TxOp>, usize)> {
     let deployment_pk = deployment_partition(entries[0].0);
     let mut sums: BTreeMap<Key, Totals> = BTreeMap::new();
     let mut shards = std::collections::BTreeSet::new();
     let mut deletes = Vec::new();
     for (shard, item) in entries {
         let pending = Pending::of(item)?;
-        let keys = pending.aggregate_keys(&deployment_pk);
+        let keys = pending.aggregate_keys(&deployment_pk, live.contains(&pending.owner));
         let new = keys.iter().filter(|k| !sums.contains_key(*k)).count();
         let new_shard = usize::from(!shards.contains(shard));
         if !deletes.is_empty()
