@@ -41,9 +41,11 @@ const PAGE: usize = 50;
 /// A settle intent younger than this may be a settle in progress: left for
 /// the next pass.
 const INTENT_GRACE: Duration = Duration::from_secs(10);
-/// Pending usage entries a fold takes at most: a pass ends, and what is
-/// left waits for the next (reports read it meanwhile).
-const MAX_FOLD: usize = 100_000;
+/// How long a pass folds pending usage at most, in chunks: well within the
+/// sweeper function's 60 s, whatever has piled up; what is left waits for
+/// the next pass (reports read it meanwhile).
+const FOLD_BUDGET: Duration = Duration::from_secs(20);
+const FOLD_CHUNK: usize = 2_000;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -99,11 +101,20 @@ pub async fn sweep(state: &State) -> Swept {
 /// Folds the pending usage entries into the aggregates: how many, and
 /// whether it failed (the next pass folds again).
 pub async fn fold_usage(state: &State) -> (u32, u32) {
-    match usage::fold(state.store.as_ref(), MAX_FOLD).await {
-        Ok(n) => (n as u32, 0),
-        Err(e) => {
-            tracing::warn!(error = %e, "folding pending usage failed");
-            (0, 1)
+    let started = std::time::Instant::now();
+    let mut folded = 0;
+    loop {
+        match usage::fold(state.store.as_ref(), FOLD_CHUNK).await {
+            Ok(n) => {
+                folded += n as u32;
+                if n < FOLD_CHUNK || started.elapsed() >= FOLD_BUDGET {
+                    return (folded, 0);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "folding pending usage failed");
+                return (folded, 1);
+            }
         }
     }
 }
