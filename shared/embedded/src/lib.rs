@@ -5,6 +5,7 @@
 //! one data directory. No AWS, no setup.
 
 mod cipher;
+mod codec;
 mod db;
 mod eval;
 mod files;

@@ -3,8 +3,9 @@
 //! order) and a prefix is a byte range.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+use super::codec;
 use super::db::{Db, DbError};
 use super::eval;
 use std::sync::Arc;
@@ -41,34 +42,47 @@ fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
 }
 
-fn encode(item: &Item) -> StoreResult<String> {
-    serde_json::to_string(&item.attrs).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-fn decode(key: Key, attrs: &str, expires_at: Option<i64>) -> StoreResult<Item> {
+fn decode(key: Key, attrs: &[u8], expires_at: Option<i64>) -> StoreResult<Item> {
     Ok(Item {
         key,
-        attrs: serde_json::from_str(attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attrs: codec::decode(attrs).map_err(StoreError::Corrupt)?,
         expires_at,
     })
+}
+
+/// The bytes of the `attrs` column, whether a BLOB (the binary form) or
+/// TEXT (JSON written before it).
+fn attrs_bytes(value: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<&[u8]> {
+    match value {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Ok(b),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            "attrs".into(),
+            other.data_type(),
+        )),
+    }
 }
 
 /// The live item at `key`; expired items read as absent.
 fn load(conn: &Connection, key: &Key, now: i64) -> StoreResult<Option<Item>> {
     // Cached statements: parsing the SQL again on every call was a seventh
     // of the CPU of a chat turn (docs/PERFORMANCE.md).
-    let row: Option<(String, Option<i64>)> = conn
+    let mut stmt = conn
         .prepare_cached("SELECT attrs, expires_at FROM items WHERE pk = ?1 AND sk = ?2")
-        .map_err(sql)?
-        .query_row(params![key.pk, key.sk.as_bytes()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
         .map_err(sql)?;
-    match row {
-        Some((_, Some(t))) if t <= now => Ok(None),
-        Some((attrs, expires_at)) => decode(key.clone(), &attrs, expires_at).map(Some),
-        None => Ok(None),
+    let mut rows = stmt
+        .query(params![key.pk, key.sk.as_bytes()])
+        .map_err(sql)?;
+    let Some(row) = rows.next().map_err(sql)? else {
+        return Ok(None);
+    };
+    let expires_at: Option<i64> = row.get(1).map_err(sql)?;
+    match expires_at {
+        Some(t) if t <= now => Ok(None),
+        _ => {
+            let attrs = attrs_bytes(row.get_ref(0).map_err(sql)?).map_err(sql)?;
+            decode(key.clone(), attrs, expires_at).map(Some)
+        }
     }
 }
 
@@ -78,7 +92,7 @@ fn save(conn: &Connection, item: &Item) -> StoreResult<()> {
          ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
     )
     .map_err(sql)?
-    .execute(params![item.key.pk, item.key.sk.as_bytes(), encode(item)?, item.expires_at])
+    .execute(params![item.key.pk, item.key.sk.as_bytes(), codec::encode(&item.attrs), item.expires_at])
     .map_err(sql)?;
     Ok(())
 }
@@ -250,29 +264,27 @@ impl ItemStore for EmbeddedStore {
                 let sql_text = range_query(lower_inclusive, upper.is_some(), query.order);
                 let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
                 // One extra row tells whether another page follows.
-                let rows = stmt
-                    .query_map(
-                        params![query.pk, lower, upper.unwrap_or_default(), now],
-                        |r| {
-                            Ok((
-                                r.get::<_, Vec<u8>>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, Option<i64>>(2)?,
-                            ))
-                        },
-                    )
+                let mut rows = stmt
+                    .query(params![query.pk, lower, upper.unwrap_or_default(), now])
                     .map_err(sql)?;
                 let mut items = Vec::with_capacity(query.limit);
                 let mut more = false;
-                for row in rows {
-                    let (sk, attrs, expires_at) = row.map_err(sql)?;
+                while let Some(row) = rows.next().map_err(sql)? {
                     if items.len() == query.limit {
                         more = true;
                         break;
                     }
-                    let sk = String::from_utf8(sk)
-                        .map_err(|_| StoreError::Corrupt("sort key is not UTF-8".into()))?;
-                    items.push(decode(Key::new(query.pk.clone(), sk), &attrs, expires_at)?);
+                    let sk = match row.get_ref(0).map_err(sql)? {
+                        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => {
+                            std::str::from_utf8(b)
+                                .map_err(|_| StoreError::Corrupt("sort key is not UTF-8".into()))?
+                                .to_owned()
+                        }
+                        _ => return Err(StoreError::Corrupt("sort key is not bytes".into())),
+                    };
+                    let expires_at: Option<i64> = row.get(2).map_err(sql)?;
+                    let attrs = attrs_bytes(row.get_ref(1).map_err(sql)?).map_err(sql)?;
+                    items.push(decode(Key::new(query.pk.clone(), sk), attrs, expires_at)?);
                 }
                 let next = match (more, items.last()) {
                     (true, Some(last)) => Some(StoreCursor(last.key.sk.clone())),
@@ -463,6 +475,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reprepared, 0);
+    }
+
+    /// An item written as JSON text (before the binary form) is read as it
+    /// was, and the next write of it stores the binary form.
+    #[tokio::test]
+    async fn an_item_stored_as_json_is_read_and_rewritten_in_binary() {
+        let (_dir, store) = store();
+        let key = Key::new("P", "OLD");
+        let old = Item::new(key.clone())
+            .with("name", "kept")
+            .with("n", rust_decimal::Decimal::new(25, 2));
+        let json = serde_json::to_string(&old.attrs).unwrap();
+        store
+            .db
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO items (pk, sk, attrs) VALUES ('P', CAST('OLD' AS BLOB), ?1)",
+                    [json],
+                )
+                .map_err(super::sql)
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(old.clone()));
+        let updated = store
+            .update(&key, Update::new().add("n", 1.into()), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            updated.get_decimal("n"),
+            Some(rust_decimal::Decimal::new(125, 2))
+        );
+        assert_eq!(updated.get_str("name"), Some("kept"));
+        let kind: String = store
+            .db
+            .read(|conn| {
+                conn.query_row("SELECT typeof(attrs) FROM items WHERE pk = 'P'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(super::sql)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kind, "blob");
+        let page = store
+            .query(lambent_ports::Query::partition("P"))
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![updated]);
     }
 
     #[test]
