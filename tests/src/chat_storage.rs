@@ -342,10 +342,7 @@ pub async fn usage_reports_cover_exactly_their_days(s: &Storage) {
             },
             cost_usd: d("0.25"),
         };
-        store
-            .transact(vec![usage::pending_op(&facts)])
-            .await
-            .unwrap();
+        count_call(store, &facts).await;
         // The first three folded into the aggregates, the rest still
         // pending: a report reads both.
         if day == "2026-11-01" && agent == "agt_b" {
@@ -445,6 +442,14 @@ pub async fn a_deployment_report_sums_every_shard_and_the_unsharded_partition(s:
     assert_eq!(mine.calls, 40);
 }
 
+/// Counts one call as its settle does: its pending usage entry.
+async fn count_call(store: &dyn lambent_ports::ItemStore, facts: &CallFacts<'_>) {
+    store
+        .transact(vec![usage::pending_op(facts)])
+        .await
+        .unwrap();
+}
+
 /// Folds every shard's pending usage entries into the aggregates.
 async fn fold_everything(store: &dyn lambent_ports::ItemStore) -> usize {
     usage::fold(store, usize::MAX).await.unwrap()
@@ -506,10 +511,7 @@ pub async fn pending_usage_counts_the_same_before_and_after_its_fold(s: &Storage
         let call_id = format!("call_folded_{n}");
         let session = format!("ses_folded_{}", n % 3);
         let facts = a_call(&call_id, &owner, &session, day);
-        store
-            .transact(vec![usage::pending_op(&facts)])
-            .await
-            .unwrap();
+        count_call(store, &facts).await;
     }
     let pending = every_report(store, &owner, day).await;
     let (sessions, total) = &pending[3];
@@ -543,10 +545,7 @@ pub async fn a_deleted_users_pending_usage_is_folded_for_the_deployment_only(s: 
     for n in 0..3 {
         let call_id = format!("call_leaving_{n}");
         let facts = a_call(&call_id, &owner, "ses_leaving", day);
-        store
-            .transact(vec![usage::pending_op(&facts)])
-            .await
-            .unwrap();
+        count_call(store, &facts).await;
     }
     lambent_store::users::delete(store, &owner).await.unwrap();
     assert_eq!(fold_everything(store).await, 3);
@@ -636,10 +635,7 @@ pub async fn a_report_that_meets_a_fold_stays_exact(s: &Storage) {
     for n in 0..20 {
         let call_id = format!("call_raced_{n}");
         let facts = a_call(&call_id, &owner, "ses_raced", day);
-        s.store
-            .transact(vec![usage::pending_op(&facts)])
-            .await
-            .unwrap();
+        count_call(s.store.as_ref(), &facts).await;
     }
     for (scope, calls) in [(Scope::User(owner.clone()), 20), (Scope::Everyone, 40)] {
         let racing = FoldingMidReport {
@@ -661,10 +657,7 @@ pub async fn a_report_that_meets_a_fold_stays_exact(s: &Storage) {
             for n in 20..40 {
                 let call_id = format!("call_raced_{n}");
                 let facts = a_call(&call_id, &owner, "ses_raced", day);
-                s.store
-                    .transact(vec![usage::pending_op(&facts)])
-                    .await
-                    .unwrap();
+                count_call(s.store.as_ref(), &facts).await;
             }
         }
     }

@@ -121,21 +121,11 @@ pub async fn fold_usage(state: &State) -> (u32, u32) {
 
 /// Folds pending usage every `every` until `stop` turns true: `lambent
 /// serve`'s folder, between its sweeper passes.
-pub async fn fold_every(
-    state: State,
-    every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+pub async fn fold_every(state: State, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    repeat(every, stop, || async {
         fold_usage(&state).await;
-    }
+    })
+    .await
 }
 
 /// Hands to the worker each unfinished turn whose runner's lease ran out a
@@ -293,11 +283,19 @@ async fn sweep_run(state: &State, run: &runs::ActiveRun, swept: &mut Swept) -> R
 }
 
 /// Sweeps every `every` until `stop` turns true: `lambent serve`'s sweeper.
-pub async fn run_every(
-    state: State,
-    every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run_every(state: State, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    repeat(every, stop, || async {
+        sweep(&state).await;
+    })
+    .await
+}
+
+/// Runs `pass` every `every` until `stop` turns true.
+async fn repeat<F, Fut>(every: Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -306,6 +304,6 @@ pub async fn run_every(
         if *stop.borrow() {
             return;
         }
-        sweep(&state).await;
+        pass().await;
     }
 }

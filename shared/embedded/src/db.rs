@@ -663,35 +663,43 @@ mod tests {
         assert!(refused.is_err());
     }
 
+    /// A counter item the concurrency tests bump.
+    fn insert_counter(conn: &Connection) -> Result<usize, DbError> {
+        Ok(conn.execute(
+            "INSERT INTO items (pk, sk, attrs) VALUES ('N', x'00', '0')",
+            [],
+        )?)
+    }
+
+    fn bump_counter(conn: &Connection) -> Result<usize, DbError> {
+        Ok(conn.execute(
+            "UPDATE items SET attrs = CAST(attrs AS INTEGER) + 1 WHERE pk = 'N'",
+            [],
+        )?)
+    }
+
+    async fn counter(db: &Db) -> String {
+        db.read(|conn| {
+            conn.query_row("SELECT attrs FROM items WHERE pk = 'N'", [], |r| r.get(0))
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap()
+    }
+
     /// Many tasks on several threads at once: those that find the
     /// connection busy wait on a blocking thread, and no call is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn calls_that_find_the_connection_busy_wait_their_turn() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db.sqlite3")).unwrap();
-        db.with(|conn| {
-            conn.execute(
-                "INSERT INTO items (pk, sk, attrs) VALUES ('N', x'00', '0')",
-                [],
-            )
-            .map_err(DbError::from)
-        })
-        .await
-        .unwrap();
+        db.write(insert_counter).await.unwrap();
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let db = db.clone();
                 tokio::spawn(async move {
                     for _ in 0..50 {
-                        db.with(|conn| {
-                            conn.execute(
-                                "UPDATE items SET attrs = CAST(attrs AS INTEGER) + 1 WHERE pk = 'N'",
-                                [],
-                            )
-                            .map_err(DbError::from)
-                        })
-                        .await
-                        .unwrap();
+                        db.with(|conn| bump_counter(conn)).await.unwrap();
                     }
                 })
             })
@@ -699,14 +707,7 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let total: String = db
-            .with(|conn| {
-                conn.query_row("SELECT attrs FROM items WHERE pk = 'N'", [], |r| r.get(0))
-                    .map_err(DbError::from)
-            })
-            .await
-            .unwrap();
-        assert_eq!(total, "3200");
+        assert_eq!(counter(&db).await, "3200");
     }
 
     /// Holds the writing connection on a task of its own until `release`
@@ -823,15 +824,7 @@ mod tests {
         for durability in [Durability::Normal, Durability::Full] {
             let dir = tempfile::tempdir().unwrap();
             let db = Db::open_with(&dir.path().join("db.sqlite3"), durability).unwrap();
-            db.write(|conn| {
-                conn.execute(
-                    "INSERT INTO items (pk, sk, attrs) VALUES ('N', x'00', '0')",
-                    [],
-                )
-                .map_err(DbError::from)
-            })
-            .await
-            .unwrap();
+            db.write(insert_counter).await.unwrap();
             let tasks: Vec<_> = (0..32)
                 .map(|i| {
                     let db = db.clone();
@@ -841,10 +834,7 @@ mod tests {
                             let fails = (i + j) % 5 == 0;
                             let out = db
                                 .write(move |conn| {
-                                    conn.execute(
-                                        "UPDATE items SET attrs = CAST(attrs AS INTEGER) + 1 WHERE pk = 'N'",
-                                        [],
-                                    )?;
+                                    bump_counter(conn)?;
                                     match fails {
                                         true => Err(DbError::Worker("no".into())),
                                         false => Ok(()),
@@ -859,13 +849,7 @@ mod tests {
             for task in tasks {
                 task.await.unwrap();
             }
-            let total: String = db
-                .read(|conn| {
-                    conn.query_row("SELECT attrs FROM items WHERE pk = 'N'", [], |r| r.get(0))
-                        .map_err(DbError::from)
-                })
-                .await
-                .unwrap();
+            let total = counter(&db).await;
             let expected = (0..32)
                 .flat_map(|i| (0..20).map(move |j| (i + j) % 5 != 0))
                 .filter(|ok| *ok)
