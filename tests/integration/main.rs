@@ -11,7 +11,6 @@ mod contracts;
 mod faults;
 mod first_token;
 mod identity;
-mod lambda_glue;
 mod limits;
 mod llm_clients;
 mod rotation;

@@ -125,6 +125,7 @@ macro_rules! backend_suites {
                 a_step_running_the_agent_loop_goes_on_from_its_journal_after_a_crash,
                 poison_messages_go_to_the_dead_letter_queue,
                 a_step_that_keeps_failing_fails_the_run_after_n_attempts,
+                a_step_may_use_what_is_left_of_its_invocation,
                 a_deleted_agent_fails_its_step_clearly,
                 a_cancelled_run_starts_no_further_step,
                 triggers_start_runs_once_and_dead_letter_the_malformed,

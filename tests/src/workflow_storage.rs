@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use lambent_app::config::Config;
 use lambent_app::state::State;
-use lambent_app::workflows::{Point, Worker};
+use lambent_app::workflows::{Allowance, Point, Worker};
 use lambent_core::auth::Role;
 use lambent_core::chat::{HttpToolSpec, ToolSpec};
 use lambent_core::secret::SecretString;
@@ -217,6 +217,28 @@ impl Flow {
         .await
         .unwrap()
         .run_id
+    }
+
+    /// The next message on the steps queue, waiting for it (at most 30 s).
+    pub async fn next_step_message(&self) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no step message came");
+            let mut batch = self
+                .state
+                .queue
+                .receive(
+                    QueueName::Steps,
+                    1,
+                    self.timing.visibility,
+                    Duration::from_millis(200),
+                )
+                .await
+                .unwrap();
+            if let Some(message) = batch.pop() {
+                return message;
+            }
+        }
     }
 
     pub async fn run(&self, run_id: &str) -> RunView {
@@ -684,6 +706,44 @@ pub async fn a_step_that_keeps_failing_fails_the_run_after_n_attempts(flow: &Flo
     let dead = flow.dead_letters(QueueName::StepsDeadLetter).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].contains(&run_id));
+}
+
+/// On Lambda a step's model call may use what is left of the invocation
+/// (`Allowance::until`), not a fixed share of the configured lease: a reply
+/// slower than 80 % of the lease fails an attempt bounded by the lease, and
+/// the same reply succeeds in an invocation with time left.
+pub async fn a_step_may_use_what_is_left_of_its_invocation(flow: &Flow) {
+    let workflow = flow.workflow(&[("slow", "Think {{input.x}}", &[])]).await;
+    let slow = flow.timing.lease.mul_f64(0.8) + Duration::from_millis(700);
+    flow.fake
+        .set_default(Reply::echo(ECHO).first_byte_delay(slow).usage(FakeUsage {
+            input: 100,
+            output: 20,
+            ..FakeUsage::default()
+        }));
+    let run_id = flow.start(&workflow, json!({"x": "1"}), None).await;
+
+    let first = flow.next_step_message().await;
+    flow.worker
+        .handle(&first)
+        .await
+        .expect_err("bounded by the lease, the slow call fails the attempt");
+    let run = flow.run(&run_id).await;
+    let error = run.steps[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("took longer than"), "{run:#?}");
+    assert_eq!(run.steps[0].attempts, 1);
+
+    // The retry comes back after its backoff, in an invocation with 20 s left.
+    let again = flow.next_step_message().await;
+    let invocation_ends = flow.state.clock.now_millis() + 20_000;
+    flow.worker
+        .handle_within(&again, Allowance::until(invocation_ends))
+        .await
+        .unwrap();
+    let run = flow.run(&run_id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(run.steps[0].attempts, 2);
+    assert_eq!(run.steps[0].output.as_deref(), Some("out:Think 1"));
 }
 
 pub async fn a_deleted_agent_fails_its_step_clearly(flow: &Flow) {

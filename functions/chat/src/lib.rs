@@ -1,7 +1,7 @@
 //! Streamed chat and the OpenAI-compatible endpoint: the routes that call
 //! model providers. Replies stream as server-sent events, chunk by chunk as
-//! the provider sends them; in AWS this function sits behind a function URL
-//! with response streaming, since API Gateway HTTP APIs cannot stream.
+//! the provider sends them; in AWS this function sits behind the API Gateway
+//! REST API with response streaming (`ResponseTransferMode: RESPONSE_STREAM`).
 //!
 //! | method | route |
 //! |---|---|

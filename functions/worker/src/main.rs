@@ -2,6 +2,7 @@
 //! handle SQS batches with partial batch failures.
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
+use lambent_app::workflows::Allowance;
 use lambent_boot::Needs;
 use lambent_boot::QueueName;
 
@@ -20,7 +21,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await?;
     let worker = &lambent_app::workflows::Worker::new(state)?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(worker.handle_batch(event.payload).await)
+        // A step's model call may use what is left of this invocation.
+        let allowance = Allowance::until(event.context.deadline as i64);
+        Ok::<_, lambda_runtime::Error>(worker.handle_batch_within(event.payload, allowance).await)
     }))
     .await
 }

@@ -1,5 +1,5 @@
-//! One app from every route group, as API Gateway and the chat function URL
-//! present them in AWS.
+//! One app from every route group, as the API Gateway REST API presents them
+//! in AWS.
 
 use axum::Router;
 use lambent_app::state::{StartError, State};

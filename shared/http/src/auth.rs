@@ -25,18 +25,9 @@ pub fn protect<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: &Stat
 }
 
 async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    // Anthropic's clients send the key as `x-api-key`.
-    let authorization = match headers.get(http::header::AUTHORIZATION) {
-        Some(value) => value.to_str().ok().map(str::to_owned),
-        None => headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(|key| format!("Bearer {key}")),
-    };
     let principal = match state
         .identity
-        .authenticate(state.store.as_ref(), authorization.as_deref())
+        .authenticate_headers(state.store.as_ref(), request.headers())
         .await
     {
         Ok(p) => p,

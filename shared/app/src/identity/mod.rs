@@ -21,6 +21,7 @@ use lambent_store::users;
 pub use cache::{KeyCache, KeyHolder};
 use lambent_core::api_key::{self, PresentedKey, Verified};
 pub use lambent_core::auth::{Principal, Role, BOOTSTRAP_ADMIN_USER};
+use std::borrow::Cow;
 
 /// Server-side secrets derived from the deployment's root secret, current
 /// and previous (see `docs/SECRETS.md`).
@@ -198,6 +199,16 @@ impl Identity {
         &self.cache
     }
 
+    /// Checks the key a request's headers present ([`presented_authorization`]).
+    pub async fn authenticate_headers(
+        &self,
+        store: &dyn ItemStore,
+        headers: &http::HeaderMap,
+    ) -> Result<Principal, Error> {
+        self.authenticate(store, presented_authorization(headers).as_deref())
+            .await
+    }
+
     /// Checks an `Authorization` header value. Every failure is the same 401:
     /// a caller learns nothing about which part was wrong.
     pub async fn authenticate(
@@ -318,4 +329,18 @@ async fn key_holder(store: &dyn ItemStore, key_id: &str) -> Result<KeyHolder, Er
         key,
         role: owner.role,
     })
+}
+
+/// The `Authorization` value a request presents: the header itself, or
+/// `Bearer <key>` for a key sent alone in `x-api-key`, as Anthropic's clients
+/// send it. The routes' middleware and the API Gateway authorizer read a
+/// request's key through this one function.
+pub fn presented_authorization(headers: &http::HeaderMap) -> Option<Cow<'_, str>> {
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => value.to_str().ok().map(Cow::Borrowed),
+        None => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|key| Cow::Owned(format!("Bearer {key}"))),
+    }
 }

@@ -24,6 +24,7 @@
 //! message moves to the dead-letter queue. So does a message that is not a
 //! step message at all.
 
+mod allowance;
 pub mod approvals;
 mod failure;
 mod start;
@@ -41,6 +42,7 @@ use lambent_llm::LlmClient;
 use lambent_ports::queue::Received;
 use tracing::Instrument;
 
+pub use allowance::Allowance;
 pub use failure::StepError;
 
 /// The points of a step where a test may stop the worker as if its process
@@ -108,6 +110,16 @@ impl Worker {
     /// leaves it on the queue to come back after its visibility timeout
     /// (which a retry has set to its backoff).
     pub async fn handle(&self, message: &Received) -> Result<(), StepError> {
+        self.handle_within(message, Allowance::configured()).await
+    }
+
+    /// Handles one step message within `allowance` (a Lambda invocation's
+    /// deadline).
+    pub async fn handle_within(
+        &self,
+        message: &Received,
+        allowance: Allowance,
+    ) -> Result<(), StepError> {
         if let Some(turn) = crate::turns::TurnMessage::parse(&message.body) {
             let span = tracing::info_span!("turn", turn_id = %turn.turn_id);
             return crate::turns::background::handle(&self.state, &self.llm, &turn)
@@ -115,12 +127,27 @@ impl Worker {
                 .await
                 .map_err(|e| StepError::Unavailable(e.to_string()));
         }
-        step::handle(self, message).await
+        step::handle(self, message, allowance).await
     }
 
     /// Handles an SQS batch, each message at once, reporting the failed
     /// ones by ID.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        crate::batch::sqs_batch(event, |m| async move { self.handle(&m).await }).await
+        self.handle_batch_within(event, Allowance::configured())
+            .await
+    }
+
+    /// Handles an SQS batch as [`Worker::handle_batch`] does, within
+    /// `allowance` (the Lambda invocation's deadline).
+    pub async fn handle_batch_within(
+        &self,
+        event: SqsEvent,
+        allowance: Allowance,
+    ) -> SqsBatchResponse {
+        crate::batch::sqs_batch(
+            event,
+            |m| async move { self.handle_within(&m, allowance).await },
+        )
+        .await
     }
 }

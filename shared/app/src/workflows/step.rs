@@ -11,10 +11,14 @@ use lambent_store::runs::{self, Completed, StepMessage, StepRecord, StepResult, 
 use tracing::Instrument;
 
 use super::failure::{domain_failure, unavailable, Failure, StepError};
-use super::tool_loop::Looped;
-use super::{Point, Worker};
+use super::tool_loop::{Held, Looped};
+use super::{Allowance, Point, Worker};
 
-pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), StepError> {
+pub(crate) async fn handle(
+    worker: &Worker,
+    message: &Received,
+    allowance: Allowance,
+) -> Result<(), StepError> {
     let parsed = serde_json::from_str::<StepMessage>(&message.body)
         .ok()
         .filter(|m| {
@@ -25,24 +29,32 @@ pub(crate) async fn handle(worker: &Worker, message: &Received) -> Result<(), St
         return dead_letter(worker, message, "not a step message").await;
     };
     let span = tracing::info_span!("step", run_id = %step.run_id, step_id = %step.step_id);
-    run(worker, message, &step).instrument(span).await
+    run(worker, message, &step, allowance)
+        .instrument(span)
+        .await
 }
 
-async fn run(worker: &Worker, message: &Received, at: &StepMessage) -> Result<(), StepError> {
+async fn run(
+    worker: &Worker,
+    message: &Received,
+    at: &StepMessage,
+    allowance: Allowance,
+) -> Result<(), StepError> {
     let config = &worker.state.config;
     let store = worker.state.store.as_ref();
+    let now = worker.state.clock.now_millis();
     let claimed = runs::claim(
         store,
         &at.run_id,
         &at.step_id,
-        config.step_lease,
+        allowance.lease(config, now),
         config.step_max_attempts,
-        worker.state.clock.now_millis(),
+        now,
     )
     .await
     .map_err(unavailable)?;
     match claimed {
-        Some(step) => attempt(worker, message, step).await,
+        Some(step) => attempt(worker, message, step, allowance).await,
         None => not_claimed(worker, message, at).await,
     }
 }
@@ -111,13 +123,18 @@ async fn not_claimed(
 }
 
 /// One attempt of a claimed step.
-async fn attempt(worker: &Worker, message: &Received, step: StepRecord) -> Result<(), StepError> {
+async fn attempt(
+    worker: &Worker,
+    message: &Received,
+    step: StepRecord,
+    allowance: Allowance,
+) -> Result<(), StepError> {
     let store = worker.state.store.as_ref();
     let lease = step.lease.clone().unwrap_or_default();
     if worker.crashes(Point::Claimed, &step.id) {
         return Err(StepError::Crashed(Point::Claimed));
     }
-    let (result, call) = match call(worker, &step, &lease).await? {
+    let (result, call) = match call(worker, &step, &lease, allowance).await? {
         Ok(Looped::Final(done)) => *done,
         Ok(Looped::Paused) => return Ok(()),
         Err(failure) => {
@@ -219,6 +236,7 @@ async fn call(
     worker: &Worker,
     step: &StepRecord,
     lease: &str,
+    allowance: Allowance,
 ) -> Result<Result<Looped, Failure>, StepError> {
     let state = &worker.state;
     let target =
@@ -233,7 +251,11 @@ async fn call(
         Ok(prompt) => prompt,
         Err(e) => return Ok(Err(Failure::Permanent(e.to_string()))),
     };
-    super::tool_loop::run(worker, step, lease, target, prompt).await
+    let held = Held {
+        token: lease,
+        allowance,
+    };
+    super::tool_loop::run(worker, step, held, target, prompt).await
 }
 
 /// After a redelivery found the step succeeded: enqueue what its first

@@ -20,7 +20,7 @@ use lambent_store::step_journal::{self, Round};
 use lambent_store::turns::Pending;
 
 use super::failure::{cut, domain_failure, provider_failure, unavailable, Failure, StepError};
-use super::{Point, Worker};
+use super::{Allowance, Point, Worker};
 use crate::chat::{self, Prepared, Record, Target, Unanswered};
 use crate::turns::tools::{decide, Decision, Next, OtherCalls, ToolRuns};
 
@@ -30,6 +30,14 @@ pub(super) enum Looped {
     Final(Box<(StepResult, Prepared)>),
     /// It waits for approvals; the message is done with.
     Paused,
+}
+
+/// What the attempt holds its step by: the lease's token, and how long each
+/// renewal of it and each model call may run.
+#[derive(Clone, Copy)]
+pub(super) struct Held<'a> {
+    pub token: &'a str,
+    pub allowance: Allowance,
 }
 
 /// The results of `calls`, in their order.
@@ -43,7 +51,7 @@ fn results_turn(
 pub(super) async fn run(
     worker: &Worker,
     step: &StepRecord,
-    lease: &str,
+    held: Held<'_>,
     mut target: Target,
     prompt: String,
 ) -> Result<Result<Looped, Failure>, StepError> {
@@ -95,7 +103,7 @@ pub(super) async fn run(
                 }
             }
             if !pending.is_empty() {
-                step_journal::pause(store, step, lease, &pending)
+                step_journal::pause(store, step, held.token, &pending)
                     .await
                     .map_err(unavailable)?;
                 tracing::info!(waiting = pending.len(), "step waits for approvals");
@@ -133,8 +141,11 @@ pub(super) async fn run(
             Ok(call) => call,
             Err(e) => return Ok(Err(domain_failure(e))),
         };
-        // The call must end while the lease holds, or another worker takes over.
-        let limit = state.config.step_lease.mul_f64(0.8);
+        // The call must end while the lease holds (or another worker takes
+        // over) and before the invocation does.
+        let limit = held
+            .allowance
+            .model_call(&state.config, state.clock.now_millis());
         let completion = match chat::answer(state, &worker.llm, &call, limit).await {
             Ok(completion) => completion,
             Err(Unanswered::Provider(e)) => return Ok(Err(provider_failure(e))),
@@ -160,7 +171,7 @@ pub(super) async fn run(
         journal_round(
             worker,
             step,
-            lease,
+            held,
             rounds.len(),
             &round,
             &call,
@@ -217,7 +228,7 @@ async fn record(
 async fn journal_round(
     worker: &Worker,
     step: &StepRecord,
-    lease: &str,
+    held: Held<'_>,
     n: usize,
     round: &Round,
     call: &Prepared,
@@ -225,13 +236,14 @@ async fn journal_round(
 ) -> Result<(), StepError> {
     let state = &worker.state;
     let bill = call.bill();
-    let lease_until = state.clock.now_millis() + state.config.step_lease.as_millis() as i64;
+    let now = state.clock.now_millis();
+    let lease_until = now + held.allowance.lease(&state.config, now).as_millis() as i64;
     let mut bill_now = bill.clone();
     for _ in 0..2 {
         let charge = chat::charge(&bill_now, &usage);
         let ops = step_journal::round_ops(
             step,
-            lease,
+            held.token,
             n,
             round,
             &usage,
