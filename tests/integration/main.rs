@@ -14,6 +14,7 @@ mod identity;
 mod lambda_glue;
 mod limits;
 mod llm_clients;
+mod metrics;
 mod rotation;
 mod secrets_in_logs;
 mod serve_binary;
