@@ -13,6 +13,7 @@ mod first_token;
 mod identity;
 mod limits;
 mod llm_clients;
+mod metrics;
 mod rotation;
 mod secrets_in_logs;
 mod serve_binary;

@@ -135,6 +135,7 @@ fn turn(
         expires_at: lambent_core::time::now_epoch_secs() + 3600,
         prompt_tokens: 10,
         context: None,
+        metrics: Default::default(),
     }
 }
 

@@ -63,7 +63,7 @@ pub fn stream_live_turn(
     let source = Source::Live {
         live,
         last: None,
-        state: state.clone(),
+        state: Box::new(state.clone()),
         session_id,
         turn_id,
     };
@@ -78,7 +78,8 @@ enum Source {
         live: mpsc::Receiver<StoredEvent>,
         /// The last event sent.
         last: Option<u64>,
-        state: State,
+        /// Boxed: the other variants are a pointer or nothing.
+        state: Box<State>,
         session_id: String,
         turn_id: String,
     },

@@ -20,11 +20,16 @@ pub const GROUPS: &[&RouteGroup] = &[
     &lambent_fn_chat::GROUP,
 ];
 
+/// Routes `lambent serve` has and no Lambda function does (`GET /metrics`:
+/// on AWS the functions write their metrics as EMF lines). Served and
+/// documented with [`GROUPS`].
+pub const LOCAL_GROUPS: &[&RouteGroup] = &[&crate::metrics::GROUP];
+
 /// The bare routes of every group, merged and wrapped once with the shared
 /// layers.
 pub fn app(state: State) -> Result<Router, StartError> {
     let mut routes = Router::new();
-    for group in GROUPS {
+    for group in GROUPS.iter().chain(LOCAL_GROUPS) {
         routes = routes.merge((group.routes)(state.clone())?);
     }
     Ok(lambent_http::service(routes, &state.config))

@@ -5,6 +5,7 @@
 pub mod admin_key;
 pub mod app;
 pub mod consumers;
+pub mod metrics;
 pub mod openapi;
 pub mod provision;
 pub mod resources;

@@ -38,7 +38,7 @@ pub fn document() -> OpenApi {
                 .build(),
         )
         .build();
-    for group in crate::app::GROUPS {
+    for group in crate::app::GROUPS.iter().chain(crate::app::LOCAL_GROUPS) {
         api.merge((group.openapi)());
     }
 

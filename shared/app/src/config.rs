@@ -79,6 +79,11 @@ pub struct Config {
     /// How often `lambent serve` folds the calls' pending usage into the
     /// aggregates between sweeper passes (on AWS, each sweeper pass folds).
     pub fold_every: Duration,
+    /// The Lambda function this process is (`AWS_LAMBDA_FUNCTION_NAME`,
+    /// set by Lambda itself), `None` elsewhere. Only then are the metrics
+    /// written as CloudWatch EMF lines (`crate::metrics`), with the name as
+    /// their `Function` dimension: `lambent serve` never prints them.
+    pub lambda_function: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +128,7 @@ impl Default for Config {
             sweep_stale: Duration::from_secs(1_200),
             sweep_every: Duration::from_secs(60),
             fold_every: Duration::from_secs(1),
+            lambda_function: None,
         }
     }
 }
@@ -261,6 +267,7 @@ impl Config {
             fold_every: number(env, "LAMBENT_FOLD_EVERY_SECS", 1..=3_600)?
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.fold_every),
+            lambda_function: env.var("AWS_LAMBDA_FUNCTION_NAME"),
         })
     }
 }

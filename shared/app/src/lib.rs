@@ -10,6 +10,7 @@ pub mod chat;
 pub mod config;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod rate_gate;
 pub mod state;
 pub mod streams;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::targets::Targets;
 use lambent_core::clock::Clock;
 use lambent_ports::{ItemStore, KeyCipher, Ports, Queue, Secrets};
@@ -33,6 +34,8 @@ pub struct State {
     pub clock: Arc<dyn Clock>,
     /// The agent turns this process runs or follows.
     pub turn_registry: Arc<crate::turn_registry::Registry>,
+    /// What this process counted of its model calls, tools and start.
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -47,6 +50,9 @@ impl State {
         let catalog = Arc::new(Catalog::new(config.auth_cache));
         let targets = Arc::new(Targets::new(config.auth_cache));
         let callers = Arc::new(crate::callers::Callers::new(config.auth_cache));
+        // A state is built once per process start (a Lambda cold start).
+        let metrics = Arc::new(Metrics::new(config.lambda_function.is_some()));
+        metrics.cold_start();
         State {
             config: Arc::new(config),
             store,
@@ -60,6 +66,7 @@ impl State {
             rates: Default::default(),
             clock: lambent_core::clock::system(),
             turn_registry: Default::default(),
+            metrics,
         }
     }
 
@@ -74,6 +81,27 @@ impl State {
                 ports.queue,
                 ports.secrets,
             )
+        }
+    }
+
+    /// Writes what this process counted since the last flush as CloudWatch
+    /// EMF lines (see [`crate::metrics::emf`]): nothing if nothing happened.
+    /// The `Function` dimension is the Lambda function's name.
+    pub fn flush_emf(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let function = self.config.lambda_function.as_deref().unwrap_or("lambent");
+        let drained = self.metrics.drain();
+        crate::metrics::emf::write(&drained, function, self.clock.now_millis(), out)
+    }
+
+    /// On Lambda, [`State::flush_emf`] to stdout, which Lambda sends to
+    /// CloudWatch Logs: the glue calls it at the end of each invocation.
+    /// Elsewhere (`lambent serve`) nothing.
+    pub fn flush_emf_to_stdout(&self) {
+        if self.config.lambda_function.is_none() {
+            return;
+        }
+        if let Err(e) = self.flush_emf(&mut std::io::stdout().lock()) {
+            tracing::warn!(error = %e, "metrics not written");
         }
     }
 }

@@ -22,6 +22,7 @@
 mod reader;
 mod settle;
 mod target;
+mod timed;
 
 pub use reader::{Cut, Piece, Read, ReplyReader, Stop, CANCELLED, DEADLINE};
 pub use settle::{
@@ -30,11 +31,15 @@ pub use settle::{
 };
 pub use target::{ServerTool, Target, Targets};
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use rust_decimal::Decimal;
 
 use lambent_core::error::{Error, Result};
 use tracing::Instrument;
 
+use crate::metrics::{Event, Metrics};
 use crate::state::State;
 use lambent_llm::{
     ChatRequest, ChunkStream, Completion, Endpoint, LlmClient, Part, ProviderError, Role, Turn,
@@ -112,6 +117,9 @@ pub struct Prepared {
     /// What a later call of the same agent turn reuses instead of reading
     /// again (session turns only).
     pub context: Option<TurnContext>,
+    /// Where the call's tokens, cost, latency and failures are counted
+    /// (its process's [`State::metrics`]), under its model and provider kind.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the calls of one agent turn share: its agent resolved, the limits
@@ -133,6 +141,11 @@ impl TurnContext {
 }
 
 impl Prepared {
+    /// Counts `event` under the call's model and provider kind.
+    pub fn count(&self, event: Event<'_>) {
+        self.metrics.record(&self.model, self.endpoint.kind, event);
+    }
+
     /// How many messages the call's settle stores: the reply.
     /// (Its input counts itself, in the input's own write.)
     fn stored_messages(&self) -> u64 {
@@ -422,8 +435,9 @@ async fn prepare(
         expires_at: sessions::expiry(now, state.config.session_ttl),
         prompt_tokens,
         context: None,
+        metrics: state.metrics.clone(),
     };
-    call.reservation = budgets::reserve(
+    let reserved = budgets::reserve(
         store,
         &call_id,
         owner,
@@ -434,7 +448,16 @@ async fn prepare(
         state.clock.now_millis(),
         |reservation| call.bill_json(reservation),
     )
-    .await?;
+    .await;
+    call.reservation = match reserved {
+        Ok(reservation) => reservation,
+        Err(e) => {
+            if matches!(e, Error::BudgetExceeded(_)) {
+                call.count(Event::BudgetRefused);
+            }
+            return Err(e);
+        }
+    };
     Ok(call)
 }
 
@@ -451,12 +474,20 @@ pub struct Started {
 /// reservation is given back.
 pub async fn start(state: &State, llm: &LlmClient, call: &Prepared) -> Result<Started> {
     let user_message = tokio::spawn(store_user_message(state, call).in_current_span());
+    let asked = Instant::now();
     match llm.stream(&call.endpoint, &call.request).await {
         Ok(stream) => Ok(Started {
-            stream,
+            stream: timed::timed(
+                stream,
+                call.metrics.clone(),
+                call.model.clone(),
+                call.endpoint.kind,
+                asked,
+            ),
             user_message,
         }),
         Err(e) => {
+            call.count(Event::ProviderFailed);
             if let Ok(Err(stored)) = user_message.await {
                 tracing::warn!(error = %stored, "the user's message was not stored");
             }
@@ -471,7 +502,7 @@ pub async fn complete(state: &State, llm: &LlmClient, call: &Prepared) -> Result
     // The provider's request first: it is on its way before the store
     // (which may run its transaction on this thread) takes its turn.
     let (reply, stored) = tokio::join!(
-        llm.complete(&call.endpoint, &call.request),
+        timed_reply(call, llm.complete(&call.endpoint, &call.request)),
         store_user_message(state, call)
     );
     if let Err(e) = stored {
@@ -523,14 +554,40 @@ pub async fn answer(
     call: &Prepared,
     limit: std::time::Duration,
 ) -> std::result::Result<Completion, Unanswered> {
-    let failure =
-        match tokio::time::timeout(limit, llm.complete(&call.endpoint, &call.request)).await {
-            Ok(Ok(completion)) => return Ok(completion),
-            Ok(Err(e)) => Unanswered::Provider(e),
-            Err(_) => Unanswered::TimedOut(limit),
-        };
+    let reply = timed_reply(call, llm.complete(&call.endpoint, &call.request));
+    let failure = match tokio::time::timeout(limit, reply).await {
+        Ok(Ok(completion)) => {
+            // The step's checkpoint (or its detached settle) bills this
+            // usage at these prices, whichever attempt it counts.
+            let cost_usd = usage::cost(&completion.usage, &call.prices);
+            call.count(Event::Billed {
+                usage: &completion.usage,
+                cost_usd,
+            });
+            return Ok(completion);
+        }
+        Ok(Err(e)) => Unanswered::Provider(e),
+        Err(_) => {
+            call.count(Event::ProviderFailed);
+            Unanswered::TimedOut(limit)
+        }
+    };
     release(state, call).await;
     Err(failure)
+}
+
+/// A whole reply (`"stream": false`), its latency or its failure counted.
+async fn timed_reply(
+    call: &Prepared,
+    reply: impl std::future::Future<Output = std::result::Result<Completion, ProviderError>>,
+) -> std::result::Result<Completion, ProviderError> {
+    let asked = Instant::now();
+    let reply = reply.await;
+    call.count(match &reply {
+        Ok(_) => Event::Latency(asked.elapsed()),
+        Err(_) => Event::ProviderFailed,
+    });
+    reply
 }
 
 /// Writes the user's message of a turn's first call, with the turn

@@ -325,7 +325,12 @@ pub async fn settle(store: &dyn ItemStore, call: &Prepared, outcome: Outcome) ->
             "a workflow step is settled by its checkpoint, not here".into(),
         ));
     }
-    account(store, call.bill(), outcome).await
+    let settled = account(store, call.bill(), outcome).await?;
+    call.count(crate::metrics::Event::Billed {
+        usage: &settled.usage,
+        cost_usd: settled.cost_usd,
+    });
+    Ok(settled)
 }
 
 /// Bills a workflow step's attempt that its step's checkpoint does not

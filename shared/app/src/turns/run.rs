@@ -359,8 +359,10 @@ impl Runner {
         let llm = self.llm.clone();
         let session_id = self.turn.session_id.clone();
         let mut stop = self.stop.clone();
+        let metrics = self.state.metrics.clone();
         let mut runs = ToolRuns::start(
             &llm,
+            &metrics,
             Some(&session_id),
             None,
             run,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use lambent_store::turns::{Approval, Needs};
 
 use crate::chat::Stop;
+use crate::metrics::Metrics;
 use crate::targets::ServerTool;
 
 /// What becomes of one tool call.
@@ -96,6 +97,8 @@ pub enum Next {
 /// Calls under way.
 pub struct ToolRuns<'a> {
     llm: &'a LlmClient,
+    /// Where each answer is counted, by outcome.
+    metrics: &'a Metrics,
     session_id: Option<&'a str>,
     run_id: Option<&'a str>,
     waiting: std::vec::IntoIter<ToRun>,
@@ -105,9 +108,11 @@ pub struct ToolRuns<'a> {
 }
 
 impl<'a> ToolRuns<'a> {
-    /// Starts `calls`, `concurrency` at a time.
+    /// Starts `calls`, `concurrency` at a time; each answer is counted in
+    /// `metrics`.
     pub fn start(
         llm: &'a LlmClient,
+        metrics: &'a Metrics,
         session_id: Option<&'a str>,
         run_id: Option<&'a str>,
         calls: Vec<ToRun>,
@@ -115,6 +120,7 @@ impl<'a> ToolRuns<'a> {
     ) -> ToolRuns<'a> {
         let mut runs = ToolRuns {
             llm,
+            metrics,
             session_id,
             run_id,
             waiting: calls.into_iter(),
@@ -132,7 +138,8 @@ impl<'a> ToolRuns<'a> {
             return;
         };
         self.started.push(job.call.clone());
-        let (llm, session_id, run_id) = (self.llm, self.session_id, self.run_id);
+        let (llm, metrics) = (self.llm, self.metrics);
+        let (session_id, run_id) = (self.session_id, self.run_id);
         self.under_way.push(Box::pin(async move {
             let answer = llm
                 .call_tool(
@@ -146,6 +153,7 @@ impl<'a> ToolRuns<'a> {
                     },
                 )
                 .await;
+            metrics.tool_call(!answer.is_error);
             (job.call, answer)
         }));
     }

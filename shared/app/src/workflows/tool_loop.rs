@@ -112,6 +112,7 @@ pub(super) async fn run(
             let mut never = tokio::sync::watch::channel(false).1;
             let mut runs = ToolRuns::start(
                 &worker.llm,
+                &state.metrics,
                 None,
                 Some(&step.run_id),
                 run,
