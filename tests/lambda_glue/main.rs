@@ -13,25 +13,43 @@ use lambent_testkit::chat::{parse_events, ChatWorld, JsonData};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// What the template sets for every function: REST API events carry the
-/// stage in their path (`/api/v1/...`), the routes are `/v1/...`.
+/// A function's process as the template sets it up: REST API events carry
+/// the stage in their path (`/api/v1/...`), the routes are `/v1/...`; and
+/// its logs as JSON lines (captured here, see [`logs`]).
 fn as_the_template_sets_it() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"));
+    logs();
 }
 
 #[tokio::test]
-async fn the_health_function_answers_a_rest_api_event() {
+async fn the_health_function_answers_a_rest_api_event_and_logs_its_ids() {
+    use lambda_runtime::layers::trace::request_span;
+    use tracing::Instrument;
+
     as_the_template_sets_it();
     let dir = tempfile::tempdir().unwrap();
     let state = lambent_boot::embedded(dir.path(), Default::default()).unwrap();
     let mut adapter: Adapter<'_, _, _> =
-        Adapter::from(lambent_fn_health::GROUP.router(state).unwrap());
+        Adapter::from(lambent_lambda::app(&lambent_fn_health::GROUP, state).unwrap());
 
     let fixture = include_str!("../../events/health-apigw-rest.json");
     let request: LambdaRequest = serde_json::from_str(fixture).unwrap();
-    let event = LambdaEvent::new(request, Context::default());
-    let response = adapter.ready().await.unwrap().call(event).await.unwrap();
+    let mut context = Context::default();
+    context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
+    context.xray_trace_id = Some("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1".into());
+    // What the runtime wraps each invocation in (lambda_runtime::run).
+    let invocation = request_span(&context);
+    let event = LambdaEvent::new(request, context);
+    let response = adapter
+        .ready()
+        .await
+        .unwrap()
+        .call(event)
+        .instrument(invocation)
+        .await
+        .unwrap();
+    let logs = logs().lines();
 
     // The adapter's answer, as serialized back to API Gateway.
     let wire: Value = serde_json::to_value(&response).unwrap();
@@ -45,6 +63,70 @@ async fn the_health_function_answers_a_rest_api_event() {
         .unwrap();
     let request_id = headers["x-request-id"].to_string();
     assert!(request_id.contains("req_"), "{wire}");
+
+    // Its log line joins Lambda's request ID, the trace, API Gateway's
+    // request ID (the fixture's) and Lambent's own.
+    let line = logs
+        .iter()
+        .find(|l| {
+            l["request_id"]
+                .as_str()
+                .is_some_and(|r| request_id.contains(r))
+        })
+        .unwrap_or_else(|| panic!("no line of the request: {logs:#?}"));
+    assert_eq!(
+        line["requestId"], "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+        "{line}"
+    );
+    assert_eq!(
+        line["xrayTraceId"],
+        "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1"
+    );
+    assert_eq!(
+        line["apigw_request_id"],
+        "c6af9ac6-7b61-4e2a-9a41-93e8de0a0001"
+    );
+}
+
+/// Every JSON line logged in this test binary since its first test began,
+/// in the format of `lambent_boot::telemetry` (as on Lambda). A global
+/// subscriber: a thread's own would miss events whose call sites another
+/// test's thread registered first.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(lambent_boot::telemetry::FlatJson)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
 }
 
 /// The chat function as API Gateway invokes it for a streamed route
@@ -84,7 +166,8 @@ async fn the_chat_function_streams_a_turn_from_a_rest_api_event() {
             &world.key,
         );
     let request: LambdaRequest = serde_json::from_str(&fixture).unwrap();
-    let mut adapter = StreamAdapter::from(lambent_fn_chat::GROUP.router(state).unwrap());
+    let mut adapter =
+        StreamAdapter::from(lambent_lambda::app(&lambent_fn_chat::GROUP, state).unwrap());
     let response = adapter
         .ready()
         .await
@@ -129,6 +212,7 @@ async fn the_chat_function_streams_a_turn_from_a_rest_api_event() {
 
 #[tokio::test]
 async fn the_authorizer_decides_a_rest_api_request_event() {
+    as_the_template_sets_it();
     use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
     use lambent_core::auth::Role;
     use lambent_core::secret::ExposeSecret;
@@ -235,6 +319,7 @@ async fn the_authorizer_decides_a_rest_api_request_event() {
 
 #[tokio::test]
 async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
+    as_the_template_sets_it();
     use aws_lambda_events::sqs::SqsEvent;
     use lambent_ports::QueueName;
     use lambent_store::runs::{self, RunStatus};
@@ -299,6 +384,7 @@ async fn the_worker_answers_an_sqs_batch_with_partial_failures() {
 
 #[tokio::test]
 async fn the_trigger_answers_an_sqs_batch_and_dead_letters_the_malformed() {
+    as_the_template_sets_it();
     use aws_lambda_events::sqs::SqsEvent;
     use lambent_ports::QueueName;
     use lambent_tests::workflow_storage::Flow;

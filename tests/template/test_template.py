@@ -298,7 +298,7 @@ class DefaultDeploy(unittest.TestCase):
                     f"{function} has no {metric} alarm",
                 )
         metrics = {a["Properties"].get("MetricName") for a in alarms.values()}
-        for metric in ("5XXError", "TransactionConflict", "ApproximateAgeOfOldestMessage", "SweepBacklog"):
+        for metric in ("5XXError", "TransactionConflict", "ApproximateAgeOfOldestMessage", "SweepBehind"):
             self.assertIn(metric, metrics)
 
     def test_no_iam_wildcard_beyond_logs(self):

@@ -15,5 +15,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[],
     })
     .await?;
-    lambda_http::run(lambent_fn_agents::GROUP.router(state)?).await
+    lambent_lambda::serve(&lambent_fn_agents::GROUP, state).await
 }

@@ -17,14 +17,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async move {
             // The error's message is API Gateway's answer: "Unauthorized"
             // is a 401, anything else its authorizer failure.
-            lambent_fn_authorizer::authorize(state, &event.payload)
-                .await
-                .map_err(|e| {
-                    if let lambent_fn_authorizer::Refusal::Failed(cause) = &e {
-                        tracing::error!(error = %cause, "authorizer failed");
-                    }
-                    lambda_runtime::Error::from(e.to_string())
-                })
+            let decided = lambent_fn_authorizer::authorize(state, &event.payload).await;
+            // Its cold start, before the invocation ends.
+            state.flush_emf_to_stdout();
+            decided.map_err(|e| {
+                if let lambent_fn_authorizer::Refusal::Failed(cause) = &e {
+                    tracing::error!(error = %cause, "authorizer failed");
+                }
+                lambda_runtime::Error::from(e.to_string())
+            })
         },
     ))
     .await

@@ -16,5 +16,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[QueueName::Steps],
     })
     .await?;
-    lambda_http::run_with_streaming_response(lambent_fn_chat::GROUP.router(state)?).await
+    lambent_lambda::serve_streaming(&lambent_fn_chat::GROUP, state).await
 }

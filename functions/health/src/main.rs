@@ -17,5 +17,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         queues: &[QueueName::Steps],
     })
     .await?;
-    lambda_http::run(lambent_fn_health::GROUP.router(state)?).await
+    lambent_lambda::serve(&lambent_fn_health::GROUP, state).await
 }

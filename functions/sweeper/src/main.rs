@@ -22,6 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         |_scheduled: LambdaEvent<serde_json::Value>| async move {
             let swept = lambent_app::sweeper::sweep(state).await;
+            // Before the invocation ends: Lambda may freeze the process after.
+            state.flush_emf_to_stdout();
             Ok::<_, lambda_runtime::Error>(serde_json::to_value(swept)?)
         },
     ))

@@ -19,9 +19,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(
-            lambent_app::workflows::trigger::handle_batch(state, event.payload).await,
-        )
+        let answer = lambent_app::workflows::trigger::handle_batch(state, event.payload).await;
+        // Before the invocation ends: Lambda may freeze the process after.
+        state.flush_emf_to_stdout();
+        Ok::<_, lambda_runtime::Error>(answer)
     }))
     .await
 }

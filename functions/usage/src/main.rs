@@ -10,5 +10,5 @@ static ALLOCATOR: lambent_boot::Allocator = lambent_boot::Allocator;
 async fn main() -> Result<(), lambda_http::Error> {
     lambent_boot::telemetry::init(lambent_boot::telemetry::format_from_env());
     let state = lambent_boot::aws_from_env(Needs::STORE_ONLY).await?;
-    lambda_http::run(lambent_fn_usage::GROUP.router(state)?).await
+    lambent_lambda::serve(&lambent_fn_usage::GROUP, state).await
 }

@@ -23,7 +23,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         // A step's model call may use what is left of this invocation.
         let allowance = Allowance::until(event.context.deadline as i64);
-        Ok::<_, lambda_runtime::Error>(worker.handle_batch_within(event.payload, allowance).await)
+        let answer = worker.handle_batch_within(event.payload, allowance).await;
+        // Before the invocation ends: Lambda may freeze the process after.
+        worker.state.flush_emf_to_stdout();
+        Ok::<_, lambda_runtime::Error>(answer)
     }))
     .await
 }

@@ -66,6 +66,9 @@ pub struct Swept {
     pub folded: u32,
     /// Actions that failed (each is tried again by the next pass).
     pub errors: u32,
+    /// The pass stopped at one of its bounds (entries per shard, the fold's
+    /// time) with work left for the next pass.
+    pub behind: bool,
 }
 
 /// One pass.
@@ -89,34 +92,53 @@ pub async fn sweep(state: &State) -> Swept {
             swept.errors += 1;
         }
     }
-    let (folded, errors) = fold_usage(state).await;
-    swept.folded = folded;
-    swept.errors += errors;
+    let folded = fold_usage(state).await;
+    swept.folded = folded.folded;
+    swept.errors += folded.errors;
+    swept.behind |= folded.behind;
     if swept != Swept::default() {
         tracing::info!(?swept, "sweeper pass");
     }
+    state.metrics.sweep_pass(swept.behind);
     swept
 }
 
 /// Folds the pending usage entries into the aggregates: how many, and
 /// whether it failed (the next pass folds again).
-pub async fn fold_usage(state: &State) -> (u32, u32) {
+pub async fn fold_usage(state: &State) -> Folded {
     let started = std::time::Instant::now();
-    let mut folded = 0;
+    let mut done = Folded::default();
     loop {
         match usage::fold(state.store.as_ref(), FOLD_CHUNK).await {
             Ok(n) => {
-                folded += n as u32;
-                if n < FOLD_CHUNK || started.elapsed() >= FOLD_BUDGET {
-                    return (folded, 0);
+                done.folded += n as u32;
+                if n < FOLD_CHUNK {
+                    return done;
+                }
+                if started.elapsed() >= FOLD_BUDGET {
+                    // A whole chunk at the end of the time: more is waiting.
+                    done.behind = true;
+                    return done;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "folding pending usage failed");
-                return (folded, 1);
+                done.errors = 1;
+                return done;
             }
         }
     }
+}
+
+/// What one [`fold_usage`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// Pending usage entries folded.
+    pub folded: u32,
+    /// 1 if a fold failed (the next pass folds again).
+    pub errors: u32,
+    /// It stopped at its time budget with entries left.
+    pub behind: bool,
 }
 
 /// Folds pending usage every `every` until `stop` turns true: `lambent
@@ -159,9 +181,11 @@ async fn sweep_turns(state: &State, shard: u32, swept: &mut Swept) -> Result<()>
         }
         match next {
             Some(next) => after = Some(next),
-            None => break,
+            None => return Ok(()),
         }
     }
+    // Stopped at the bound with pages left.
+    swept.behind = true;
     Ok(())
 }
 
@@ -200,9 +224,11 @@ async fn sweep_ledger(state: &State, shard: u32, swept: &mut Swept) -> Result<()
         }
         match next {
             Some(next) => after = Some(next),
-            None => break,
+            None => return Ok(()),
         }
     }
+    // Stopped at the bound with pages left.
+    swept.behind = true;
     Ok(())
 }
 
@@ -221,9 +247,11 @@ async fn sweep_runs(state: &State, shard: u32, swept: &mut Swept) -> Result<()> 
         }
         match next {
             Some(next) => after = Some(next),
-            None => break,
+            None => return Ok(()),
         }
     }
+    // Stopped at the bound with pages left.
+    swept.behind = true;
     Ok(())
 }
 

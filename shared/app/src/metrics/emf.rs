@@ -139,6 +139,12 @@ fn process_lines(p: &ProcessCounts, function: &str) -> Vec<Line> {
             metrics: vec![count("ColdStarts", p.cold_starts)],
         });
     }
+    if let Some(behind) = p.sweep_behind {
+        lines.push(Line {
+            dimensions: vec![("Function", function.to_owned())],
+            metrics: vec![count("SweepBehind", behind)],
+        });
+    }
     for (outcome, n) in [("ok", p.tool_calls_ok), ("error", p.tool_calls_error)] {
         if n > 0 {
             lines.push(Line {
@@ -421,6 +427,21 @@ mod tests {
         let mut out = Vec::new();
         write(&m.drain(), "lambent-chat", NOW_MS, &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_sweeper_pass_reports_whether_it_is_behind() {
+        let m = Metrics::new(true);
+        m.sweep_pass(false);
+        m.sweep_pass(true);
+        let function = vec![("Function".to_owned(), "lambent-sweeper".to_owned())];
+        let all = extracted(&lines(&m.drain(), "lambent-sweeper", NOW_MS));
+        // The last pass's report, once per flush.
+        assert_eq!(all[&(function.clone(), "SweepBehind".to_owned())], [1.0]);
+        m.sweep_pass(false);
+        let all = extracted(&lines(&m.drain(), "lambent-sweeper", NOW_MS));
+        assert_eq!(all[&(function, "SweepBehind".to_owned())], [0.0]);
+        assert!(lines(&m.drain(), "lambent-sweeper", NOW_MS).is_empty());
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct ProcessCounts {
     /// Server tool calls run to an answer, by outcome.
     pub tool_calls_ok: u64,
     pub tool_calls_error: u64,
+    /// Whether the last sweeper pass left work for the next one (1) or not
+    /// (0), as that pass reported it; `None` in a process that sweeps not.
+    pub sweep_behind: Option<u64>,
 }
 
 impl ProcessCounts {
@@ -215,6 +218,12 @@ impl Metrics {
                 p.tool_calls_error += 1
             }
         });
+    }
+
+    /// A sweeper pass ended, `behind` if it stopped at its bounds with work
+    /// left for the next pass.
+    pub fn sweep_pass(&self, behind: bool) {
+        self.process(|p| p.sweep_behind = Some(behind as u64));
     }
 
     fn process(&self, count: impl Fn(&mut ProcessCounts)) {

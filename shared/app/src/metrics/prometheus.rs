@@ -137,6 +137,16 @@ pub fn render(snapshot: &Snapshot) -> String {
     let name = "lambent_cold_starts_total";
     family(&mut out, name, "Starts of this process.", "counter");
     sample(&mut out, name, "", p.cold_starts.into());
+    if let Some(behind) = p.sweep_behind {
+        let name = "lambent_sweep_behind";
+        family(
+            &mut out,
+            name,
+            "1 if the last sweeper pass left work for the next one, else 0.",
+            "gauge",
+        );
+        sample(&mut out, name, "", behind.into());
+    }
     out
 }
 
