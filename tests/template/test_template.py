@@ -231,6 +231,36 @@ class DefaultDeploy(unittest.TestCase):
                 self.assertNotIn("response-streaming", uri, f"{method} {path}")
         self.assertEqual(streamed, STREAMED_ROUTES)
 
+    def test_refusals_come_in_lambents_error_envelope(self):
+        responses = self.api["x-amazon-apigateway-gateway-responses"]
+        statuses = {
+            "UNAUTHORIZED": "401",
+            "ACCESS_DENIED": "403",
+            "AUTHORIZER_FAILURE": "503",
+            "THROTTLED": "429",
+            "WAF_FILTERED": "403",
+            "MISSING_AUTHENTICATION_TOKEN": "404",
+            "DEFAULT_4XX": None,
+            "DEFAULT_5XX": None,
+        }
+        self.assertEqual(set(responses), set(statuses))
+        for kind, status in statuses.items():
+            self.assertEqual(responses[kind].get("statusCode"), status, kind)
+            template = responses[kind]["responseTemplates"]["application/json"]
+            # As API Gateway fills it in: messageString is a quoted JSON string.
+            body = template.replace(
+                "$context.error.messageString", json.dumps('Invalid "x" header')
+            ).replace("$context.requestId", "c6af9ac6-7b61")
+            error = json.loads(body)["error"]
+            self.assertEqual(set(error), {"code", "message", "request_id"}, kind)
+            self.assertEqual(error["request_id"], "c6af9ac6-7b61", kind)
+        unauthorized = json.loads(
+            responses["UNAUTHORIZED"]["responseTemplates"]["application/json"]
+        )["error"]
+        self.assertEqual(unauthorized["code"], "unauthenticated")
+        throttled = responses["THROTTLED"]["responseParameters"]
+        self.assertIn("gatewayresponse.header.Retry-After", throttled)
+
     def test_the_stage_is_throttled_traced_and_logged(self):
         (stage,) = of_type(self.resources, "AWS::ApiGateway::Stage").values()
         props = stage["Properties"]
