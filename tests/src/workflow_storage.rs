@@ -219,23 +219,27 @@ impl Flow {
         .run_id
     }
 
+    /// Up to `max` messages of the steps queue, as a worker receives them
+    /// (waiting up to 200 ms for the first).
+    async fn receive_steps(&self, max: usize) -> Vec<Received> {
+        self.state
+            .queue
+            .receive(
+                QueueName::Steps,
+                max,
+                self.timing.visibility,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap()
+    }
+
     /// The next message on the steps queue, waiting for it (at most 30 s).
     pub async fn next_step_message(&self) -> Received {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < deadline, "no step message came");
-            let mut batch = self
-                .state
-                .queue
-                .receive(
-                    QueueName::Steps,
-                    1,
-                    self.timing.visibility,
-                    Duration::from_millis(200),
-                )
-                .await
-                .unwrap();
-            if let Some(message) = batch.pop() {
+            if let Some(message) = self.receive_steps(1).await.pop() {
                 return message;
             }
         }
@@ -261,17 +265,7 @@ impl Flow {
                 "runs did not finish: {:?}",
                 self.statuses(runs_).await
             );
-            let batch = self
-                .state
-                .queue
-                .receive(
-                    QueueName::Steps,
-                    10,
-                    self.timing.visibility,
-                    Duration::from_millis(200),
-                )
-                .await
-                .unwrap();
+            let batch = self.receive_steps(10).await;
             if batch.is_empty() {
                 let statuses = self.statuses(runs_).await;
                 if statuses.iter().all(|s| {
@@ -1046,17 +1040,7 @@ impl Flow {
         let mut trips = Vec::new();
         while self.run(run).await.status != RunStatus::Succeeded {
             assert!(Instant::now() < deadline, "run {run} did not finish");
-            let got = self
-                .state
-                .queue
-                .receive(
-                    QueueName::Steps,
-                    1,
-                    self.timing.visibility,
-                    Duration::from_millis(200),
-                )
-                .await
-                .unwrap();
+            let got = self.receive_steps(1).await;
             for message in got {
                 let before = meter.snapshot();
                 worker.handle(&message).await.unwrap();
