@@ -92,10 +92,7 @@ pub async fn sweep(state: &State) -> Swept {
             swept.errors += 1;
         }
     }
-    let folded = fold_usage(state).await;
-    swept.folded = folded.folded;
-    swept.errors += folded.errors;
-    swept.behind |= folded.behind;
+    fold_usage(state, &mut swept).await;
     if swept != Swept::default() {
         tracing::info!(?swept, "sweeper pass");
     }
@@ -103,49 +100,37 @@ pub async fn sweep(state: &State) -> Swept {
     swept
 }
 
-/// Folds the pending usage entries into the aggregates: how many, and
-/// whether it failed (the next pass folds again).
-pub async fn fold_usage(state: &State) -> Folded {
+/// Folds the pending usage entries into the aggregates, in chunks for at
+/// most [`FOLD_BUDGET`], counted in `swept` (a failure is tried again by the
+/// next pass; a whole chunk at the end of the time leaves it behind).
+async fn fold_usage(state: &State, swept: &mut Swept) {
     let started = std::time::Instant::now();
-    let mut done = Folded::default();
     loop {
         match usage::fold(state.store.as_ref(), FOLD_CHUNK).await {
             Ok(n) => {
-                done.folded += n as u32;
+                swept.folded += n as u32;
                 if n < FOLD_CHUNK {
-                    return done;
+                    return;
                 }
                 if started.elapsed() >= FOLD_BUDGET {
-                    // A whole chunk at the end of the time: more is waiting.
-                    done.behind = true;
-                    return done;
+                    swept.behind = true;
+                    return;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "folding pending usage failed");
-                done.errors = 1;
-                return done;
+                swept.errors += 1;
+                return;
             }
         }
     }
-}
-
-/// What one [`fold_usage`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Folded {
-    /// Pending usage entries folded.
-    pub folded: u32,
-    /// 1 if a fold failed (the next pass folds again).
-    pub errors: u32,
-    /// It stopped at its time budget with entries left.
-    pub behind: bool,
 }
 
 /// Folds pending usage every `every` until `stop` turns true: `lambent
 /// serve`'s folder, between its sweeper passes.
 pub async fn fold_every(state: State, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
     repeat(every, stop, || async {
-        fold_usage(&state).await;
+        fold_usage(&state, &mut Swept::default()).await;
     })
     .await
 }

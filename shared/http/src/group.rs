@@ -31,13 +31,10 @@ pub struct RouteGroup {
 }
 
 impl RouteGroup {
-    /// The routes with the shared layers, as the group's own Lambda serves
-    /// them: on Lambda, each response also flushes the metrics as EMF lines
-    /// once its body has been sent ([`crate::emf`]).
+    /// The routes with the shared layers, as the group's own Lambda serves them.
     pub fn router(&self, state: State) -> Result<Router, StartError> {
         let config = state.config.clone();
-        let app = crate::service((self.routes)(state.clone())?, &config);
-        Ok(crate::emf::flush_after_responses(app, &state))
+        Ok(crate::service((self.routes)(state)?, &config))
     }
 }
 

@@ -17,7 +17,6 @@ use lambent_app::config::Config;
 
 pub mod auth;
 pub mod cursor;
-pub mod emf;
 pub mod error;
 pub mod group;
 pub mod json;

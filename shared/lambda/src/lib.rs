@@ -10,7 +10,10 @@
 //! span (`request_id`, `lambent_http`) sits inside both. The JSON log
 //! format writes the fields of every enclosing span on each line
 //! (`lambent_boot::telemetry`), so a line joins the access log, Lambda's
-//! own lines and the trace.
+//! own lines and the trace. Each response also flushes the metrics as EMF
+//! lines once its body has been sent ([`emf`]).
+
+mod emf;
 
 use axum::Router;
 use lambda_http::request::RequestContext;
@@ -19,9 +22,11 @@ use lambent_http::group::RouteGroup;
 use tower_http::trace::TraceLayer;
 
 /// `group` as its Lambda function serves it: the group's router with the
-/// invocation's span around each request.
+/// invocation's span around each request, flushing the metrics after each
+/// response.
 pub fn app(group: &RouteGroup, state: State) -> Result<Router, StartError> {
-    Ok(group.router(state)?.layer(
+    let router = emf::flush_after_responses(group.router(state.clone())?, &state);
+    Ok(router.layer(
         TraceLayer::new_for_http()
             .make_span_with(invocation_span)
             // The request's own span (lambent_http) logs the request.

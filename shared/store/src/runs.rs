@@ -994,13 +994,20 @@ pub async fn complete(
 }
 
 fn add_usage(update: Update, result: &StepResult) -> Update {
-    let u = &result.usage;
+    add_spend(update, &result.usage, result.cost_usd)
+}
+
+/// `update` adding `usage` and `cost_usd` to a step's or a run's totals.
+pub(crate) fn add_spend(update: Update, usage: &Usage, cost_usd: Decimal) -> Update {
     update
-        .add("input_tokens", Decimal::from(u.input_tokens))
-        .add("output_tokens", Decimal::from(u.output_tokens))
-        .add("cache_read_tokens", Decimal::from(u.cache_read_tokens))
-        .add("cache_write_tokens", Decimal::from(u.cache_write_tokens))
-        .add("cost_usd", result.cost_usd)
+        .add("input_tokens", Decimal::from(usage.input_tokens))
+        .add("output_tokens", Decimal::from(usage.output_tokens))
+        .add("cache_read_tokens", Decimal::from(usage.cache_read_tokens))
+        .add(
+            "cache_write_tokens",
+            Decimal::from(usage.cache_write_tokens),
+        )
+        .add("cost_usd", cost_usd)
 }
 
 fn run_totals(step: &StepRecord, result: &StepResult, finish_run: bool) -> TxOp {

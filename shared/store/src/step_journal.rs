@@ -115,17 +115,7 @@ pub fn round_ops(
     lease_until_ms: i64,
     billing: Vec<TxOp>,
 ) -> Result<Vec<TxOp>> {
-    let add = |update: Update| {
-        update
-            .add("input_tokens", Decimal::from(usage.input_tokens))
-            .add("output_tokens", Decimal::from(usage.output_tokens))
-            .add("cache_read_tokens", Decimal::from(usage.cache_read_tokens))
-            .add(
-                "cache_write_tokens",
-                Decimal::from(usage.cache_write_tokens),
-            )
-            .add("cost_usd", cost_usd)
-    };
+    let add = |update: Update| runs::add_spend(update, usage, cost_usd);
     let mut ops = vec![
         TxOp::Put {
             item: Item::new(round_key(&step.run_id, &step.id, n))

@@ -1,5 +1,5 @@
-//! On Lambda, each response flushes the process's metrics as CloudWatch EMF
-//! lines ([`State::flush_emf_to_stdout`]) once its body has been sent. Not
+//! Each response flushes the process's metrics as CloudWatch EMF lines
+//! ([`State::flush_emf_to_stdout`]) once its body has been sent. Not
 //! when the handler returns: a streamed chat reply is read, settled and
 //! counted long after that, and its invocation lasts until the body ends.
 //! A body dropped before its end (the client went away) flushes then.
@@ -21,13 +21,8 @@ use lambent_app::state::State;
 /// What a finished response calls.
 type Flush = Arc<dyn Fn() + Send + Sync>;
 
-/// `app` flushing the metrics to stdout after each response body, when
-/// the process runs on Lambda (`Config::lambda_function`); `app` as it is
-/// otherwise.
-pub fn flush_after_responses(app: Router, state: &State) -> Router {
-    if state.config.lambda_function.is_none() {
-        return app;
-    }
+/// `app` flushing the metrics to stdout after each response body.
+pub(crate) fn flush_after_responses(app: Router, state: &State) -> Router {
     let state = state.clone();
     flush_with(app, Arc::new(move || state.flush_emf_to_stdout()))
 }
